@@ -1,0 +1,91 @@
+"""Model configurations: the official full size and any other size, as plain data.
+
+A configuration is what a checkpoint needs besides its tensors: the diffusers
+``UNet2DConditionModel`` config shared by the reference and denoising UNets, and the official
+``unet_additional_kwargs`` that add motion and temporal modules to the denoiser. The motion encoder
+has no size knobs. Configurations travel inside converted safetensors files as JSON metadata.
+"""
+
+import json
+from dataclasses import asdict, dataclass, field
+
+SD_IMAGE_VARIATIONS_UNET = {
+    "act_fn": "silu",
+    "attention_head_dim": 8,
+    "block_out_channels": [320, 640, 1280, 1280],
+    "center_input_sample": False,
+    "cross_attention_dim": 768,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "downsample_padding": 1,
+    "dual_cross_attention": False,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "in_channels": 4,
+    "layers_per_block": 2,
+    "mid_block_scale_factor": 1,
+    "norm_eps": 1e-05,
+    "norm_num_groups": 32,
+    "num_class_embeds": None,
+    "only_cross_attention": False,
+    "out_channels": 4,
+    "sample_size": 64,
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    "use_linear_projection": False,
+}
+
+XNEMO_FRAME_MODULES = {
+    "use_inflated_groupnorm": True,
+    "unet_use_cross_frame_attention": False,
+    "unet_use_temporal_attention": False,
+    "use_motion_module": True,
+    "motion_module_resolutions": [1, 2, 4, 8],
+    "motion_module_mid_block": True,
+    "motion_module_decoder_only": False,
+    "motion_module_type": "Vanilla",
+    "motion_module_kwargs": {
+        "num_attention_heads": 8,
+        "num_transformer_block": 1,
+        "cross_attention_dim": 16,
+        "attention_block_types": ["Spatial_Cross", "Spatial_Cross"],
+        "temporal_position_encoding": False,
+        "temporal_position_encoding_max_len": 32,
+        "temporal_attention_dim_div": 1,
+    },
+    "use_temporal_module": True,
+    "temporal_module_type": "Vanilla",
+    "temporal_module_kwargs": {
+        "num_attention_heads": 8,
+        "num_transformer_block": 1,
+        "attention_block_types": ["Temporal_Self", "Temporal_Self"],
+        "temporal_position_encoding": True,
+        "temporal_position_encoding_max_len": 32,
+        "temporal_attention_dim_div": 1,
+    },
+}
+
+VAE_SCALING_FACTOR = 0.18215
+
+
+@dataclass
+class XNeMoConfig:
+    """Sizes of the two UNets; ``official()`` is the published model."""
+
+    unet: dict = field(default_factory=lambda: dict(SD_IMAGE_VARIATIONS_UNET))
+    frame_modules: dict = field(default_factory=lambda: json.loads(json.dumps(XNEMO_FRAME_MODULES)))
+
+    @classmethod
+    def official(cls) -> "XNeMoConfig":
+        return cls()
+
+    @property
+    def max_window(self) -> int:
+        """Longest context window the temporal position encoding allows."""
+        return self.frame_modules["temporal_module_kwargs"]["temporal_position_encoding_max_len"]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "XNeMoConfig":
+        data = json.loads(text)
+        return cls(unet=data["unet"], frame_modules=data["frame_modules"])

@@ -1,0 +1,107 @@
+"""Attention building blocks shared by the motion encoder and the denoising UNet's frame modules.
+
+All blocks work on token sequences ``(batch, tokens, channels)``. Which axis the tokens run along
+(pixels of one frame, or frames at one pixel) is decided by the caller: the blocks themselves are
+layout-agnostic, which lets a temporal module rearrange once instead of once per attention layer.
+"""
+
+import math
+
+import torch
+from diffusers.models.attention import FeedForward
+from diffusers.models.attention_processor import Attention
+from torch import nn
+
+
+def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
+    """Transformer sin/cos table ``(1, length, dim)``: even channels sin, odd channels cos."""
+    position = torch.arange(length).unsqueeze(1)
+    frequency = torch.exp(torch.arange(0, dim, 2) * (-math.log(10000.0) / dim))
+    table = torch.zeros(1, length, dim)
+    table[0, :, 0::2] = torch.sin(position * frequency)
+    table[0, :, 1::2] = torch.cos(position * frequency)
+    return table
+
+
+class FramePositionalEncoding(nn.Module):
+    """Adds a fixed sin/cos encoding of the frame index to tokens laid out ``(batch, frames, dim)``.
+
+    The table is a persistent buffer because official checkpoints may carry it; it is never learned.
+    """
+
+    def __init__(self, dim: int, max_len: int):
+        super().__init__()
+        self.register_buffer("pe", sinusoidal_table(max_len, dim))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.shape[1] > self.pe.shape[1]:
+            raise ValueError(
+                f"{tokens.shape[1]} frames in one window, but the temporal position encoding "
+                f"covers at most {self.pe.shape[1]}: use a shorter context window"
+            )
+        return tokens + self.pe[:, : tokens.shape[1]].to(tokens.dtype)
+
+
+class PositionedAttention(Attention):
+    """diffusers ``Attention`` with an optional frame position encoding applied to its input.
+
+    The encoding lives inside the attention module (``<attn>.pos_encoder.pe``) to keep the official
+    state-dict layout.
+    """
+
+    def __init__(self, *, positional_max_len: int | None = None, **attention_kwargs):
+        super().__init__(**attention_kwargs)
+        self.pos_encoder = (
+            FramePositionalEncoding(attention_kwargs["query_dim"], positional_max_len)
+            if positional_max_len
+            else None
+        )
+
+    def forward(self, hidden_states, encoder_hidden_states=None, **kwargs):
+        if self.pos_encoder is not None:
+            hidden_states = self.pos_encoder(hidden_states)
+        return super().forward(hidden_states, encoder_hidden_states=encoder_hidden_states, **kwargs)
+
+
+class AttentionStack(nn.Module):
+    """Pre-norm attention layers followed by a GEGLU feed-forward, each with a residual.
+
+    Args:
+        dim: token channels.
+        num_heads: attention heads; head size is ``dim // num_heads``.
+        num_attentions: how many attention layers precede the feed-forward.
+        context_dim: channels of the cross-attention context, or ``None`` for self-attention.
+        positional_max_len: if set, each attention adds a sin/cos encoding of the token index
+            (used for temporal attention, where tokens are frames).
+
+    Shapes: ``tokens (N, L, dim)``, ``context (N, M, context_dim)`` → ``(N, L, dim)``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        num_attentions: int,
+        context_dim: int | None = None,
+        positional_max_len: int | None = None,
+    ):
+        super().__init__()
+        self.attention_blocks = nn.ModuleList(
+            PositionedAttention(
+                query_dim=dim,
+                cross_attention_dim=context_dim,
+                heads=num_heads,
+                dim_head=dim // num_heads,
+                bias=False,
+                positional_max_len=positional_max_len,
+            )
+            for _ in range(num_attentions)
+        )
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(num_attentions))
+        self.ff = FeedForward(dim, activation_fn="geglu")
+        self.ff_norm = nn.LayerNorm(dim)
+
+    def forward(self, tokens: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        for attention, norm in zip(self.attention_blocks, self.norms):
+            tokens = attention(norm(tokens), encoder_hidden_states=context) + tokens
+        return self.ff(self.ff_norm(tokens)) + tokens

@@ -1,0 +1,177 @@
+"""Motion encoder: a face crop → 32 identity-agnostic motion tokens of 16 channels.
+
+A FAN-style face-alignment network (stem, one 4-level hourglass, landmark-heatmap head) with three
+patch self-attention layers inserted, squeezed into a 512-d face-motion vector. A 3-d box
+parameter is embedded and fused in, and the result is cut into 32 tokens of 16 channels plus a
+fixed sin/cos token position embedding. Parameter names follow the official checkpoint.
+"""
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.embeddings import PatchEmbed, get_1d_sincos_pos_embed_from_grid
+from einops import rearrange
+from torch import nn
+
+from .attention_blocks import AttentionStack
+
+NUM_TOKENS = 32
+TOKEN_DIM = 16
+FACE_SIZE = 224
+
+
+class ConvBlock(nn.Module):
+    """Pre-activation residual block whose three 3×3 convs' outputs are concatenated (½+¼+¼)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        half, quarter = out_channels // 2, out_channels // 4
+        self.bn1 = nn.BatchNorm2d(in_channels)
+        self.conv1 = nn.Conv2d(in_channels, half, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(half)
+        self.conv2 = nn.Conv2d(half, quarter, 3, padding=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(quarter)
+        self.conv3 = nn.Conv2d(quarter, quarter, 3, padding=1, bias=False)
+        self.downsample = (
+            nn.Sequential(
+                nn.BatchNorm2d(in_channels),
+                nn.ReLU(),
+                nn.Conv2d(in_channels, out_channels, 1, bias=False),
+            )
+            if in_channels != out_channels
+            else None
+        )
+
+    def forward(self, x):
+        out1 = self.conv1(F.relu(self.bn1(x)))
+        out2 = self.conv2(F.relu(self.bn2(out1)))
+        out3 = self.conv3(F.relu(self.bn3(out2)))
+        residual = x if self.downsample is None else self.downsample(x)
+        return torch.cat([out1, out2, out3], dim=1) + residual
+
+
+class HourGlass(nn.Module):
+    """Recursive hourglass of ``depth`` levels over 256-channel features (names ``b1_4`` … ``b3_1``)."""
+
+    def __init__(self, depth: int, channels: int = 256):
+        super().__init__()
+        self.depth = depth
+        for level in range(depth, 0, -1):
+            self.add_module(f"b1_{level}", ConvBlock(channels, channels))
+            self.add_module(f"b2_{level}", ConvBlock(channels, channels))
+            self.add_module(f"b3_{level}", ConvBlock(channels, channels))
+        self.add_module("b2_plus_1", ConvBlock(channels, channels))
+
+    def _level(self, level: int, x: torch.Tensor) -> torch.Tensor:
+        upper = self._modules[f"b1_{level}"](x)
+        lower = self._modules[f"b2_{level}"](F.max_pool2d(x, 2, stride=2))
+        if level > 1:
+            lower = self._level(level - 1, lower)
+        else:
+            lower = self._modules["b2_plus_1"](lower)
+        lower = self._modules[f"b3_{level}"](lower)
+        return upper + F.interpolate(lower, size=upper.shape[-2:], mode="bilinear")
+
+    def forward(self, x):
+        return self._level(self.depth, x)
+
+
+class PatchSelfAttention(nn.Module):
+    """Residual self-attention over non-overlapping patches of a feature map.
+
+    GroupNorm → patch embedding (with 2-D sin/cos positions) → one attention stack → a per-pixel
+    linear back from each patch's channels → unpatchify, added to the input.
+    Shapes: ``(N, C, S, S)`` → ``(N, C, S, S)`` with ``S = sample_size``.
+    """
+
+    def __init__(self, channels: int, sample_size: int, patch_size: int, heads: int = 8, head_dim: int = 128):
+        super().__init__()
+        inner_dim = heads * head_dim
+        self.patch_size = patch_size
+        self.norm = nn.GroupNorm(32, channels, eps=1e-6)
+        self.pos_embed = PatchEmbed(
+            height=sample_size,
+            width=sample_size,
+            patch_size=patch_size,
+            in_channels=channels,
+            embed_dim=inner_dim,
+            interpolation_scale=1,
+        )
+        self.transformer_blocks = nn.ModuleList([AttentionStack(inner_dim, heads, num_attentions=1)])
+        self.proj_out = nn.Linear(inner_dim // patch_size**2, channels)
+
+    def forward(self, x):
+        tokens = self.pos_embed(self.norm(x))
+        for block in self.transformer_blocks:
+            tokens = block(tokens)
+        p = self.patch_size
+        pixels = rearrange(
+            tokens, "n (h w) (p q c) -> n h w p q c", h=x.shape[-2] // p, p=p, q=p
+        )
+        pixels = rearrange(self.proj_out(pixels), "n h w p q c -> n c (h p) (w q)")
+        return pixels + x
+
+
+class FaceMotionBackbone(nn.Module):
+    """FAN face network with patch attention: ``(N, 3, 224, 224)`` in [-1, 1] → ``(N, 512)``."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.conv2 = ConvBlock(64, 128)
+        self.conv3 = ConvBlock(128, 128)
+        self.conv4 = ConvBlock(128, 256)
+        self.m0 = HourGlass(depth=4)
+        self.top_m_0 = ConvBlock(256, 256)
+        self.conv_last0 = nn.Conv2d(256, 256, kernel_size=1)
+        self.bn_end0 = nn.BatchNorm2d(256)
+        self.l0 = nn.Conv2d(256, 68, kernel_size=1)
+        self.bn5 = nn.BatchNorm2d(68)
+        self.conv6 = nn.Conv2d(68, 1, 3, stride=2, padding=1)
+        self.fc = nn.Linear(28 * 28, 512)
+        self.att_1 = PatchSelfAttention(128, sample_size=112, patch_size=4)
+        self.att_2 = PatchSelfAttention(256, sample_size=56, patch_size=2)
+        self.att_3 = PatchSelfAttention(256, sample_size=56, patch_size=2)
+
+    def forward(self, faces):
+        x = F.relu(self.bn1(self.conv1(faces)))
+        x = self.att_1(self.conv2(x))
+        x = self.conv4(self.conv3(F.max_pool2d(x, 2)))
+        x = self.att_2(x)
+        x = self.bn_end0(self.conv_last0(self.top_m_0(self.m0(x))))
+        x = self.att_3(x)
+        heatmaps = F.relu(self.bn5(self.l0(F.relu(x))))
+        return self.fc(F.relu(self.conv6(heatmaps).flatten(1)))
+
+
+class MotionEncoder(nn.Module):
+    """Face crops → motion tokens.
+
+    Shapes: ``faces (N, 3, 224, 224)`` in [-1, 1], ``box (N, 3)`` → ``(N, 32, 16)``.
+    X-NeMo inference always passes the neutral box ``[0, 0, 1]`` (see :meth:`neutral_box`).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.model = FaceMotionBackbone()
+        table = get_1d_sincos_pos_embed_from_grid(TOKEN_DIM, torch.arange(NUM_TOKENS))
+        self.register_buffer("pe", table.float().unsqueeze(0))
+        self.bbox_proj = nn.Sequential(
+            nn.Linear(3, 64), nn.ReLU(), nn.Identity(), nn.Linear(64, 64)
+        )
+        self.final_proj = nn.Linear(512 + 64, NUM_TOKENS * TOKEN_DIM)
+
+    @staticmethod
+    def neutral_box(count: int, **tensor_kwargs) -> torch.Tensor:
+        return torch.tensor([0.0, 0.0, 1.0], **tensor_kwargs).expand(count, 3)
+
+    def face_motion(self, faces: torch.Tensor) -> torch.Tensor:
+        """The backbone's 512-d face-motion vector ``(N, 512)``, before the box fusion."""
+        return self.model(faces)
+
+    def forward(self, faces: torch.Tensor, box: torch.Tensor | None = None) -> torch.Tensor:
+        if box is None:
+            box = self.neutral_box(faces.shape[0], dtype=faces.dtype, device=faces.device)
+        fused = torch.cat([self.face_motion(faces), self.bbox_proj(box)], dim=1)
+        tokens = rearrange(self.final_proj(fused), "n (l c) -> n l c", c=TOKEN_DIM)
+        return tokens + self.pe.to(tokens.dtype)

@@ -1,0 +1,43 @@
+"""Deterministic weights from a state-dict key and shape alone (the parity fixtures' rule).
+
+They let anyone rebuild the exact weights the golden fixtures were made with, and give full-size
+models realistic activation scales for benchmarks, without the real checkpoints.
+"""
+
+import math
+import zlib
+
+import torch
+from torch import nn
+
+GAINS = {"final_proj.weight": 0.03, "conv_out.weight": 0.05}
+
+
+def synthesize(name: str, shape: tuple[int, ...]) -> torch.Tensor:
+    """The fixture rule for one tensor (see ``fixtures/README.md``)."""
+    generator = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+    t = torch.randn(shape, generator=generator, dtype=torch.float32) * GAINS.get(name, 1.0)
+    if name.endswith("running_var"):
+        return 1 + 0.1 * t.abs()
+    if name.endswith("running_mean"):
+        return 0.1 * t
+    if len(shape) >= 2:
+        return t / math.sqrt(math.prod(shape[1:]))
+    if name.endswith("weight"):
+        return 1 + 0.1 * t
+    return 0.02 * t
+
+
+def synthesized_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter and BatchNorm running statistic of ``module``, by the fixture rule.
+
+    Other buffers (computed position tables, BatchNorm counters) are left to the module.
+    """
+    names = [name for name, _ in module.named_parameters()]
+    names += [
+        name
+        for name, _ in module.named_buffers()
+        if name.endswith(("running_mean", "running_var"))
+    ]
+    shapes = module.state_dict(keep_vars=True)
+    return {name: synthesize(name, tuple(shapes[name].shape)) for name in names}
