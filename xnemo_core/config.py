@@ -82,10 +82,9 @@ class XNeMoConfig:
         """Longest context window the temporal position encoding allows."""
         return self.frame_modules["temporal_module_kwargs"]["temporal_position_encoding_max_len"]
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+    def to_dict(self) -> dict:
+        return asdict(self)
 
     @classmethod
-    def from_json(cls, text: str) -> "XNeMoConfig":
-        data = json.loads(text)
+    def from_dict(cls, data: dict) -> "XNeMoConfig":
         return cls(unet=data["unet"], frame_modules=data["frame_modules"])

@@ -33,6 +33,10 @@ class FramePositionalEncoding(nn.Module):
         super().__init__()
         self.register_buffer("pe", sinusoidal_table(max_len, dim))
 
+    def reset_computed_buffers(self) -> None:
+        """Refill the table (after ``to_empty`` materialized a model built on the meta device)."""
+        self.pe = sinusoidal_table(self.pe.shape[1], self.pe.shape[2]).to(self.pe.device)
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         if tokens.shape[1] > self.pe.shape[1]:
             raise ValueError(

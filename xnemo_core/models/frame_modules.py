@@ -80,6 +80,8 @@ class FrameTransformer(nn.Module):
             for _ in range(config.num_transformer_block)
         )
         self.proj_out = nn.Linear(inner_dim, channels)
+        nn.init.zeros_(self.proj_out.weight)  # a new module starts as the identity
+        nn.init.zeros_(self.proj_out.bias)
 
     def forward(
         self, features: torch.Tensor, num_frames: int, motion_tokens: torch.Tensor | None = None

@@ -1,0 +1,257 @@
+"""Assemble all X-NeMo modules from a model folder or a converted bundle.
+
+Accepted layouts (first match wins for each part):
+
+* the official release::
+
+      DIR/xnemo_{denoising_unet,reference_unet,motion_encoder,temporal_module}.pth
+      DIR/sd-image-variations-diffusers/unet/{config.json, diffusion_pytorch_model.*}   (optional)
+      DIR/sd-image-variations-diffusers/image_encoder/{config.json, model weights}
+      DIR/stable-video-diffusion-img2vid-xt/vae/{config.json, diffusion_pytorch_model.*}
+
+* the same names as ``.safetensors`` (official files converted one to one);
+* our converted folder (``python -m xnemo_core convert``): ``xnemo_<part>.safetensors`` whose
+  metadata carries the configs;
+* our bundle: one ``.safetensors`` file with every part under a ``<part>.`` prefix.
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKLTemporalDecoder
+from torch import nn
+from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+from .checkpoints import CheckpointError, Sources, load_into, read_metadata, read_sources, read_state_dict
+from .config import XNeMoConfig
+from .models.motion_encoder import MotionEncoder
+from .models.reference import ReferenceUNet
+from .models.unet3d import DenoisingUNet
+
+PARTS = ("motion_encoder", "reference_unet", "denoising_unet", "image_encoder", "vae")
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
+BASE_UNET = Path("sd-image-variations-diffusers/unet")
+BASE_IMAGE_ENCODER = Path("sd-image-variations-diffusers/image_encoder")
+BASE_VAE = Path("stable-video-diffusion-img2vid-xt/vae")
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class XNeMoModels:
+    """Every network of the pipeline, with the configs needed to rebuild them."""
+
+    config: XNeMoConfig
+    motion_encoder: MotionEncoder
+    reference_unet: ReferenceUNet
+    denoising_unet: DenoisingUNet
+    image_encoder: CLIPVisionModelWithProjection | None = None
+    vae: AutoencoderKLTemporalDecoder | None = None
+    part_configs: dict = field(default_factory=dict)
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {name: getattr(self, name) for name in PARTS if getattr(self, name) is not None}
+
+    def to(self, device=None, dtype=None) -> "XNeMoModels":
+        for module in self.modules().values():
+            module.to(device=device, dtype=dtype)
+        return self
+
+
+def parse_dtype(name: str | torch.dtype) -> torch.dtype:
+    if isinstance(name, torch.dtype):
+        return name
+    if name not in DTYPES:
+        raise ValueError(f"unknown precision {name!r}; choose one of {sorted(DTYPES)}")
+    return DTYPES[name]
+
+
+def load_models(
+    path: str | Path,
+    dtype: str | torch.dtype = "fp16",
+    device: str | torch.device = "cpu",
+    allow_missing: tuple[str, ...] = (),
+) -> XNeMoModels:
+    """Load every module found at ``path`` strictly (see :mod:`xnemo_core.checkpoints`).
+
+    ``allow_missing`` names groups of denoiser weights that may be absent from the files, e.g.
+    ``("temporal_modules",)``: they keep their initialisation (identity modules) and a warning
+    lists them.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"model path not found: {path}")
+    layout = _BundleLayout(path) if path.is_file() else _FolderLayout(path)
+    config = layout.config()
+    models = XNeMoModels(
+        config=config,
+        motion_encoder=_load_motion_encoder(layout),
+        reference_unet=_load_unet(layout, "reference_unet", config, allow_missing=()),
+        denoising_unet=_load_unet(layout, "denoising_unet", config, allow_missing),
+        image_encoder=_load_image_encoder(layout),
+        vae=_load_vae(layout),
+    )
+    models.part_configs = layout.part_configs
+    for module in models.modules().values():
+        module.eval().requires_grad_(False)
+    return models.to(device=device, dtype=parse_dtype(dtype))
+
+
+def _load_motion_encoder(layout) -> MotionEncoder:
+    module = MotionEncoder()
+    load_into(module, layout.sources("motion_encoder"), what="motion encoder")
+    return module
+
+
+def _load_unet(layout, part: str, config: XNeMoConfig, allow_missing) -> nn.Module:
+    build = {
+        "reference_unet": lambda: ReferenceUNet(**config.unet),
+        "denoising_unet": lambda: DenoisingUNet(config.unet, config.frame_modules),
+    }[part]
+    # The meta device skips random initialisation; tolerated gaps need a real one.
+    with torch.device("cpu" if allow_missing else "meta"):
+        module = build()
+    what = part.replace("_", " ").replace("unet", "UNet")
+    base = layout.base_unet() if part == "denoising_unet" else []
+    tolerated = _keys_containing(module, allow_missing)
+    load_into(module, layout.sources(part), what=what, allow_missing=tolerated, base=base)
+    return module
+
+
+def _keys_containing(module: nn.Module, fragments: tuple[str, ...]) -> tuple[str, ...]:
+    """The module's keys that contain a group name such as ``temporal_modules``."""
+    if not fragments:
+        return ()
+    return tuple(
+        {key for key in module.state_dict() if any(f"{frag}." in key for frag in fragments)}
+    )
+
+
+def _load_image_encoder(layout) -> CLIPVisionModelWithProjection | None:
+    found = layout.optional_part("image_encoder")
+    if found is None:
+        return None
+    config, sources = found
+    fields = {k: v for k, v in config.items() if not k.startswith("_") and k != "architectures"}
+    module = CLIPVisionModelWithProjection(CLIPVisionConfig(**fields))
+    load_into(module, sources, what="CLIP image encoder")
+    return module
+
+
+def _load_vae(layout) -> AutoencoderKLTemporalDecoder | None:
+    found = layout.optional_part("vae")
+    if found is None:
+        return None
+    config, sources = found
+    with torch.device("meta"):
+        module = AutoencoderKLTemporalDecoder(**{k: v for k, v in config.items() if not k.startswith("_")})
+    load_into(module, sources, what="VAE")
+    return module
+
+
+class _FolderLayout:
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.part_configs: dict = {}
+
+    def _find(self, stem: str) -> Path | None:
+        for suffix in WEIGHT_SUFFIXES:
+            candidate = self.folder / f"{stem}{suffix}"
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def config(self) -> XNeMoConfig:
+        converted = self._find("xnemo_denoising_unet")
+        metadata = read_metadata(converted) if converted else {}
+        if "xnemo_config" in metadata:
+            return XNeMoConfig.from_dict(json.loads(metadata["xnemo_config"]))
+        base_config = self.folder / BASE_UNET / "config.json"
+        if base_config.is_file():
+            return XNeMoConfig(unet=json.loads(base_config.read_text()))
+        return XNeMoConfig.official()
+
+    def sources(self, part: str) -> Sources:
+        main = self._find(f"xnemo_{part}")
+        if main is None:
+            raise CheckpointError(
+                f"{self.folder}: no xnemo_{part} weights (looked for "
+                f"xnemo_{part} with suffix {', '.join(WEIGHT_SUFFIXES)})"
+            )
+        files = [main]
+        temporal = self._find("xnemo_temporal_module")
+        if part == "denoising_unet" and temporal is not None:
+            files.append(temporal)
+        return read_sources(files)
+
+    def base_unet(self) -> Sources:
+        weights = _diffusers_weights(self.folder / BASE_UNET)
+        return read_sources([weights]) if weights else []
+
+    def optional_part(self, part: str):
+        converted = self._find(f"xnemo_{part}")
+        if converted is not None:
+            metadata = read_metadata(converted)
+            if "config" not in metadata:
+                raise CheckpointError(f"{converted}: no 'config' metadata; re-run the converter")
+            config = json.loads(metadata["config"])
+            self.part_configs[part] = config
+            return config, read_sources([converted])
+        folder = self.folder / {"image_encoder": BASE_IMAGE_ENCODER, "vae": BASE_VAE}[part]
+        weights = _diffusers_weights(folder)
+        if weights is None:
+            return None
+        config = json.loads((folder / "config.json").read_text())
+        self.part_configs[part] = config
+        return config, read_sources([weights])
+
+
+def _diffusers_weights(folder: Path) -> Path | None:
+    if not (folder / "config.json").is_file():
+        return None
+    for name in (
+        "diffusion_pytorch_model.safetensors",
+        "model.safetensors",
+        "diffusion_pytorch_model.fp16.safetensors",
+        "model.fp16.safetensors",
+        "diffusion_pytorch_model.bin",
+        "pytorch_model.bin",
+    ):
+        if (folder / name).is_file():
+            return folder / name
+    raise CheckpointError(f"{folder}: config.json but no weight file next to it")
+
+
+class _BundleLayout:
+    def __init__(self, file: Path):
+        self.file = file
+        self.metadata = read_metadata(file)
+        if "xnemo_config" not in self.metadata:
+            raise CheckpointError(
+                f"{file}: not an X-NeMo bundle (no 'xnemo_config' metadata); pass the folder "
+                "that holds the official files instead"
+            )
+        self.tensors = read_state_dict(file)
+        self.part_configs = json.loads(self.metadata.get("part_configs", "{}"))
+
+    def config(self) -> XNeMoConfig:
+        return XNeMoConfig.from_dict(json.loads(self.metadata["xnemo_config"]))
+
+    def _part(self, part: str) -> dict[str, torch.Tensor]:
+        prefix = f"{part}."
+        return {k[len(prefix):]: v for k, v in self.tensors.items() if k.startswith(prefix)}
+
+    def sources(self, part: str) -> Sources:
+        tensors = self._part(part)
+        if not tensors:
+            raise CheckpointError(f"{self.file}: the bundle has no '{part}.' tensors")
+        return [(f"{self.file} [{part}]", tensors)]
+
+    def base_unet(self) -> Sources:
+        return []
+
+    def optional_part(self, part: str):
+        if part not in self.part_configs:
+            return None
+        return self.part_configs[part], self.sources(part)
