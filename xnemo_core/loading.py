@@ -55,7 +55,8 @@ class XNeMoModels:
 
     def to(self, device=None, dtype=None) -> "XNeMoModels":
         for module in self.modules().values():
-            module.to(device=device, dtype=dtype)
+            # Plain nn.Module.to: diffusers' override warns about fp32 modules on every cast.
+            nn.Module.to(module, device=device, dtype=dtype)
         return self
 
 
@@ -199,17 +200,17 @@ class _FolderLayout:
             self.part_configs[part] = config
             return config, read_sources([converted])
         folder = self.folder / {"image_encoder": BASE_IMAGE_ENCODER, "vae": BASE_VAE}[part]
+        if not (folder / "config.json").is_file():
+            return None
         weights = _diffusers_weights(folder)
         if weights is None:
-            return None
+            raise CheckpointError(f"{folder}: config.json but no weight file next to it")
         config = json.loads((folder / "config.json").read_text())
         self.part_configs[part] = config
         return config, read_sources([weights])
 
 
 def _diffusers_weights(folder: Path) -> Path | None:
-    if not (folder / "config.json").is_file():
-        return None
     for name in (
         "diffusion_pytorch_model.safetensors",
         "model.safetensors",
@@ -220,7 +221,7 @@ def _diffusers_weights(folder: Path) -> Path | None:
     ):
         if (folder / name).is_file():
             return folder / name
-    raise CheckpointError(f"{folder}: config.json but no weight file next to it")
+    return None
 
 
 class _BundleLayout:

@@ -1,0 +1,74 @@
+"""Shared fixtures: the project's ../shared folder (skipped when absent) and small model folders."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from xnemo_core.checkpoints import save_safetensors
+from xnemo_core.check_fixtures import small_unets, with_synthesized_weights
+from xnemo_core.models.motion_encoder import MotionEncoder
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+FIXTURES = SHARED / "fixtures"
+OFFICIAL_KEYS = SHARED / "docs" / "official-keys"
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    if not (FIXTURES / "golden.json").is_file():
+        pytest.skip(f"parity fixtures not found at {FIXTURES} (only in the project's workspace)")
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def golden_settings(fixtures_dir) -> dict:
+    return json.loads((fixtures_dir / "golden.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def small_models(golden_settings):
+    """(reference UNet, denoising UNet, motion encoder) with the fixture rule's weights."""
+    reference, denoiser = small_unets(golden_settings)
+    return reference, denoiser, with_synthesized_weights(MotionEncoder(), "motion encoder")
+
+
+@pytest.fixture(scope="session")
+def official_layout(tmp_path_factory, golden_settings, small_models, fixtures_dir) -> Path:
+    """A model folder laid out like the official release, at the fixtures' small size.
+
+    The denoiser is split as published: spatial and motion weights in the denoising file,
+    temporal modules in their own file. Pickles are tensors-only, as torch.save writes them.
+    """
+    folder = tmp_path_factory.mktemp("official")
+    reference, denoiser, encoder = small_models
+    denoising = denoiser.state_dict()
+    temporal = {k: v for k, v in denoising.items() if "temporal_modules." in k}
+    torch.save({k: v for k, v in denoising.items() if k not in temporal}, folder / "xnemo_denoising_unet.pth")
+    torch.save(temporal, folder / "xnemo_temporal_module.pth")
+    torch.save(reference.state_dict(), folder / "xnemo_reference_unet.pth")
+    torch.save(encoder.state_dict(), folder / "xnemo_motion_encoder.pth")
+    unet = folder / "sd-image-variations-diffusers" / "unet"
+    unet.mkdir(parents=True)
+    (unet / "config.json").write_text(json.dumps(golden_settings["small_unet_config"]))
+    pipeline = golden_settings["pipeline"]
+    for sub, name, config in [
+        ("sd-image-variations-diffusers/image_encoder", "golden_tiny_clip", pipeline["clip_config"]),
+        ("stable-video-diffusion-img2vid-xt/vae", "golden_tiny_vae", pipeline["vae_config"]),
+    ]:
+        target = folder / sub
+        target.mkdir(parents=True)
+        (target / "config.json").write_text(json.dumps(config))
+        weights = "model.safetensors" if "clip" in name else "diffusion_pytorch_model.safetensors"
+        shutil.copy(fixtures_dir / f"{name}.safetensors", target / weights)
+    return folder
+
+
+def write_state(path: Path, tensors: dict) -> Path:
+    if path.suffix == ".safetensors":
+        save_safetensors(path, tensors, {})
+    else:
+        torch.save(tensors, path)
+    return path

@@ -1,0 +1,117 @@
+"""Strict, safe loading: every bad file gives a clear error and loads nothing."""
+
+import os
+import pickle
+
+import pytest
+import torch
+
+from conftest import write_state
+from xnemo_core.checkpoints import CheckpointError, load_into, read_sources, read_state_dict
+from xnemo_core.check_fixtures import small_unets
+
+
+@pytest.fixture
+def small_denoiser_file(fixtures_dir):
+    return fixtures_dir / "golden_small_denoising_unet.safetensors"
+
+
+@pytest.fixture
+def fresh_denoiser(golden_settings):
+    return small_unets(golden_settings)[1]
+
+
+def snapshot(module):
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def assert_untouched(module, before):
+    after = module.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())
+
+
+def test_fixture_unets_load_from_their_official_key_files(fixtures_dir, golden_settings):
+    reference, denoiser = small_unets(golden_settings)
+    for module, name in [(reference, "reference_unet"), (denoiser, "denoising_unet")]:
+        expected = read_state_dict(fixtures_dir / f"golden_small_{name}.safetensors")
+        torch.nn.init.zeros_(next(module.parameters()))
+        load_into(module, read_sources([fixtures_dir / f"golden_small_{name}.safetensors"]), what=name)
+        state = module.state_dict()
+        assert all(torch.equal(state[k], v) for k, v in expected.items())
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_missing_key_is_named_with_the_file(tmp_path, small_denoiser_file, fresh_denoiser, suffix):
+    tensors = read_state_dict(small_denoiser_file)
+    removed = "down_blocks.1.motion_modules.0.temporal_transformer.proj_in.weight"
+    del tensors[removed]
+    path = write_state(tmp_path / f"denoiser{suffix}", tensors)
+    before = snapshot(fresh_denoiser)
+    with pytest.raises(CheckpointError) as error:
+        load_into(fresh_denoiser, read_sources([path]), what="denoising UNet")
+    assert removed in str(error.value) and str(path) in str(error.value)
+    assert_untouched(fresh_denoiser, before)
+
+
+def test_extra_key_is_reported(tmp_path, small_denoiser_file, fresh_denoiser):
+    tensors = read_state_dict(small_denoiser_file)
+    tensors["down_blocks.0.bogus.weight"] = torch.zeros(3)
+    path = write_state(tmp_path / "extra.safetensors", tensors)
+    before = snapshot(fresh_denoiser)
+    with pytest.raises(CheckpointError, match="down_blocks.0.bogus.weight"):
+        load_into(fresh_denoiser, read_sources([path]), what="denoising UNet")
+    assert_untouched(fresh_denoiser, before)
+
+
+def test_wrong_shape_names_key_and_both_shapes(tmp_path, small_denoiser_file, fresh_denoiser):
+    tensors = read_state_dict(small_denoiser_file)
+    tensors["conv_in.weight"] = torch.zeros(32, 4, 1, 1)
+    path = write_state(tmp_path / "shape.safetensors", tensors)
+    before = snapshot(fresh_denoiser)
+    with pytest.raises(CheckpointError, match=r"conv_in.weight has shape \(32, 4, 1, 1\).*\(32, 4, 3, 3\)"):
+        load_into(fresh_denoiser, read_sources([path]), what="denoising UNet")
+    assert_untouched(fresh_denoiser, before)
+
+
+def test_wrong_position_table_is_rejected(tmp_path, small_denoiser_file, fresh_denoiser):
+    tensors = read_state_dict(small_denoiser_file)
+    key = next(k for k in tensors if k.endswith("pos_encoder.pe"))
+    tensors[key] = tensors[key] + 1
+    path = write_state(tmp_path / "pe.safetensors", tensors)
+    with pytest.raises(CheckpointError, match="fixed table"):
+        load_into(fresh_denoiser, read_sources([path]), what="denoising UNet")
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_truncated_file_is_a_clear_error(tmp_path, small_denoiser_file, suffix):
+    full = write_state(tmp_path / f"full{suffix}", read_state_dict(small_denoiser_file))
+    truncated = tmp_path / f"truncated{suffix}"
+    truncated.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        read_state_dict(truncated)
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_that_runs_code_is_refused_and_not_run(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    torch.save({"conv_in.weight": torch.zeros(1), "payload": _RunsCode(marker)}, path, pickle_module=pickle)
+    with pytest.raises(CheckpointError, match="refused to unpickle"):
+        read_state_dict(path)
+    assert not marker.exists()
+
+
+def test_missing_file_and_unknown_format(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        read_state_dict(tmp_path / "absent.pth")
+    odd = tmp_path / "weights.npz"
+    odd.write_bytes(b"x")
+    with pytest.raises(CheckpointError, match="unknown weight format"):
+        read_state_dict(odd)

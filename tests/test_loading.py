@@ -1,0 +1,64 @@
+"""Assembling all modules from the official layout, precisions, conversion round trips."""
+
+import pytest
+import torch
+
+from xnemo_core.__main__ import main as cli
+from xnemo_core.checkpoints import CheckpointError
+from xnemo_core.convert import write_bundle, write_parts
+from xnemo_core.loading import load_models
+
+
+def states_equal(a, b):
+    for name, module in a.modules().items():
+        other = b.modules()[name].state_dict()
+        for key, value in module.state_dict().items():
+            assert torch.equal(value, other[key]), f"{name}.{key}"
+
+
+def test_official_layout_loads_every_part(official_layout, small_models):
+    models = load_models(official_layout, dtype="fp32")
+    assert set(models.modules()) == {"motion_encoder", "reference_unet", "denoising_unet", "image_encoder", "vae"}
+    expected = small_models[1].state_dict()
+    loaded = models.denoising_unet.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in expected.items())
+    assert not any(p.requires_grad for p in models.denoising_unet.parameters())
+
+
+@pytest.mark.parametrize("dtype,torch_dtype", [("fp16", torch.float16), ("bf16", torch.bfloat16), ("fp32", torch.float32)])
+def test_precision_on_load(official_layout, dtype, torch_dtype):
+    models = load_models(official_layout, dtype=dtype)
+    for module in models.modules().values():
+        assert {p.dtype for p in module.parameters()} == {torch_dtype}
+
+
+def test_missing_temporal_file_is_an_error_unless_allowed(official_layout, tmp_path):
+    partial = tmp_path / "partial"
+    partial.symlink_to(official_layout)
+    copy = tmp_path / "no_temporal"
+    copy.mkdir()
+    for item in official_layout.iterdir():
+        if item.name != "xnemo_temporal_module.pth":
+            (copy / item.name).symlink_to(item)
+    with pytest.raises(CheckpointError, match="temporal_modules"):
+        load_models(copy, dtype="fp32")
+    with pytest.warns(UserWarning, match="keep their initial values"):
+        models = load_models(copy, dtype="fp32", allow_missing=("temporal_modules",))
+    proj_out = models.denoising_unet.down_blocks[0].temporal_modules[0].temporal_transformer.proj_out
+    assert torch.count_nonzero(proj_out.weight) == 0  # untrained temporal modules are identities
+
+
+def test_convert_parts_and_bundle_round_trip(official_layout, tmp_path):
+    original = load_models(official_layout, dtype="fp16")
+    parts = write_parts(original, tmp_path / "parts")
+    assert {p.name for p in parts} >= {"xnemo_denoising_unet.safetensors", "xnemo_vae.safetensors"}
+    states_equal(original, load_models(tmp_path / "parts", dtype="fp16"))
+    bundle = write_bundle(original, tmp_path / "xnemo.safetensors")
+    states_equal(original, load_models(bundle, dtype="fp16"))
+
+
+def test_convert_cli(official_layout, tmp_path, capsys):
+    assert cli(["convert", str(official_layout), str(tmp_path / "b.safetensors"), "--bundle"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert cli(["convert", str(tmp_path / "nowhere"), str(tmp_path / "x")]) == 2
+    assert "model path not found" in capsys.readouterr().err
