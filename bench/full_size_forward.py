@@ -21,8 +21,8 @@ from xnemo_core.models.unet3d import DenoisingUNet
 from xnemo_core.synthetic_weights import synthesized_state_dict
 
 
-def synthesized(build, label):
-    with torch.device("meta"):
+def synthesized(build, label, device="meta"):
+    with torch.device(device):
         module = build()
     load_into(module, [(label, synthesized_state_dict(module))], what=label)
     return module.eval().requires_grad_(False)
@@ -65,7 +65,7 @@ def main():
     start = time.perf_counter()
     denoiser = synthesized(lambda: DenoisingUNet(config.unet, config.frame_modules), "denoising UNet")
     reference_unet = synthesized(lambda: ReferenceUNet(**config.unet), "reference UNet")
-    encoder = synthesized(MotionEncoder, "motion encoder")
+    encoder = synthesized(MotionEncoder, "motion encoder", device="cpu")
     print(f"synthesized full-size weights in {time.perf_counter() - start:.1f} s")
 
     generator = torch.Generator().manual_seed(0)
@@ -78,7 +78,7 @@ def main():
     baseline = None
     for name, dtype in [("fp32", torch.float32), ("fp16", torch.float16), ("bf16", torch.bfloat16)]:
         for module in (denoiser, reference_unet, encoder):
-            module.to("cuda", dtype)
+            torch.nn.Module.to(module, "cuda", dtype)  # diffusers' .to warns on every cast
         cast = lambda t: t.to("cuda", dtype)
         tokens = encoder(cast(faces))
         motion = torch.stack([tokens[:1].expand(args.frames, -1, -1), tokens[1:]])

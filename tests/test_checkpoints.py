@@ -115,3 +115,13 @@ def test_missing_file_and_unknown_format(tmp_path):
     odd.write_bytes(b"x")
     with pytest.raises(CheckpointError, match="unknown weight format"):
         read_state_dict(odd)
+
+
+def test_meta_built_module_with_uncomputable_buffers_is_refused():
+    from xnemo_core.models.motion_encoder import MotionEncoder
+    from xnemo_core.synthetic_weights import synthesized_state_dict
+
+    with torch.device("meta"):
+        encoder = MotionEncoder()
+    with pytest.raises(ValueError, match="build this module on a real device"):
+        load_into(encoder, [("synthetic", synthesized_state_dict(encoder))], what="motion encoder")

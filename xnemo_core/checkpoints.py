@@ -165,6 +165,13 @@ def _materialize(module: nn.Module) -> None:
     """Give a module built on the meta device real (uninitialised) storage and computed buffers."""
     if not any(t.is_meta for t in module.state_dict().values()):
         return
+    unrecoverable = [
+        name
+        for name, child in module.named_modules()
+        if child._non_persistent_buffers_set and not hasattr(child, "reset_computed_buffers")
+    ]
+    if unrecoverable:
+        raise ValueError(f"build this module on a real device: {unrecoverable} hold computed buffers")
     module.to_empty(device="cpu")
     for child in module.modules():
         if hasattr(child, "reset_computed_buffers"):
