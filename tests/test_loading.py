@@ -9,6 +9,14 @@ from xnemo_core.convert import write_bundle, write_parts
 from xnemo_core.loading import load_models
 
 
+def link_xnemo_files(source, folder):
+    """The X-NeMo files and the small UNet config of ``source``, without its CLIP and VAE folders."""
+    for item in source.glob("xnemo_*"):
+        (folder / item.name).symlink_to(item)
+    (folder / "sd-image-variations-diffusers").mkdir()
+    (folder / "sd-image-variations-diffusers" / "unet").symlink_to(source / "sd-image-variations-diffusers" / "unet")
+
+
 def states_equal(a, b):
     for name, module in a.modules().items():
         other = b.modules()[name].state_dict()
@@ -33,8 +41,6 @@ def test_precision_on_load(official_layout, dtype, torch_dtype):
 
 
 def test_missing_temporal_file_is_an_error_unless_allowed(official_layout, tmp_path):
-    partial = tmp_path / "partial"
-    partial.symlink_to(official_layout)
     copy = tmp_path / "no_temporal"
     copy.mkdir()
     for item in official_layout.iterdir():
@@ -62,3 +68,32 @@ def test_convert_cli(official_layout, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     assert cli(["convert", str(tmp_path / "nowhere"), str(tmp_path / "x")]) == 2
     assert "model path not found" in capsys.readouterr().err
+
+
+def test_single_file_vae_without_config_uses_the_svd_config(official_layout, tmp_path):
+    from diffusers import AutoencoderKLTemporalDecoder
+
+    from xnemo_core.check_fixtures import with_synthesized_weights
+    from xnemo_core.checkpoints import save_safetensors
+    from xnemo_core.config import SVD_VAE
+
+    folder = tmp_path / "single_file_vae"
+    folder.mkdir()
+    link_xnemo_files(official_layout, folder)
+    vae = with_synthesized_weights(AutoencoderKLTemporalDecoder(**SVD_VAE), "VAE")
+    save_safetensors(folder / "xnemo_vae.safetensors", {k: v.half() for k, v in vae.state_dict().items()}, {})
+    models = load_models(folder, dtype="fp16")
+    assert list(models.vae.config.block_out_channels) == [128, 256, 512, 512]
+    assert torch.equal(models.vae.state_dict()["decoder.conv_out.weight"], vae.state_dict()["decoder.conv_out.weight"].half())
+    assert models.image_encoder is None
+
+
+def test_single_file_vae_of_another_size_names_the_mismatch(official_layout, tmp_path, fixtures_dir):
+    folder = tmp_path / "wrong_vae"
+    folder.mkdir()
+    link_xnemo_files(official_layout, folder)
+    (folder / "xnemo_vae.safetensors").symlink_to(fixtures_dir / "golden_tiny_vae.safetensors")
+    with pytest.raises(CheckpointError, match=r"cannot load the VAE.*\n.*has shape") as error:
+        load_models(folder, dtype="fp16")
+    assert "more tensors of other shapes" in str(error.value)
+    assert len(str(error.value).splitlines()) <= 12  # a readable report, not every key

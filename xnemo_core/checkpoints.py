@@ -134,13 +134,19 @@ def load_into(
         for key, tensor in tensors.items():
             if key in expected:
                 merged[key], origin[key] = tensor, label
+    mis_shaped = [
+        f"{origin[key]}: {key} has shape {tuple(tensor.shape)}, the {what} expects "
+        f"{tuple(expected[key].shape)}"
+        for key, tensor in merged.items()
+        if tuple(tensor.shape) != tuple(expected[key].shape)
+    ]
+    problems += mis_shaped[:_LISTED]
+    if len(mis_shaped) > _LISTED:
+        problems.append(f"… and {len(mis_shaped) - _LISTED} more tensors of other shapes (a model of another size?)")
     for key, tensor in merged.items():
         if tuple(tensor.shape) != tuple(expected[key].shape):
-            problems.append(
-                f"{origin[key]}: {key} has shape {tuple(tensor.shape)}, the {what} expects "
-                f"{tuple(expected[key].shape)}"
-            )
-        elif _is_computed(key) and not key.endswith("num_batches_tracked"):
+            continue
+        if _is_computed(key) and not key.endswith("num_batches_tracked"):
             tolerance = max(1e-5, 2 * torch.finfo(tensor.dtype).eps)  # files may store it rounded
             if not torch.allclose(tensor.float(), expected[key].float(), atol=tolerance):
                 problems.append(f"{origin[key]}: {key} differs from the fixed table it must hold")

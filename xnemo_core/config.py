@@ -65,6 +65,33 @@ XNEMO_FRAME_MODULES = {
 
 VAE_SCALING_FACTOR = 0.18215
 
+# Configs assumed for single weight files that carry none (sd-image-variations' image encoder
+# and the SVD-xt VAE, as the official recipe uses them).
+CLIP_IMAGE_ENCODER = {
+    "hidden_act": "quick_gelu",
+    "hidden_size": 1024,
+    "image_size": 224,
+    "intermediate_size": 4096,
+    "layer_norm_eps": 1e-05,
+    "num_attention_heads": 16,
+    "num_channels": 3,
+    "num_hidden_layers": 24,
+    "patch_size": 14,
+    "projection_dim": 768,
+}
+
+SVD_VAE = {
+    "block_out_channels": [128, 256, 512, 512],
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "force_upcast": True,
+    "in_channels": 3,
+    "latent_channels": 4,
+    "layers_per_block": 2,
+    "out_channels": 3,
+    "sample_size": 768,
+    "scaling_factor": VAE_SCALING_FACTOR,
+}
+
 
 @dataclass
 class XNeMoConfig:

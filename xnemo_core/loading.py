@@ -11,7 +11,8 @@ Accepted layouts (first match wins for each part):
 
 * the same names as ``.safetensors`` (official files converted one to one);
 * our converted folder (``python -m xnemo_core convert``): ``xnemo_<part>.safetensors`` whose
-  metadata carries the configs;
+  metadata carries the configs; ``xnemo_image_encoder`` / ``xnemo_vae`` files without metadata
+  (e.g. renamed single-file downloads) are read with the official recipe's configs;
 * our bundle: one ``.safetensors`` file with every part under a ``<part>.`` prefix.
 """
 
@@ -25,7 +26,7 @@ from torch import nn
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from .checkpoints import CheckpointError, Sources, load_into, read_metadata, read_sources, read_state_dict
-from .config import XNeMoConfig
+from .config import CLIP_IMAGE_ENCODER, SVD_VAE, XNeMoConfig
 from .models.motion_encoder import MotionEncoder
 from .models.reference import ReferenceUNet
 from .models.unet3d import DenoisingUNet
@@ -35,6 +36,7 @@ WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 BASE_UNET = Path("sd-image-variations-diffusers/unet")
 BASE_IMAGE_ENCODER = Path("sd-image-variations-diffusers/image_encoder")
 BASE_VAE = Path("stable-video-diffusion-img2vid-xt/vae")
+DEFAULT_PART_CONFIGS = {"image_encoder": CLIP_IMAGE_ENCODER, "vae": SVD_VAE}
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -194,9 +196,7 @@ class _FolderLayout:
         converted = self._find(f"xnemo_{part}")
         if converted is not None:
             metadata = read_metadata(converted)
-            if "config" not in metadata:
-                raise CheckpointError(f"{converted}: no 'config' metadata; re-run the converter")
-            config = json.loads(metadata["config"])
+            config = json.loads(metadata["config"]) if "config" in metadata else DEFAULT_PART_CONFIGS[part]
             self.part_configs[part] = config
             return config, read_sources([converted])
         folder = self.folder / {"image_encoder": BASE_IMAGE_ENCODER, "vae": BASE_VAE}[part]
