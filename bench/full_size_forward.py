@@ -13,19 +13,17 @@ import time
 
 import torch
 
-from xnemo_core.checkpoints import load_into
 from xnemo_core.config import XNeMoConfig
 from xnemo_core.models.motion_encoder import MotionEncoder
 from xnemo_core.models.reference import ReferenceUNet, capture_reference
 from xnemo_core.models.unet3d import DenoisingUNet
-from xnemo_core.synthetic_weights import synthesized_state_dict
+from xnemo_core.synthetic_weights import with_synthesized_weights
 
 
 def synthesized(build, label, device="meta"):
     with torch.device(device):
         module = build()
-    load_into(module, [(label, synthesized_state_dict(module))], what=label)
-    return module.eval().requires_grad_(False)
+    return with_synthesized_weights(module, label).requires_grad_(False)
 
 
 def largest_activation(module: torch.nn.Module) -> tuple[list, dict]:

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from xnemo_core.checkpoints import save_safetensors
-from xnemo_core.check_fixtures import small_unets, with_synthesized_weights
+from xnemo_core.check_fixtures import small_unets
+from xnemo_core.synthetic_weights import with_synthesized_weights
 from xnemo_core.models.motion_encoder import MotionEncoder
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

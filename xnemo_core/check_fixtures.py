@@ -14,12 +14,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from .checkpoints import load_into
 from .config import XNeMoConfig
 from .models.motion_encoder import MotionEncoder
 from .models.reference import ReferenceUNet, capture_reference
 from .models.unet3d import DenoisingUNet
-from .synthetic_weights import synthesized_state_dict
+from .synthetic_weights import with_synthesized_weights
 
 
 @dataclass
@@ -50,11 +49,6 @@ def compare_relative(fixture: str, tensor: str, ours: torch.Tensor, golden: torc
     reference_max = golden.abs().max().item()
     error = (ours.float() - golden.float()).abs().max().item()
     return Comparison(fixture, tensor, error, reference_max, rel * reference_max)
-
-
-def with_synthesized_weights(module: torch.nn.Module, label: str) -> torch.nn.Module:
-    load_into(module, [(label, synthesized_state_dict(module))], what=label)
-    return module.eval()
 
 
 def small_unets(settings: dict) -> tuple[ReferenceUNet, DenoisingUNet]:

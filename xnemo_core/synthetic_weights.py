@@ -10,6 +10,8 @@ import zlib
 import torch
 from torch import nn
 
+from .checkpoints import load_into
+
 GAINS = {"final_proj.weight": 0.03, "conv_out.weight": 0.05}
 
 
@@ -41,3 +43,9 @@ def synthesized_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
     ]
     shapes = module.state_dict(keep_vars=True)
     return {name: synthesize(name, tuple(shapes[name].shape)) for name in names}
+
+
+def with_synthesized_weights(module: nn.Module, label: str) -> nn.Module:
+    """Load the rule's weights into ``module`` (built on any device, meta included); eval mode."""
+    load_into(module, [(label, synthesized_state_dict(module))], what=label)
+    return module.eval()
