@@ -114,8 +114,9 @@ def load_into(
 
     Args:
         what: the module's name for messages ("denoising UNet").
-        allow_missing: key prefixes that may be absent (their weights keep the module's own
-            initialisation); a warning lists them.
+        allow_missing: weight groups that may be absent, named by a key part such as
+            ``temporal_modules`` (their weights keep the module's own initialisation); a
+            warning lists them.
         base: weights applied first whose extra keys are ignored, e.g. the image-UNet base
             under the denoiser's spatial layers.
     """
@@ -134,24 +135,22 @@ def load_into(
         for key, tensor in tensors.items():
             if key in expected:
                 merged[key], origin[key] = tensor, label
-    mis_shaped = [
-        f"{origin[key]}: {key} has shape {tuple(tensor.shape)}, the {what} expects "
-        f"{tuple(expected[key].shape)}"
-        for key, tensor in merged.items()
-        if tuple(tensor.shape) != tuple(expected[key].shape)
-    ]
-    problems += mis_shaped[:_LISTED]
-    if len(mis_shaped) > _LISTED:
-        problems.append(f"… and {len(mis_shaped) - _LISTED} more tensors of other shapes (a model of another size?)")
+    mis_shaped, wrong_tables = [], []
     for key, tensor in merged.items():
         if tuple(tensor.shape) != tuple(expected[key].shape):
-            continue
-        if _is_computed(key) and not key.endswith("num_batches_tracked"):
+            mis_shaped.append(
+                f"{origin[key]}: {key} has shape {tuple(tensor.shape)}, the {what} expects "
+                f"{tuple(expected[key].shape)}"
+            )
+        elif _is_computed(key) and not key.endswith("num_batches_tracked"):
             tolerance = max(1e-5, 2 * torch.finfo(tensor.dtype).eps)  # files may store it rounded
             if not torch.allclose(tensor.float(), expected[key].float(), atol=tolerance):
-                problems.append(f"{origin[key]}: {key} differs from the fixed table it must hold")
+                wrong_tables.append(f"{origin[key]}: {key} differs from the fixed table it must hold")
+    problems += mis_shaped[:_LISTED] + wrong_tables
+    if len(mis_shaped) > _LISTED:
+        problems.append(f"… and {len(mis_shaped) - _LISTED} more tensors of other shapes (a model of another size?)")
     missing = [k for k in expected if k not in merged and not _is_computed(k)]
-    tolerated = [k for k in missing if allow_missing and k.startswith(allow_missing)]
+    tolerated = [k for k in missing if any(f"{group}." in k for group in allow_missing)]
     missing = [k for k in missing if k not in tolerated]
     if missing:
         labels = ", ".join(label for label, _ in sources) or "no file"

@@ -117,18 +117,8 @@ def _load_unet(layout, part: str, config: XNeMoConfig, allow_missing) -> nn.Modu
         module = build()
     what = part.replace("_", " ").replace("unet", "UNet")
     base = layout.base_unet() if part == "denoising_unet" else []
-    tolerated = _keys_containing(module, allow_missing)
-    load_into(module, layout.sources(part), what=what, allow_missing=tolerated, base=base)
+    load_into(module, layout.sources(part), what=what, allow_missing=allow_missing, base=base)
     return module
-
-
-def _keys_containing(module: nn.Module, fragments: tuple[str, ...]) -> tuple[str, ...]:
-    """The module's keys that contain a group name such as ``temporal_modules``."""
-    if not fragments:
-        return ()
-    return tuple(
-        {key for key in module.state_dict() if any(f"{frag}." in key for frag in fragments)}
-    )
 
 
 def _load_image_encoder(layout) -> CLIPVisionModelWithProjection | None:
@@ -183,8 +173,7 @@ class _FolderLayout:
                 f"xnemo_{part} with suffix {', '.join(WEIGHT_SUFFIXES)})"
             )
         files = [main]
-        temporal = self._find("xnemo_temporal_module")
-        if part == "denoising_unet" and temporal is not None:
+        if part == "denoising_unet" and (temporal := self._find("xnemo_temporal_module")):
             files.append(temporal)
         return read_sources(files)
 
