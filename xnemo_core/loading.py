@@ -92,8 +92,8 @@ def load_models(
         motion_encoder=_load_motion_encoder(layout),
         reference_unet=_load_unet(layout, "reference_unet", config, allow_missing=()),
         denoising_unet=_load_unet(layout, "denoising_unet", config, allow_missing),
-        image_encoder=_load_image_encoder(layout),
-        vae=_load_vae(layout),
+        image_encoder=_load_optional(layout, "image_encoder", _build_image_encoder, "CLIP image encoder"),
+        vae=_load_optional(layout, "vae", _build_vae, "VAE"),
     )
     models.part_configs = layout.part_configs
     for module in models.modules().values():
@@ -121,25 +121,24 @@ def _load_unet(layout, part: str, config: XNeMoConfig, allow_missing) -> nn.Modu
     return module
 
 
-def _load_image_encoder(layout) -> CLIPVisionModelWithProjection | None:
-    found = layout.optional_part("image_encoder")
-    if found is None:
-        return None
-    config, sources = found
+def _build_image_encoder(config: dict) -> CLIPVisionModelWithProjection:
     fields = {k: v for k, v in config.items() if not k.startswith("_") and k != "architectures"}
-    module = CLIPVisionModelWithProjection(CLIPVisionConfig(**fields))
-    load_into(module, sources, what="CLIP image encoder")
-    return module
+    return CLIPVisionModelWithProjection(CLIPVisionConfig(**fields))
 
 
-def _load_vae(layout) -> AutoencoderKLTemporalDecoder | None:
-    found = layout.optional_part("vae")
+def _build_vae(config: dict) -> AutoencoderKLTemporalDecoder:
+    with torch.device("meta"):
+        return AutoencoderKLTemporalDecoder(**{k: v for k, v in config.items() if not k.startswith("_")})
+
+
+def _load_optional(layout, part: str, build, what: str) -> nn.Module | None:
+    """A base-model part (CLIP, VAE): ``None`` when the layout has none."""
+    found = layout.optional_part(part)
     if found is None:
         return None
     config, sources = found
-    with torch.device("meta"):
-        module = AutoencoderKLTemporalDecoder(**{k: v for k, v in config.items() if not k.startswith("_")})
-    load_into(module, sources, what="VAE")
+    module = build(config)
+    load_into(module, sources, what=what)
     return module
 
 
