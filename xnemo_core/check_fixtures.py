@@ -12,13 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from einops import rearrange
 from safetensors.torch import load_file
 
-from .config import XNeMoConfig
+from .checkpoints import load_into, read_sources
+from .config import VAE_SCALING_FACTOR, XNeMoConfig
+from .loading import XNeMoModels, build_image_encoder, build_vae
 from .models.motion_encoder import MotionEncoder
 from .models.reference import ReferenceUNet, capture_reference
 from .models.unet3d import DenoisingUNet
+from .pipeline import AnimationSettings, XNeMoPipeline
 from .synthetic_weights import with_synthesized_weights
+from .windows import official_windows
 
 
 @dataclass
@@ -51,6 +56,11 @@ def compare_relative(fixture: str, tensor: str, ours: torch.Tensor, golden: torc
     return Comparison(fixture, tensor, error, reference_max, rel * reference_max)
 
 
+def compare_absolute(fixture: str, tensor: str, error: float, golden: torch.Tensor, limit: float):
+    """An error already reduced (e.g. a mean) against an absolute limit."""
+    return Comparison(fixture, tensor, error, golden.abs().max().item(), limit)
+
+
 def small_unets(settings: dict) -> tuple[ReferenceUNet, DenoisingUNet]:
     config = XNeMoConfig(unet=settings["small_unet_config"], frame_modules=settings["unet_additional_kwargs"])
     reference = with_synthesized_weights(ReferenceUNet(**config.unet), "reference UNet")
@@ -59,17 +69,21 @@ def small_unets(settings: dict) -> tuple[ReferenceUNet, DenoisingUNet]:
 
 
 @torch.no_grad()
-def check_motion_encoder(golden: dict, settings: dict, name: str) -> list[Comparison]:
+def check_motion_encoder(golden: dict, settings: dict, path: Path) -> list[Comparison]:
+    name = path.stem
     encoder = with_synthesized_weights(MotionEncoder(), "motion encoder")
     return [
         compare_relative(name, "tokens", encoder(golden["input"], golden["bbox_param"]), golden["tokens"], 1e-5),
-        compare_relative(name, "face_motion_512", encoder.face_motion(golden["input"]), golden["face_motion_512"], 1e-5),
+        compare_relative(
+            name, "face_motion_512", encoder.face_motion(golden["input"]), golden["face_motion_512"], 1e-5
+        ),
         compare_relative(name, "buffer.pe", encoder.pe, golden["buffer.pe"], 1e-5),
     ]
 
 
 @torch.no_grad()
-def check_unet_step(golden: dict, settings: dict, name: str) -> list[Comparison]:
+def check_unet_step(golden: dict, settings: dict, path: Path) -> list[Comparison]:
+    name = path.stem
     reference_unet, denoiser = small_unets(settings)
     clip = golden["clip_embeds"]
     tokens = capture_reference(reference_unet, golden["ref_latents"], clip)
@@ -90,7 +104,75 @@ def check_unet_step(golden: dict, settings: dict, name: str) -> list[Comparison]
     ]
 
 
-CHECKS = {"motion_encoder": check_motion_encoder, "unet_step": check_unet_step}
+def pipeline_models(settings: dict, directory: Path, tag: str) -> XNeMoModels:
+    """The small UNets and motion encoder by the rule, the tiny CLIP / VAE from their fixture files."""
+    reference_unet, denoiser = small_unets(settings)
+    models = XNeMoModels(
+        config=XNeMoConfig(unet=settings["small_unet_config"], frame_modules=settings["unet_additional_kwargs"]),
+        motion_encoder=with_synthesized_weights(MotionEncoder(), "motion encoder"),
+        reference_unet=reference_unet,
+        denoising_unet=denoiser,
+        image_encoder=build_image_encoder(settings["pipeline"]["clip_config"]),
+        vae=build_vae(settings["pipeline"]["vae_config"]),
+    )
+    for part, stem in (("image_encoder", "tiny_clip"), ("vae", "tiny_vae")):
+        file = directory / f"{tag}_{stem}.safetensors"
+        load_into(getattr(models, part), read_sources([file]), what=part)
+    for module in models.modules().values():
+        module.eval()
+    return models
+
+
+@torch.no_grad()
+def check_pipeline(golden: dict, settings: dict, path: Path) -> list[Comparison]:
+    name, recipe = path.stem, settings["pipeline"]
+    tag = name.removesuffix("_pipeline")
+    pipeline = XNeMoPipeline(pipeline_models(settings, path.parent, tag))
+    animation = AnimationSettings(
+        steps=recipe["steps"],
+        guidance_scale=recipe["guidance_scale"],
+        height=recipe["size"],
+        width=recipe["size"],
+        context_frames=recipe["context_frames"],
+        context_overlap=recipe["context_overlap"],
+    )
+    condition = pipeline.encode_reference(
+        golden["ref_image_u8"].numpy(), golden["ref_face_u8"].numpy(), animation.height, animation.width
+    )
+    motion = pipeline.encode_motion(golden["driving_u8"].numpy())
+    offsets = [settings["offset"]] * animation.steps
+    latents = pipeline.denoise(condition, motion, animation, noise=golden["noise"], offsets=offsets)
+    video = rearrange(pipeline.decode(latents, animation.decode_chunk), "f h w c -> 1 c f h w")
+    first_window = official_windows(len(motion), recipe["context_frames"], recipe["context_overlap"], offsets[0])[0]
+    final = rearrange(latents[0] / VAE_SCALING_FACTOR, "c f h w -> f c h w")
+    gold_final, gold_video = golden["intermediate.final_latents_scaled"], golden["video"]
+    return [
+        compare_relative(
+            name, "clip_image_embeds", condition.clip_embeds[:, 0], golden["intermediate.clip_image_embeds"], 1e-5
+        ),
+        compare_relative(
+            name,
+            "motion_tokens_uncond",
+            condition.unconditional_motion,
+            golden["intermediate.motion_tokens_uncond"],
+            1e-5,
+        ),
+        compare_relative(
+            name,
+            "motion_tokens_first_window",
+            motion[first_window][None],
+            golden["intermediate.motion_tokens_first_window"],
+            1e-5,
+        ),
+        compare_absolute(
+            name, "final_latents_scaled (mean abs)", (final - gold_final).abs().mean().item(), gold_final, 0.05
+        ),
+        compare_absolute(name, "video (max abs)", (video - gold_video).abs().max().item(), gold_video, 1e-2),
+        compare_absolute(name, "video (mean abs)", (video - gold_video).abs().mean().item(), gold_video, 1e-3),
+    ]
+
+
+CHECKS = {"motion_encoder": check_motion_encoder, "unet_step": check_unet_step, "pipeline": check_pipeline}
 
 
 def run_fixtures(directory: Path, tag: str) -> list[Comparison]:
@@ -104,7 +186,7 @@ def run_fixtures(directory: Path, tag: str) -> list[Comparison]:
         path = directory / f"{tag}_{kind}.safetensors"
         if path.is_file():
             found = True
-            results += check(load_file(str(path)), settings, f"{tag}_{kind}")
+            results += check(load_file(str(path)), settings, path)
     if not found:
         raise FileNotFoundError(f"no {tag}_<fixture>.safetensors files in {directory}")
     return results

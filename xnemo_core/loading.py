@@ -92,8 +92,8 @@ def load_models(
         motion_encoder=_load_motion_encoder(layout),
         reference_unet=_load_unet(layout, "reference_unet", config, allow_missing=()),
         denoising_unet=_load_unet(layout, "denoising_unet", config, allow_missing),
-        image_encoder=_load_optional(layout, "image_encoder", _build_image_encoder, "CLIP image encoder"),
-        vae=_load_optional(layout, "vae", _build_vae, "VAE"),
+        image_encoder=_load_optional(layout, "image_encoder", build_image_encoder, "CLIP image encoder"),
+        vae=_load_optional(layout, "vae", build_vae, "VAE"),
     )
     models.part_configs = layout.part_configs
     for module in models.modules().values():
@@ -121,12 +121,12 @@ def _load_unet(layout, part: str, config: XNeMoConfig, allow_missing) -> nn.Modu
     return module
 
 
-def _build_image_encoder(config: dict) -> CLIPVisionModelWithProjection:
+def build_image_encoder(config: dict) -> CLIPVisionModelWithProjection:
     fields = {k: v for k, v in config.items() if not k.startswith("_") and k != "architectures"}
     return CLIPVisionModelWithProjection(CLIPVisionConfig(**fields))
 
 
-def _build_vae(config: dict) -> AutoencoderKLTemporalDecoder:
+def build_vae(config: dict) -> AutoencoderKLTemporalDecoder:
     with torch.device("meta"):
         return AutoencoderKLTemporalDecoder(**{k: v for k, v in config.items() if not k.startswith("_")})
 

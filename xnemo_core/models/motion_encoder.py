@@ -161,6 +161,10 @@ class MotionEncoder(nn.Module):
         )
         self.final_proj = nn.Linear(512 + 64, NUM_TOKENS * TOKEN_DIM)
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.final_proj.weight.dtype
+
     @staticmethod
     def neutral_box(count: int, **tensor_kwargs) -> torch.Tensor:
         return torch.tensor([0.0, 0.0, 1.0], **tensor_kwargs).expand(count, 3)

@@ -13,10 +13,13 @@ instead of replacing module ``forward`` methods.
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
+import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import AttnProcessor2_0
+from einops import rearrange
 from torch import nn
 
 ReferenceTokens = dict[str, torch.Tensor]
@@ -58,9 +61,7 @@ class _CaptureProcessor(AttnProcessor2_0):
 
 
 @torch.no_grad()
-def capture_reference(
-    reference_unet: nn.Module, latents: torch.Tensor, clip_embeds: torch.Tensor
-) -> ReferenceTokens:
+def capture_reference(reference_unet: nn.Module, latents: torch.Tensor, clip_embeds: torch.Tensor) -> ReferenceTokens:
     """Run the reference UNet at timestep 0 and return its self-attention inputs.
 
     Args:
@@ -87,40 +88,79 @@ class ReferenceState:
     """What the denoiser's reference processors read during one forward call.
 
     ``rows`` selects the batch rows (before frames are folded in) that attend to the reference.
+    ``projections`` caches each layer's reference keys and values: the reference tokens are
+    fixed for a whole video, so they are projected once instead of once per frame and step.
     """
 
     tokens: ReferenceTokens = field(default_factory=dict)
     rows: slice = field(default_factory=lambda: slice(None))
     num_frames: int = 1
+    projections: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    projected_from: ReferenceTokens | None = None
+
+    def keys_values(self, name: str, attn) -> tuple[torch.Tensor, torch.Tensor] | None:
+        tokens = self.tokens.get(name)
+        if tokens is None:
+            return None
+        if self.projected_from is not self.tokens:
+            self.projections, self.projected_from = {}, self.tokens
+        if name not in self.projections:
+            tokens = tokens.to(attn.to_k.weight.dtype)
+            self.projections[name] = (attn.to_k(tokens), attn.to_v(tokens))
+        return self.projections[name]
+
+    def forget(self) -> None:
+        """Drop the cached projections (they hold device memory until the next video)."""
+        self.projections, self.projected_from = {}, None
 
 
-class ReferenceAttnProcessor(AttnProcessor2_0):
-    """``attn1`` processor of the denoising UNet; plain self-attention when no tokens are set."""
+class ReferenceAttnProcessor:
+    """``attn1`` processor of the denoising UNet.
+
+    The selected rows attend over ``[own tokens ‖ reference tokens]`` (with the reference keys and
+    values projected once per video); the other rows, and every row when no reference is set, do
+    plain self-attention. Supports the plain attention of SD-style transformer blocks.
+    """
 
     def __init__(self, name: str, state: ReferenceState):
-        super().__init__()
         self.name, self.state = name, state
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, **kw):
-        reference = self.state.tokens.get(self.name)
+        query, key, value = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
+        reference = self.state.keys_values(self.name, attn)
         if reference is None:
-            return super().__call__(attn, hidden_states, attention_mask=attention_mask)
-        frames = self.state.num_frames
-        start, stop, _ = self.state.rows.indices(hidden_states.shape[0] // frames)
-        start, stop = start * frames, stop * frames
-        attending = hidden_states[start:stop]
-        reference = reference.to(attending.dtype)
-        if reference.shape[0] == 1:
-            reference = reference.expand(attending.shape[0], -1, -1)
+            out = _attend(attn, query, key, value)
         else:
-            reference = reference.repeat_interleave(frames, dim=0)
-        context = torch.cat([attending, reference], dim=1)
-        parts = [super().__call__(attn, attending, encoder_hidden_states=context)]
-        if start > 0:
-            parts.insert(0, super().__call__(attn, hidden_states[:start]))
-        if stop < hidden_states.shape[0]:
-            parts.append(super().__call__(attn, hidden_states[stop:]))
-        return torch.cat(parts, dim=0)
+            frames = self.state.num_frames
+            start, stop, _ = self.state.rows.indices(hidden_states.shape[0] // frames)
+            rows = slice(start * frames, stop * frames)
+            parts = []
+            if rows.start > 0:
+                parts.append(_attend(attn, query[: rows.start], key[: rows.start], value[: rows.start]))
+            parts.append(_attend(attn, query[rows], *_with_reference(key[rows], value[rows], reference, frames)))
+            if rows.stop < hidden_states.shape[0]:
+                parts.append(_attend(attn, query[rows.stop :], key[rows.stop :], value[rows.stop :]))
+            out = torch.cat(parts) if len(parts) > 1 else parts[0]
+        return attn.to_out[1](attn.to_out[0](out))
+
+
+def _with_reference(key, value, reference, frames):
+    """Append the reference keys / values (one per batch row, shared by its frames) to each frame's."""
+    ref_key, ref_value = reference
+    if ref_key.shape[0] == 1:
+        ref_key = ref_key.expand(key.shape[0], -1, -1)
+        ref_value = ref_value.expand(key.shape[0], -1, -1)
+    else:
+        ref_key = ref_key.repeat_interleave(frames, dim=0)
+        ref_value = ref_value.repeat_interleave(frames, dim=0)
+    return torch.cat([key, ref_key.to(key.dtype)], dim=1), torch.cat([value, ref_value.to(value.dtype)], dim=1)
+
+
+def _attend(attn, query, key, value):
+    """Multi-head scaled dot-product attention of ``(N, L, C)`` projections → ``(N, L, C)``."""
+    split = partial(rearrange, pattern="n l (h d) -> n h l d", h=attn.heads)
+    out = F.scaled_dot_product_attention(split(query), split(key), split(value), scale=attn.scale)
+    return rearrange(out, "n h l d -> n l (h d)")
 
 
 def install_reference_processors(unet: nn.Module, state: ReferenceState) -> None:
@@ -130,7 +170,10 @@ def install_reference_processors(unet: nn.Module, state: ReferenceState) -> None
 
 @contextmanager
 def reading(state: ReferenceState, tokens: ReferenceTokens | None, rows: slice, num_frames: int):
-    """Point the processors at ``tokens`` for the duration of one forward call."""
+    """Point the processors at ``tokens`` for the duration of one forward call.
+
+    The projected reference keys / values stay cached while the same ``tokens`` dict is passed.
+    """
     state.tokens, state.rows, state.num_frames = tokens or {}, rows, num_frames
     try:
         yield

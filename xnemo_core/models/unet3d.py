@@ -130,6 +130,10 @@ class DenoisingUNet(UNet2DConditionModel):
             self._frame_context = None
         return rearrange(noise, "(b f) c h w -> b c f h w", f=frames)
 
+    def forget_reference(self) -> None:
+        """Free the reference keys / values cached for the last video."""
+        self._reference.forget()
+
 
 def _check_fixed_flags(frame_modules: dict) -> None:
     for key, expected in _FIXED_FLAGS.items():

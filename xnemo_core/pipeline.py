@@ -1,0 +1,297 @@
+"""Portrait animation: reference portrait + per-frame motion tokens → video frames.
+
+The official recipe, computed without its waste:
+
+1. once per video: CLIP embeds and VAE latents of the portrait, the reference UNet's tokens (at
+   timestep 0, conditional row only), the unconditional motion tokens (the portrait's own face);
+2. once per driving frame: motion tokens (:meth:`XNeMoPipeline.encode_motion`);
+3. start latents: the portrait latents repeated over frames, Gaussian-blurred, noised to the first
+   DDIM timestep;
+4. every DDIM step: context windows (several per forward call, unconditional and conditional rows
+   together), predictions averaged over overlapping windows, then classifier-free guidance;
+5. SVD temporal VAE decode in chunks.
+
+Every random draw (start noise, window offsets) comes from one ``torch.Generator`` seeded by
+``settings.seed``, on the CPU so that a seed gives the same video on any device. Both draws can be
+injected instead (``noise=``, ``offsets=``), which is how the golden fixture is reproduced.
+"""
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from diffusers import DDIMScheduler
+from einops import rearrange
+
+from .config import VAE_SCALING_FACTOR
+from .loading import XNeMoModels
+from .models.reference import ReferenceTokens, capture_reference
+from .preprocess import clip_input, gaussian_blur, motion_input, vae_input
+from .windows import long_windows, official_windows
+
+OFFICIAL_SCHEDULER = {
+    "beta_start": 0.00085,
+    "beta_end": 0.02,
+    "beta_schedule": "scaled_linear",
+    "clip_sample": False,
+    "steps_offset": 1,
+    "prediction_type": "epsilon",
+}
+SCHEDULES = ("official", "long")
+SIZE_MULTIPLE = 64
+
+StepCallback = Callable[[int, int], None]
+"""Called after each denoising step with ``(steps done, total steps)``; may raise to interrupt."""
+
+
+@dataclass
+class AnimationSettings:
+    """Sampling settings; the defaults are the official recipe's."""
+
+    steps: int = 35
+    guidance_scale: float = 2.5
+    seed: int = 42
+    height: int = 512
+    width: int = 512
+    schedule: str = "official"
+    context_frames: int | None = None
+    """Window length; ``None``: 24 for ``official``, the position encoding's limit for ``long``."""
+    context_overlap: int = 4
+    window_batch: int = 1
+    """Context windows per denoiser call (each is 2 rows under guidance)."""
+    decode_chunk: int = 25
+    """Frames per temporal VAE decode; the decoder mixes the frames of a chunk, so this changes the output."""
+
+    def window_length(self, max_window: int) -> int:
+        if self.context_frames is not None:
+            return self.context_frames
+        return 24 if self.schedule == "official" else max_window
+
+    def validate(self, max_window: int) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if self.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {self.steps}")
+        for name in ("height", "width"):
+            value = getattr(self, name)
+            if value < SIZE_MULTIPLE or value % SIZE_MULTIPLE:
+                raise ValueError(f"{name} {value} must be a positive multiple of {SIZE_MULTIPLE}")
+        if not 1 <= self.window_length(max_window) <= max_window:
+            raise ValueError(
+                f"context length {self.window_length(max_window)} must be between 1 and {max_window} "
+                "(the temporal position encoding's limit)"
+            )
+        if self.window_batch < 1 or self.decode_chunk < 1:
+            raise ValueError("window_batch and decode_chunk must be at least 1")
+
+
+@dataclass
+class ReferenceCondition:
+    """What the portrait contributes, computed once per video (on the pipeline's device)."""
+
+    clip_embeds: torch.Tensor
+    """``(1, 1, D)`` CLIP image embeds."""
+    latents: torch.Tensor
+    """``(1, 4, h, w)`` VAE latents, already scaled."""
+    tokens: ReferenceTokens
+    """Reference UNet self-attention inputs, by layer."""
+    unconditional_motion: torch.Tensor
+    """``(1, 32, 16)`` motion tokens of the portrait's own face."""
+
+
+@dataclass
+class Animation:
+    video: torch.Tensor
+    """``(F, H, W, 3)`` float32 in ``[0, 1]`` on the CPU."""
+    latents: torch.Tensor
+    """``(1, 4, F, h, w)`` final latents before the VAE scaling is undone."""
+
+
+class XNeMoPipeline:
+    """Runs :class:`~xnemo_core.loading.XNeMoModels` on ``device``.
+
+    With ``offload=True`` the modules that run once (CLIP, VAE, reference UNet, motion encoder)
+    stay on the CPU and visit the device only while they run, and the denoiser leaves the device
+    before decoding, which keeps peak GPU memory to the denoiser plus activations.
+    """
+
+    def __init__(self, models: XNeMoModels, device: str | torch.device = "cpu", offload: bool = False):
+        if models.image_encoder is None or models.vae is None:
+            missing = [name for name in ("image_encoder", "vae") if getattr(models, name) is None]
+            raise ValueError(f"the model has no {' and no '.join(missing)}; animation needs both")
+        self.models, self.device, self.offload = models, torch.device(device), offload
+        self.dtype = models.denoising_unet.dtype
+        placement = "cpu" if offload else self.device
+        models.to(device=placement)
+
+    @contextmanager
+    def _on_device(self, *modules: torch.nn.Module) -> Iterator[None]:
+        if self.offload:
+            for module in modules:
+                torch.nn.Module.to(module, self.device)
+        try:
+            yield
+        finally:
+            if self.offload:
+                for module in modules:
+                    torch.nn.Module.to(module, "cpu")
+
+    @torch.no_grad()
+    def encode_motion(self, faces: np.ndarray, batch_size: int = 32) -> torch.Tensor:
+        """Face crops ``(N, h, w, 3)`` uint8 → motion tokens ``(N, 32, 16)`` float32 on the CPU."""
+        encoder = self.models.motion_encoder
+        tokens = []
+        with self._on_device(encoder):
+            for start in range(0, len(faces), batch_size):
+                pixels = motion_input(faces[start : start + batch_size]).to(self.device, encoder.dtype)
+                tokens.append(encoder(pixels).float().cpu())
+        return torch.cat(tokens)
+
+    @torch.no_grad()
+    def encode_reference(self, image: np.ndarray, face: np.ndarray, height: int, width: int) -> ReferenceCondition:
+        """Portrait ``(H, W, 3)`` and its face crop, both uint8 RGB."""
+        models = self.models
+        with self._on_device(models.image_encoder):
+            size = models.image_encoder.config.image_size
+            pixels = clip_input(image, size).to(self.device, models.image_encoder.dtype)
+            clip_embeds = models.image_encoder(pixels).image_embeds[:, None]
+        with self._on_device(models.vae):
+            pixels = vae_input(image, height, width).to(self.device, models.vae.dtype)
+            latents = models.vae.encode(pixels).latent_dist.mean * VAE_SCALING_FACTOR
+        with self._on_device(models.reference_unet):
+            tokens = capture_reference(models.reference_unet, latents.to(self.dtype), clip_embeds.to(self.dtype))
+        unconditional = self.encode_motion(face[None]).to(self.device)
+        return ReferenceCondition(clip_embeds, latents, tokens, unconditional)
+
+    def start_latents(
+        self, reference_latents: torch.Tensor, num_frames: int, scheduler: DDIMScheduler, noise: torch.Tensor
+    ) -> torch.Tensor:
+        """Blurred portrait latents noised to the first timestep: ``(1, 4, F, h, w)`` float32."""
+        blurred = gaussian_blur(reference_latents.float())
+        repeated = blurred[:, :, None].expand(-1, -1, num_frames, -1, -1)
+        return scheduler.add_noise(repeated, noise.to(repeated.device, torch.float32), scheduler.timesteps[:1])
+
+    @torch.no_grad()
+    def denoise(
+        self,
+        condition: ReferenceCondition,
+        motion: torch.Tensor,
+        settings: AnimationSettings,
+        noise: torch.Tensor | None = None,
+        offsets: list[int] | None = None,
+        on_step: StepCallback | None = None,
+    ) -> torch.Tensor:
+        """DDIM sampling of ``F = len(motion)`` frames; returns latents ``(1, 4, F, h, w)`` float32."""
+        config = self.models.config
+        settings.validate(config.max_window)
+        num_frames = len(motion)
+        if num_frames < 1:
+            raise ValueError("no driving frames: the motion is empty")
+        shape = (1, 4, num_frames, settings.height // 8, settings.width // 8)
+        generator = torch.Generator("cpu").manual_seed(settings.seed)
+        if noise is None:
+            noise = torch.randn(shape, generator=generator)
+        elif tuple(noise.shape) != shape:
+            raise ValueError(f"noise has shape {tuple(noise.shape)}, expected {shape}")
+        window = settings.window_length(config.max_window)
+        if offsets is None:
+            offsets = torch.randint(0, window, (settings.steps,), generator=generator).tolist()
+        scheduler = DDIMScheduler(**OFFICIAL_SCHEDULER)
+        scheduler.set_timesteps(settings.steps, device=self.device)
+        latents = self.start_latents(condition.latents, num_frames, scheduler, noise)
+        motion = motion.to(self.device)
+        with self._on_device(self.models.denoising_unet):
+            for step, timestep in enumerate(scheduler.timesteps):
+                windows = self._windows(num_frames, settings, window, offsets[step])
+                noise_pred = self._guided_prediction(condition, latents, motion, timestep, windows, settings)
+                latents = scheduler.step(noise_pred, timestep, latents, eta=0.0).prev_sample
+                if on_step is not None:
+                    on_step(step + 1, settings.steps)
+            self.models.denoising_unet.forget_reference()
+        return latents
+
+    @staticmethod
+    def _windows(num_frames: int, settings: AnimationSettings, window: int, offset: int) -> list[list[int]]:
+        if settings.schedule == "official":
+            return official_windows(num_frames, window, settings.context_overlap, offset)
+        return long_windows(num_frames, window, settings.context_overlap)
+
+    def _guided_prediction(self, condition, latents, motion, timestep, windows, settings) -> torch.Tensor:
+        """Window-averaged noise prediction of every frame, with classifier-free guidance applied."""
+        guided = settings.guidance_scale > 1.0
+        rows = 2 if guided else 1
+        total = torch.zeros((rows, *latents.shape[1:]), device=self.device)
+        counter = torch.zeros(latents.shape[2], device=self.device)
+        for batch in _batches(windows, settings.window_batch):
+            prediction = self._predict(condition, latents, motion, timestep, batch, guided)
+            for row, frames in enumerate(batch):
+                rows_of_window = prediction[row :: len(batch)]
+                total[:, :, frames] += rows_of_window.float()
+                counter[frames] += 1
+        mean = total / counter[None, None, :, None, None]
+        if not guided:
+            return mean
+        unconditional, conditional = mean.chunk(2)
+        return unconditional + settings.guidance_scale * (conditional - unconditional)
+
+    def _predict(self, condition, latents, motion, timestep, batch: list[list[int]], guided: bool) -> torch.Tensor:
+        """One denoiser call on ``len(batch)`` equal-length windows: rows ``[uncond…, cond…]``."""
+        windows = torch.tensor(batch, device=self.device)
+        window_latents = rearrange(latents[0][:, windows], "c w f h x -> w c f h x")
+        window_motion = motion[windows]
+        clip = condition.clip_embeds.expand(len(batch), -1, -1)
+        if guided:
+            window_latents = torch.cat([window_latents, window_latents])
+            unconditional = condition.unconditional_motion.expand_as(window_motion)
+            window_motion = torch.cat([unconditional, window_motion])
+            clip = torch.cat([torch.zeros_like(clip), clip])
+        return self.models.denoising_unet(
+            window_latents.to(self.dtype),
+            timestep,
+            clip.to(self.dtype),
+            window_motion.to(self.dtype),
+            condition.tokens,
+            reference_rows=slice(len(batch), None) if guided else slice(None),
+        )
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor, chunk: int = 25) -> torch.Tensor:
+        """Latents ``(1, 4, F, h, w)`` → frames ``(F, H, W, 3)`` float32 in ``[0, 1]`` on the CPU."""
+        vae = self.models.vae
+        frames = rearrange(latents[0], "c f h w -> f c h w") / VAE_SCALING_FACTOR
+        decoded = []
+        with self._on_device(vae):
+            for start in range(0, len(frames), chunk):
+                part = frames[start : start + chunk].to(self.device, vae.dtype)
+                pixels = vae.decode(part, num_frames=len(part)).sample
+                decoded.append((pixels.float() / 2 + 0.5).clamp(0, 1).cpu())
+        return rearrange(torch.cat(decoded), "f c h w -> f h w c")
+
+    def animate(
+        self,
+        reference_image: np.ndarray,
+        reference_face: np.ndarray,
+        motion: torch.Tensor,
+        settings: AnimationSettings,
+        noise: torch.Tensor | None = None,
+        offsets: list[int] | None = None,
+        on_step: StepCallback | None = None,
+    ) -> Animation:
+        """Animate the portrait with ``motion`` ``(F, 32, 16)`` (from :meth:`encode_motion`)."""
+        condition = self.encode_reference(reference_image, reference_face, settings.height, settings.width)
+        latents = self.denoise(condition, motion, settings, noise, offsets, on_step)
+        return Animation(self.decode(latents, settings.decode_chunk), latents)
+
+
+def _batches(windows: list[list[int]], size: int) -> Iterator[list[list[int]]]:
+    """Consecutive groups of at most ``size`` windows of equal length."""
+    group: list[list[int]] = []
+    for window in windows:
+        if group and (len(group) == size or len(window) != len(group[0])):
+            yield group
+            group = []
+        group.append(window)
+    if group:
+        yield group
