@@ -9,7 +9,8 @@ import torch
 
 from xnemo_core.checkpoints import save_safetensors
 from xnemo_core.check_fixtures import small_unets
-from xnemo_core.synthetic_weights import with_synthesized_weights
+from xnemo_core.convert import write_parts
+from xnemo_core.synthetic_weights import preset_models, with_synthesized_weights
 from xnemo_core.models.motion_encoder import MotionEncoder
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -73,3 +74,16 @@ def write_state(path: Path, tensors: dict) -> Path:
     else:
         torch.save(tensors, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_models():
+    """Every part at the tiny preset, weights by the rule (no shared files needed)."""
+    return preset_models("tiny", device="meta")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_folder(tmp_path_factory, tiny_models) -> Path:
+    folder = tmp_path_factory.mktemp("tiny_model")
+    write_parts(tiny_models, folder)
+    return folder

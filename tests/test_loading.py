@@ -33,7 +33,9 @@ def test_official_layout_loads_every_part(official_layout, small_models):
     assert not any(p.requires_grad for p in models.denoising_unet.parameters())
 
 
-@pytest.mark.parametrize("dtype,torch_dtype", [("fp16", torch.float16), ("bf16", torch.bfloat16), ("fp32", torch.float32)])
+@pytest.mark.parametrize(
+    "dtype,torch_dtype", [("fp16", torch.float16), ("bf16", torch.bfloat16), ("fp32", torch.float32)]
+)
 def test_precision_on_load(official_layout, dtype, torch_dtype):
     models = load_models(official_layout, dtype=dtype)
     for module in models.modules().values():
@@ -84,7 +86,9 @@ def test_single_file_vae_without_config_uses_the_svd_config(official_layout, tmp
     save_safetensors(folder / "xnemo_vae.safetensors", {k: v.half() for k, v in vae.state_dict().items()}, {})
     models = load_models(folder, dtype="fp16")
     assert list(models.vae.config.block_out_channels) == [128, 256, 512, 512]
-    assert torch.equal(models.vae.state_dict()["decoder.conv_out.weight"], vae.state_dict()["decoder.conv_out.weight"].half())
+    assert torch.equal(
+        models.vae.state_dict()["decoder.conv_out.weight"], vae.state_dict()["decoder.conv_out.weight"].half()
+    )
     assert models.image_encoder is None
 
 

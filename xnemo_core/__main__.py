@@ -1,13 +1,57 @@
-"""Command line: ``python -m xnemo_core {convert,check-fixtures} ...``."""
+"""Command line: ``python -m xnemo_core {animate,convert,synthesize,check-fixtures} ...``."""
 
 import argparse
 import sys
 from pathlib import Path
 
+import torch
+from tqdm import tqdm
+
 from . import check_fixtures
 from .checkpoints import CheckpointError
 from .convert import write_bundle, write_parts
+from .face import CROP_MODES, FaceDetector, FaceNotFoundError, driving_crops, reference_crops
 from .loading import DTYPES, load_models
+from .pipeline import SCHEDULES, AnimationSettings, XNeMoPipeline
+from .synthetic_weights import PRESETS, preset_models
+from .video import MediaError, read_frames, read_image, write_video
+
+
+def _animate(args) -> int:
+    reference = read_image(args.reference)
+    driving, fps = read_frames(args.driving, args.frames)
+    detector = FaceDetector(args.face_model) if args.crop == "detect" else None
+    faces = driving_crops(driving, detector)
+    crops = reference_crops(reference, detector)
+    if faces.undetected:
+        print(f"note: no face in {len(faces.undetected)} driving frames; neighbouring boxes reused", file=sys.stderr)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = args.dtype or ("fp16" if device.startswith("cuda") else "fp32")
+    pipeline = XNeMoPipeline(load_models(args.models, dtype=dtype), device=device, offload=args.offload)
+    settings = AnimationSettings(
+        steps=args.steps,
+        guidance_scale=args.cfg,
+        seed=args.seed,
+        height=args.size,
+        width=args.size,
+        schedule=args.schedule,
+        context_frames=args.context,
+        window_batch=args.window_batch,
+    )
+    motion = pipeline.encode_motion(faces.faces)
+    with tqdm(total=settings.steps, desc="denoising", unit="step") as bar:
+        animation = pipeline.animate(crops.portrait, crops.face, motion, settings, on_step=lambda *_: bar.update())
+    print(f"wrote {write_video(args.out, animation.video.numpy(), fps)}")
+    return 0
+
+
+def _synthesize(args) -> int:
+    models = preset_models(args.preset)
+    written = [write_bundle(models, args.out)] if args.bundle else write_parts(models, args.out)
+    print(f"wrote {len(written)} file(s) of a {args.preset}-size model with synthesized (untrained) weights:")
+    for path in written:
+        print(f"  {path}")
+    return 0
 
 
 def _convert(args) -> int:
@@ -44,10 +88,36 @@ def main(argv: list[str] | None = None) -> int:
     fixtures.add_argument("--tag", default="golden")
     fixtures.set_defaults(run=lambda a: check_fixtures.main([a.directory, "--tag", a.tag]))
 
+    animate = commands.add_parser("animate", help="animate a portrait with the face motion of a video")
+    animate.add_argument("--models", type=Path, required=True, help="model folder or bundle file")
+    animate.add_argument("--reference", type=Path, required=True, help="portrait image")
+    animate.add_argument("--driving", type=Path, required=True, help="driving video file or folder of frames")
+    animate.add_argument("--out", type=Path, required=True, help="output .mp4, or a folder for PNG frames")
+    animate.add_argument("--steps", type=int, default=35)
+    animate.add_argument("--cfg", type=float, default=2.5, help="classifier-free guidance scale")
+    animate.add_argument("--seed", type=int, default=42)
+    animate.add_argument("--size", type=int, default=512, help="output height and width (multiple of 64)")
+    animate.add_argument("--frames", type=int, help="use at most this many driving frames")
+    animate.add_argument("--dtype", choices=sorted(DTYPES), help="default: fp16 on CUDA, fp32 on CPU")
+    animate.add_argument("--device", help="default: cuda if available, else cpu")
+    animate.add_argument("--schedule", choices=SCHEDULES, default="official")
+    animate.add_argument("--context", type=int, help="context window length (default 24 official, 32 long)")
+    animate.add_argument("--window-batch", type=int, default=1, help="context windows per denoiser call")
+    animate.add_argument("--crop", choices=CROP_MODES, default="detect", help="'none': inputs are face crops")
+    animate.add_argument("--face-model", type=Path, help="YuNet .onnx or BlazeFace .tflite (default: OpenCV Haar)")
+    animate.add_argument("--offload", action="store_true", help="keep once-run modules on the CPU")
+    animate.set_defaults(run=_animate)
+
+    synthesize = commands.add_parser("synthesize", help="write an untrained model with rule-made weights")
+    synthesize.add_argument("out", type=Path, help="output folder, or output file with --bundle")
+    synthesize.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    synthesize.add_argument("--bundle", action="store_true")
+    synthesize.set_defaults(run=_synthesize)
+
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except CheckpointError as error:
+    except (CheckpointError, MediaError, FaceNotFoundError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

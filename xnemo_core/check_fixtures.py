@@ -15,14 +15,13 @@ import torch
 from einops import rearrange
 from safetensors.torch import load_file
 
-from .checkpoints import load_into, read_sources
 from .config import VAE_SCALING_FACTOR, XNeMoConfig
-from .loading import XNeMoModels, build_image_encoder, build_vae
+from .loading import XNeMoModels
 from .models.motion_encoder import MotionEncoder
 from .models.reference import ReferenceUNet, capture_reference
 from .models.unet3d import DenoisingUNet
 from .pipeline import AnimationSettings, XNeMoPipeline
-from .synthetic_weights import with_synthesized_weights
+from .synthetic_weights import synthesized_models, with_synthesized_weights
 from .windows import official_windows
 
 
@@ -104,30 +103,17 @@ def check_unet_step(golden: dict, settings: dict, path: Path) -> list[Comparison
     ]
 
 
-def pipeline_models(settings: dict, directory: Path, tag: str) -> XNeMoModels:
-    """The small UNets and motion encoder by the rule, the tiny CLIP / VAE from their fixture files."""
-    reference_unet, denoiser = small_unets(settings)
-    models = XNeMoModels(
-        config=XNeMoConfig(unet=settings["small_unet_config"], frame_modules=settings["unet_additional_kwargs"]),
-        motion_encoder=with_synthesized_weights(MotionEncoder(), "motion encoder"),
-        reference_unet=reference_unet,
-        denoising_unet=denoiser,
-        image_encoder=build_image_encoder(settings["pipeline"]["clip_config"]),
-        vae=build_vae(settings["pipeline"]["vae_config"]),
-    )
-    for part, stem in (("image_encoder", "tiny_clip"), ("vae", "tiny_vae")):
-        file = directory / f"{tag}_{stem}.safetensors"
-        load_into(getattr(models, part), read_sources([file]), what=part)
-    for module in models.modules().values():
-        module.eval()
-    return models
+def pipeline_models(settings: dict) -> XNeMoModels:
+    """Every part at the fixture's sizes, weights by the rule (the tiny CLIP / VAE files were made so too)."""
+    config = XNeMoConfig(unet=settings["small_unet_config"], frame_modules=settings["unet_additional_kwargs"])
+    recipe = settings["pipeline"]
+    return synthesized_models(config, recipe["clip_config"], recipe["vae_config"])
 
 
 @torch.no_grad()
 def check_pipeline(golden: dict, settings: dict, path: Path) -> list[Comparison]:
     name, recipe = path.stem, settings["pipeline"]
-    tag = name.removesuffix("_pipeline")
-    pipeline = XNeMoPipeline(pipeline_models(settings, path.parent, tag))
+    pipeline = XNeMoPipeline(pipeline_models(settings))
     animation = AnimationSettings(
         steps=recipe["steps"],
         guidance_scale=recipe["guidance_scale"],

@@ -37,8 +37,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if path.suffix in PICKLE_SUFFIXES:
         return _read_pickle(path)
     raise CheckpointError(
-        f"{path}: unknown weight format {path.suffix!r}; expected .safetensors or one of "
-        f"{sorted(PICKLE_SUFFIXES)}"
+        f"{path}: unknown weight format {path.suffix!r}; expected .safetensors or one of {sorted(PICKLE_SUFFIXES)}"
     )
 
 
@@ -60,8 +59,7 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
             return {key: handle.get_tensor(key) for key in handle.keys()}
     except (SafetensorError, OSError, RuntimeError) as error:
         raise CheckpointError(
-            f"{path}: not a readable safetensors file, perhaps truncated by an interrupted "
-            f"download ({error})"
+            f"{path}: not a readable safetensors file, perhaps truncated by an interrupted download ({error})"
         ) from None
 
 
@@ -74,9 +72,7 @@ def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
             f"Convert a trusted copy to .safetensors. Detail: {str(error).splitlines()[0]}"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise CheckpointError(
-            f"{path}: not a readable PyTorch weight file, perhaps truncated ({error})"
-        ) from None
+        raise CheckpointError(f"{path}: not a readable PyTorch weight file, perhaps truncated ({error})") from None
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, dict) or not all(torch.is_tensor(v) for v in loaded.values()):
@@ -139,8 +135,7 @@ def load_into(
     for key, tensor in merged.items():
         if tuple(tensor.shape) != tuple(expected[key].shape):
             mis_shaped.append(
-                f"{origin[key]}: {key} has shape {tuple(tensor.shape)}, the {what} expects "
-                f"{tuple(expected[key].shape)}"
+                f"{origin[key]}: {key} has shape {tuple(tensor.shape)}, the {what} expects {tuple(expected[key].shape)}"
             )
         elif _is_computed(key) and not key.endswith("num_batches_tracked"):
             tolerance = max(1e-5, 2 * torch.finfo(tensor.dtype).eps)  # files may store it rounded

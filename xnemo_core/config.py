@@ -93,6 +93,30 @@ SVD_VAE = {
 }
 
 
+# A tiny configuration of every part for tests and examples on any CPU (seconds per clip).
+TINY_UNET = {
+    "sample_size": 8,
+    "in_channels": 4,
+    "out_channels": 4,
+    "layers_per_block": 1,
+    "block_out_channels": [32, 32, 64, 64],
+    "attention_head_dim": 2,
+    "norm_num_groups": 32,
+    "cross_attention_dim": 64,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+}
+TINY_CLIP_IMAGE_ENCODER = {
+    **CLIP_IMAGE_ENCODER,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_attention_heads": 2,
+    "num_hidden_layers": 2,
+    "projection_dim": 64,
+}
+TINY_VAE = {**SVD_VAE, "block_out_channels": [32, 32, 32, 32], "layers_per_block": 1, "sample_size": 32}
+
+
 @dataclass
 class XNeMoConfig:
     """Sizes of the two UNets; ``official()`` is the published model."""
@@ -103,6 +127,10 @@ class XNeMoConfig:
     @classmethod
     def official(cls) -> "XNeMoConfig":
         return cls()
+
+    @classmethod
+    def tiny(cls) -> "XNeMoConfig":
+        return cls(unet=dict(TINY_UNET))
 
     @property
     def max_window(self) -> int:

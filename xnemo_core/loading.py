@@ -229,7 +229,7 @@ class _BundleLayout:
 
     def _part(self, part: str) -> dict[str, torch.Tensor]:
         prefix = f"{part}."
-        return {k[len(prefix):]: v for k, v in self.tensors.items() if k.startswith(prefix)}
+        return {k[len(prefix) :]: v for k, v in self.tensors.items() if k.startswith(prefix)}
 
     def sources(self, part: str) -> Sources:
         tensors = self._part(part)

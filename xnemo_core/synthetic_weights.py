@@ -11,6 +11,16 @@ import torch
 from torch import nn
 
 from .checkpoints import load_into
+from .config import CLIP_IMAGE_ENCODER, SVD_VAE, TINY_CLIP_IMAGE_ENCODER, TINY_VAE, XNeMoConfig
+from .loading import XNeMoModels, build_image_encoder, build_vae
+from .models.motion_encoder import MotionEncoder
+from .models.reference import ReferenceUNet
+from .models.unet3d import DenoisingUNet
+
+PRESETS = {
+    "tiny": (XNeMoConfig.tiny, TINY_CLIP_IMAGE_ENCODER, TINY_VAE),
+    "official": (XNeMoConfig.official, CLIP_IMAGE_ENCODER, SVD_VAE),
+}
 
 GAINS = {"final_proj.weight": 0.03, "conv_out.weight": 0.05}
 
@@ -36,11 +46,7 @@ def synthesized_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
     Other buffers (computed position tables, BatchNorm counters) are left to the module.
     """
     names = [name for name, _ in module.named_parameters()]
-    names += [
-        name
-        for name, _ in module.named_buffers()
-        if name.endswith(("running_mean", "running_var"))
-    ]
+    names += [name for name, _ in module.named_buffers() if name.endswith(("running_mean", "running_var"))]
     shapes = module.state_dict(keep_vars=True)
     return {name: synthesize(name, tuple(shapes[name].shape)) for name in names}
 
@@ -49,3 +55,31 @@ def with_synthesized_weights(module: nn.Module, label: str) -> nn.Module:
     """Load the rule's weights into ``module`` (built on any device, meta included); eval mode."""
     load_into(module, [(label, synthesized_state_dict(module))], what=label)
     return module.eval()
+
+
+def synthesized_models(
+    config: XNeMoConfig, clip_config: dict, vae_config: dict, device: str | torch.device = "meta"
+) -> XNeMoModels:
+    """Every part at the given sizes with the rule's weights, on the CPU.
+
+    The UNets and the VAE are built on ``device`` first (``meta`` skips their random
+    initialisation); the motion encoder and CLIP hold computed buffers, so they are built on the CPU.
+    """
+    with torch.device(device):
+        parts = {
+            "reference_unet": ReferenceUNet(**config.unet),
+            "denoising_unet": DenoisingUNet(config.unet, config.frame_modules),
+            "vae": build_vae(vae_config),
+        }
+    parts.update(motion_encoder=MotionEncoder(), image_encoder=build_image_encoder(clip_config))
+    for name, module in parts.items():
+        with_synthesized_weights(module, name.replace("_", " ")).requires_grad_(False)
+    return XNeMoModels(config=config, **parts, part_configs={"image_encoder": clip_config, "vae": vae_config})
+
+
+def preset_models(preset: str, device: str | torch.device = "meta") -> XNeMoModels:
+    """``tiny`` (tests, examples) or ``official`` (benchmarks) sizes with the rule's weights."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    config, clip_config, vae_config = PRESETS[preset]
+    return synthesized_models(config(), clip_config, vae_config, device)

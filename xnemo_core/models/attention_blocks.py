@@ -56,9 +56,7 @@ class PositionedAttention(Attention):
     def __init__(self, *, positional_max_len: int | None = None, **attention_kwargs):
         super().__init__(**attention_kwargs)
         self.pos_encoder = (
-            FramePositionalEncoding(attention_kwargs["query_dim"], positional_max_len)
-            if positional_max_len
-            else None
+            FramePositionalEncoding(attention_kwargs["query_dim"], positional_max_len) if positional_max_len else None
         )
 
     def forward(self, hidden_states, encoder_hidden_states=None, **kwargs):

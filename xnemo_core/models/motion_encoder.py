@@ -104,9 +104,7 @@ class PatchSelfAttention(nn.Module):
         for block in self.transformer_blocks:
             tokens = block(tokens)
         p = self.patch_size
-        pixels = rearrange(
-            tokens, "n (h w) (p q c) -> n h w p q c", h=x.shape[-2] // p, p=p, q=p
-        )
+        pixels = rearrange(tokens, "n (h w) (p q c) -> n h w p q c", h=x.shape[-2] // p, p=p, q=p)
         pixels = rearrange(self.proj_out(pixels), "n h w p q c -> n c (h p) (w q)")
         return pixels + x
 
@@ -156,9 +154,7 @@ class MotionEncoder(nn.Module):
         self.model = FaceMotionBackbone()
         table = get_1d_sincos_pos_embed_from_grid(TOKEN_DIM, torch.arange(NUM_TOKENS))
         self.register_buffer("pe", table.float().unsqueeze(0))
-        self.bbox_proj = nn.Sequential(
-            nn.Linear(3, 64), nn.ReLU(), nn.Identity(), nn.Linear(64, 64)
-        )
+        self.bbox_proj = nn.Sequential(nn.Linear(3, 64), nn.ReLU(), nn.Identity(), nn.Linear(64, 64))
         self.final_proj = nn.Linear(512 + 64, NUM_TOKENS * TOKEN_DIM)
 
     @property

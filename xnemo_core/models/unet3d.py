@@ -70,9 +70,7 @@ class DenoisingUNet(UNet2DConditionModel):
         channels = [layer.out_channels for layer in layers]
         block.motion_modules = nn.ModuleList(FrameModule(c, motion) for c in channels)
         block.temporal_modules = nn.ModuleList(FrameModule(c, temporal) for c in channels)
-        for layer, motion_module, temporal_module in zip(
-            layers, block.motion_modules, block.temporal_modules
-        ):
+        for layer, motion_module, temporal_module in zip(layers, block.motion_modules, block.temporal_modules):
             layer.register_forward_hook(
                 partial(self._after_layer, motion_module=motion_module, temporal_module=temporal_module)
             )
@@ -115,9 +113,7 @@ class DenoisingUNet(UNet2DConditionModel):
                 f"{tuple(latents.shape)}: expected ({batch}, {frames}, tokens, channels)"
             )
         folded = rearrange(latents, "b c f h w -> (b f) c h w")
-        self._frame_context = _FrameContext(
-            frames, rearrange(motion_tokens, "b f n c -> (b f) n c").to(folded.dtype)
-        )
+        self._frame_context = _FrameContext(frames, rearrange(motion_tokens, "b f n c -> (b f) n c").to(folded.dtype))
         try:
             with reading(self._reference, reference_tokens, reference_rows, frames):
                 noise = super().forward(

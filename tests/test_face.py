@@ -1,0 +1,99 @@
+"""Face boxes, crops and temporal smoothing."""
+
+import numpy as np
+import pytest
+
+from conftest import SHARED
+from xnemo_core.face import (
+    FaceDetector,
+    FaceNotFoundError,
+    box_at,
+    crop_with_padding,
+    driving_crops,
+    fill_missing,
+    gaussian_smooth,
+    reference_crops,
+    scale_box,
+    widened_box,
+)
+from xnemo_core.video import read_frames, read_image
+
+MEDIA = SHARED / "media"
+
+
+@pytest.fixture(scope="module")
+def media():
+    if not (MEDIA / "demo_reference.png").is_file():
+        pytest.skip(f"real test media not found at {MEDIA}")
+    frames, fps = read_frames(MEDIA / "demo_driving.mp4", max_frames=12)
+    return read_image(MEDIA / "demo_reference.png"), frames, fps
+
+
+def test_smoothing_keeps_constants_and_spreads_an_impulse_symmetrically():
+    assert np.allclose(gaussian_smooth(np.full((9, 2), 3.0), 5.0), 3.0)
+    impulse = np.zeros((61, 1))
+    impulse[30] = 1.0
+    response = gaussian_smooth(impulse, 5.0)[:, 0]
+    assert np.isclose(response.sum(), 1.0) and np.allclose(response, response[::-1])
+    assert response.argmax() == 30 and np.isclose(response[30] / response[35], np.exp(0.5))
+
+
+def test_missing_boxes_take_the_nearest_detected_one():
+    a, b = np.array([0, 0, 10, 10.0]), np.array([5, 5, 15, 15.0])
+    filled = fill_missing([None, a, None, None, b, None])
+    assert [tuple(row) for row in filled] == [tuple(a)] * 3 + [tuple(b)] * 3
+
+
+def test_square_scaling_falls_back_to_the_box_at_the_border():
+    assert np.allclose(scale_box(np.array([40, 40, 60, 80.0]), 1.1, (200, 200)), [28, 38, 72, 82])
+    border = np.array([0, 0, 20, 20.0])
+    assert np.allclose(scale_box(border, 1.1, (200, 200)), border)
+
+
+def test_fixed_size_boxes_are_shifted_back_inside_the_frame():
+    box = box_at(np.array([5.0, 100.0]), (40, 40), (200, 300))
+    assert np.allclose(box, [0, 80, 40, 120])
+
+
+def test_wide_portrait_box_is_padded_where_it_leaves_the_image():
+    image = np.full((100, 100, 3), 255, np.uint8)
+    box = widened_box(np.array([10, 10, 90, 90.0]), 0.5, image.shape)
+    crop = crop_with_padding(image, box)
+    assert crop.shape == (box[3] - box[1], box[2] - box[0], 3)
+    assert crop[0, 0].max() == 0 and crop[crop.shape[0] // 2, crop.shape[1] // 2].min() == 255
+
+
+def test_already_cropped_inputs_are_only_resized():
+    frames = np.zeros((3, 50, 60, 3), np.uint8)
+    crops = driving_crops(frames, detector=None)
+    assert crops.faces.shape == (3, 224, 224, 3) and crops.undetected == []
+    assert reference_crops(frames[0], None).face.shape == (224, 224, 3)
+
+
+def test_no_face_anywhere_is_a_clear_error():
+    gradient = np.tile(np.linspace(0, 255, 64, dtype=np.uint8)[None, :, None], (64, 1, 3))
+    with pytest.raises(FaceNotFoundError, match="any of the 2 driving frames"):
+        driving_crops(np.stack([gradient, gradient]), FaceDetector())
+    with pytest.raises(FaceNotFoundError, match="reference image"):
+        reference_crops(gradient, FaceDetector())
+
+
+def test_real_portrait_and_driving_faces_are_found(media):
+    reference, frames, _ = media
+    crops = reference_crops(reference, FaceDetector())
+    assert crops.face.shape == (224, 224, 3)
+    left, top, right, bottom = crops.portrait_box
+    assert right - left == bottom - top or abs((right - left) - (bottom - top)) <= 2
+    driving = driving_crops(frames, FaceDetector())
+    assert driving.faces.shape == (12, 224, 224, 3) and driving.undetected == []
+    sizes = driving.boxes[:, 2:] - driving.boxes[:, :2]
+    assert np.allclose(sizes, sizes[0]), "driving crops keep the first frame's box size"
+
+
+def test_a_frame_without_face_reuses_its_neighbours_box(media):
+    _, frames, _ = media
+    frames = frames.copy()
+    frames[5] = 0
+    with pytest.warns(UserWarning, match="no face found in 1 of 12"):
+        driving = driving_crops(frames, FaceDetector())
+    assert driving.undetected == [5]

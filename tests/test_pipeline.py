@@ -1,0 +1,110 @@
+"""The animation pipeline on tiny rule-weighted models (CPU, float32)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from xnemo_core import check_fixtures
+from xnemo_core.pipeline import AnimationSettings, XNeMoPipeline
+
+FRAMES = 6
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_models):
+    return XNeMoPipeline(tiny_models)
+
+
+@pytest.fixture(scope="module")
+def condition(pipeline):
+    rng = np.random.default_rng(0)
+    portrait = rng.integers(0, 256, (80, 72, 3), dtype=np.uint8)
+    face = rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    return pipeline.encode_reference(portrait, face, 64, 64)
+
+
+@pytest.fixture(scope="module")
+def motion():
+    return torch.randn(FRAMES, 32, 16, generator=torch.Generator().manual_seed(1))
+
+
+def settings(**overrides) -> AnimationSettings:
+    base = dict(steps=2, height=64, width=64, context_frames=4, context_overlap=1)
+    return AnimationSettings(**{**base, **overrides})
+
+
+def test_same_seed_same_latents_other_seed_other_latents(pipeline, condition, motion):
+    first = pipeline.denoise(condition, motion, settings(seed=3))
+    again = pipeline.denoise(condition, motion, settings(seed=3))
+    other = pipeline.denoise(condition, motion, settings(seed=4))
+    assert first.shape == (1, 4, FRAMES, 8, 8)
+    assert torch.equal(first, again)
+    assert (first - other).abs().max() > 1e-2
+
+
+def test_batched_windows_equal_one_window_at_a_time(pipeline, condition, motion):
+    one = pipeline.denoise(condition, motion, settings(window_batch=1))
+    batched = pipeline.denoise(condition, motion, settings(window_batch=3))
+    torch.testing.assert_close(batched, one, rtol=1e-4, atol=1e-4)
+
+
+def test_injected_offsets_change_the_windows_and_the_result(pipeline, condition, motion):
+    noise = torch.randn(1, 4, FRAMES, 8, 8)
+    zero = pipeline.denoise(condition, motion, settings(), noise=noise, offsets=[0, 0])
+    shifted = pipeline.denoise(condition, motion, settings(), noise=noise, offsets=[2, 2])
+    assert (zero - shifted).abs().max() > 1e-3
+
+
+def test_long_schedule_and_unguided_sampling_run(pipeline, condition, motion):
+    long = pipeline.denoise(condition, motion, settings(schedule="long"))
+    unguided = pipeline.denoise(condition, motion, settings(guidance_scale=1.0))
+    assert torch.isfinite(long).all() and torch.isfinite(unguided).all()
+    assert (long - unguided).abs().max() > 1e-3
+
+
+def test_progress_callback_sees_every_step_and_can_interrupt(pipeline, condition, motion):
+    seen = []
+    pipeline.denoise(condition, motion, settings(steps=3), on_step=lambda done, total: seen.append((done, total)))
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+
+    def interrupt(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.denoise(condition, motion, settings(steps=3), on_step=interrupt)
+
+
+def test_decode_gives_frames_in_unit_range(pipeline, condition, motion):
+    video = pipeline.decode(pipeline.denoise(condition, motion[:2], settings()))
+    assert video.shape == (2, 64, 64, 3) and video.dtype == torch.float32
+    assert 0 <= video.min() and video.max() <= 1
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(height=100), "multiple of 64"),
+        (dict(context_frames=40), "between 1 and 32"),
+        (dict(schedule="fast"), "unknown schedule"),
+        (dict(context_overlap=4), "overlap"),
+    ],
+)
+def test_bad_settings_are_named(pipeline, condition, motion, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        pipeline.denoise(condition, motion, settings(**overrides))
+
+
+def test_empty_motion_is_a_clear_error(pipeline, condition):
+    with pytest.raises(ValueError, match="motion is empty"):
+        pipeline.denoise(condition, torch.zeros(0, 32, 16), settings())
+
+
+def test_golden_pipeline_check_catches_a_wrong_window_offset(fixtures_dir, golden_settings):
+    shifted = json.loads(json.dumps(golden_settings))
+    shifted["offset"] = golden_settings["offset"] + 1
+    golden = check_fixtures.load_file(str(fixtures_dir / "golden_pipeline.safetensors"))
+    results = check_fixtures.check_pipeline(golden, shifted, fixtures_dir / "golden_pipeline.safetensors")
+    failed = {r.tensor for r in results if not r.ok}
+    assert "video (mean abs)" in failed
