@@ -36,6 +36,7 @@ def largest_activation(module: torch.nn.Module) -> tuple[list, dict]:
                 value = output.detach().abs().float().max().item()
                 if value > peak["value"]:
                     peak.update(value=value, where=name)
+
         return hook
 
     handles = [m.register_forward_hook(record(n)) for n, m in module.named_modules() if n]
@@ -111,7 +112,11 @@ def main():
     print(f"device: {torch.cuda.get_device_name()}  frames {args.frames}  size {args.size}  CFG batch 2")
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"device": torch.cuda.get_device_name(), "frames": args.frames, "size": args.size, **results}, handle, indent=1)
+            json.dump(
+                {"device": torch.cuda.get_device_name(), "frames": args.frames, "size": args.size, **results},
+                handle,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":

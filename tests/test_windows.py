@@ -30,6 +30,13 @@ def test_long_schedule_covers_in_order_without_wrapping(frames):
     for before, after in zip(windows, windows[1:]):
         assert before[-1] - after[0] + 1 >= 4  # neighbours overlap by at least 4 frames
     assert len(windows) <= len(official_windows(frames, size=24, overlap=4))
+    assert sum(map(len, windows)) <= sum(map(len, official_windows(frames, size=24, overlap=4)))
+
+
+def test_long_schedule_shortens_windows_it_does_not_need():
+    assert long_windows(240, size=32, overlap=4) == [
+        list(range(s, s + 31)) for s in (0, 26, 52, 78, 104, 131, 157, 183, 209)
+    ]
 
 
 def test_bad_settings_are_explained():

@@ -37,6 +37,7 @@ def _animate(args) -> int:
         schedule=args.schedule,
         context_frames=args.context,
         window_batch=args.window_batch,
+        decode_chunk=args.decode_chunk,
     )
     motion = pipeline.encode_motion(faces.faces)
     with tqdm(total=settings.steps, desc="denoising", unit="step") as bar:
@@ -103,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     animate.add_argument("--schedule", choices=SCHEDULES, default="official")
     animate.add_argument("--context", type=int, help="context window length (default 24 official, 32 long)")
     animate.add_argument("--window-batch", type=int, default=1, help="context windows per denoiser call")
+    animate.add_argument(
+        "--decode-chunk", type=int, default=25, help="frames per VAE decode (25 official; lower saves memory)"
+    )
     animate.add_argument("--crop", choices=CROP_MODES, default="detect", help="'none': inputs are face crops")
     animate.add_argument("--face-model", type=Path, help="YuNet .onnx or BlazeFace .tflite (default: OpenCV Haar)")
     animate.add_argument("--offload", action="store_true", help="keep once-run modules on the CPU")

@@ -3,8 +3,9 @@
 * ``official``: the reference schedule. Windows of ``size`` frames start every
   ``size - overlap`` frames, shifted by ``offset`` and wrapping around the end (closed loop), so
   the first and last frames are blended together.
-* ``long``: for speed on long clips. Windows up to the temporal position encoding's limit, no
-  wrap-around, spread evenly so that neighbours overlap by at least ``overlap`` frames.
+* ``long``: for speed on long clips. The fewest windows of at most ``size`` frames (the temporal
+  position encoding's limit), each as short as covering the clip allows, no wrap-around, spread
+  evenly so that neighbours overlap by at least ``overlap`` frames.
 
 Predictions of frames seen by several windows are averaged by the pipeline.
 """
@@ -24,14 +25,15 @@ def official_windows(num_frames: int, size: int = 24, overlap: int = 4, offset: 
 
 
 def long_windows(num_frames: int, size: int = 32, overlap: int = 4) -> list[list[int]]:
-    """Fewest windows of at most ``size`` frames covering the clip in order, evenly spread."""
+    """Fewest, then shortest, equal windows of at most ``size`` frames covering the clip in order."""
     _check(num_frames, size, overlap)
     if num_frames <= size:
         return [list(range(num_frames))]
     count = math.ceil((num_frames - overlap) / (size - overlap))
-    last_start = num_frames - size
+    length = math.ceil((num_frames - overlap) / count) + overlap
+    last_start = num_frames - length
     starts = [round(i * last_start / (count - 1)) for i in range(count)]
-    return [list(range(start, start + size)) for start in starts]
+    return [list(range(start, start + length)) for start in starts]
 
 
 def _check(num_frames: int, size: int, overlap: int) -> None:

@@ -1,0 +1,183 @@
+"""Full-size pipeline speed and memory on synthesized weights (no real weights needed).
+
+Each run animates a random 512×512 portrait with random driving faces end to end (reference
+encoding, motion tokens, DDIM with guidance, temporal VAE decode) and prints seconds per frame,
+achieved TFLOP/s (FLOPs from the architecture doc's FlopCounter figures) and peak GPU memory.
+
+    python bench/pipeline_speed.py --runs fp16:official:48 bf16:official:48 fp16:long:240 \
+        [--steps 35] [--size 512] [--offload] [--window-batch 1] [--compare-frames 24] [--json out.json]
+
+A run is ``dtype:schedule:frames``, optionally followed by ``:wbN`` (windows per call) and
+``:offload`` / ``:resident``. ``--compare-frames N`` also runs fp32 on N frames and reports each
+precision's video error against it.
+"""
+
+import argparse
+import copy
+import json
+import time
+
+import numpy as np
+import torch
+
+from xnemo_core.loading import parse_dtype
+from xnemo_core.pipeline import AnimationSettings, XNeMoPipeline
+from xnemo_core.synthetic_weights import preset_models
+from xnemo_core.windows import long_windows, official_windows
+
+# TFLOP per call at 512×512 (docs/xnemo-architecture.md): denoiser per frame and row of a guided
+# 24-frame window, reference UNet (one row), CLIP, VAE encode, motion encoder, decode per frame.
+TFLOP = {"denoise_frame_row": 76.4 / 48, "reference": 1.59 / 2, "clip": 0.16, "encode": 1.12, "motion": 0.11}
+TFLOP_DECODE_FRAME = 3.04
+
+
+def estimated_tflop(frames: int, settings: AnimationSettings, max_window: int) -> float:
+    window = settings.window_length(max_window)
+    if settings.schedule == "official":
+        windows = official_windows(frames, window, settings.context_overlap)
+    else:
+        windows = long_windows(frames, window, settings.context_overlap)
+    rows = 2 if settings.guidance_scale > 1 else 1
+    denoise = settings.steps * rows * sum(map(len, windows)) * TFLOP["denoise_frame_row"]
+    once = TFLOP["reference"] + TFLOP["clip"] + TFLOP["encode"] + TFLOP["motion"] * (frames + 1)
+    return denoise + once + TFLOP_DECODE_FRAME * frames
+
+
+def parse_run(spec: str, defaults) -> dict:
+    dtype, schedule, frames, *options = spec.split(":")
+    run = {"dtype": dtype, "schedule": schedule, "frames": int(frames)}
+    run["window_batch"] = defaults.window_batch
+    run["offload"] = defaults.offload
+    for option in options:
+        if option.startswith("wb"):
+            run["window_batch"] = int(option[2:])
+        elif option in ("offload", "resident"):
+            run["offload"] = option == "offload"
+        else:
+            raise SystemExit(f"unknown run option {option!r} in {spec!r}")
+    return run
+
+
+def inputs(frames: int, size: int):
+    rng = np.random.default_rng(0)
+    portrait = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    faces = rng.integers(0, 256, (frames + 1, 224, 224, 3), dtype=np.uint8)
+    return portrait, faces[0], faces[1:]
+
+
+class Phases:
+    """Seconds and peak GPU memory (GiB) of each phase."""
+
+    def __init__(self):
+        self.figures = {}
+
+    def __call__(self, name, fn, *args):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        out = fn(*args)
+        torch.cuda.synchronize()
+        self.figures[f"{name}_s"] = time.perf_counter() - start
+        self.figures[f"{name}_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        return out
+
+
+def animate_timed(pipeline: XNeMoPipeline, frames: int, settings: AnimationSettings) -> tuple[torch.Tensor, dict]:
+    portrait, face, driving = inputs(frames, settings.height)
+    phase = Phases()
+    motion = phase("motion", pipeline.encode_motion, driving)
+    condition = phase("reference", pipeline.encode_reference, portrait, face, settings.height, settings.width)
+    latents = phase("denoise", pipeline.denoise, condition, motion, settings)
+    video = phase("decode", pipeline.decode, latents, settings.decode_chunk)
+    return video, phase.figures
+
+
+def run_one(master, run: dict, args) -> dict:
+    dtype = parse_dtype(run["dtype"])
+    models = copy.deepcopy(master).to(dtype=dtype)
+    settings = AnimationSettings(
+        steps=args.steps,
+        height=args.size,
+        width=args.size,
+        schedule=run["schedule"],
+        window_batch=run["window_batch"],
+        decode_chunk=args.decode_chunk,
+    )
+    pipeline = XNeMoPipeline(models, device="cuda", offload=run["offload"])
+    warmup = AnimationSettings(**{**settings.__dict__, "steps": 2})
+    animate_timed(pipeline, min(run["frames"], 24), warmup)
+    torch.cuda.empty_cache()
+    video, phases = animate_timed(pipeline, run["frames"], settings)
+    total = sum(v for k, v in phases.items() if k.endswith("_s"))
+    tflop = estimated_tflop(run["frames"], settings, master.config.max_window)
+    result = {
+        **run,
+        "steps": args.steps,
+        "size": args.size,
+        **{k: round(v, 2) for k, v in phases.items()},
+        "total_s": round(total, 2),
+        "s_per_frame": round(total / run["frames"], 4),
+        "tflop": round(tflop),
+        "tflop_per_s": round(tflop / total),
+        "peak_gib": round(max(v for k, v in phases.items() if k.endswith("_peak_gib")), 2),
+        "finite": bool(torch.isfinite(video).all()),
+    }
+    print(json.dumps(result), flush=True)
+    del pipeline, models
+    torch.cuda.empty_cache()
+    return result
+
+
+def compare_precisions(master, frames: int, args) -> list[dict]:
+    """Video error of fp16 / bf16 against fp32, same seed, official schedule, 10 steps."""
+    settings = AnimationSettings(steps=10, height=args.size, width=args.size)
+    videos = {}
+    for name in ("fp32", "fp16", "bf16"):
+        pipeline = XNeMoPipeline(copy.deepcopy(master).to(dtype=parse_dtype(name)), device="cuda", offload=True)
+        videos[name] = animate_timed(pipeline, frames, settings)[0]
+        del pipeline
+        torch.cuda.empty_cache()
+    results = []
+    for name in ("fp16", "bf16"):
+        error = (videos[name] - videos["fp32"]).abs()
+        results.append(
+            {
+                "compare": name,
+                "vs": "fp32",
+                "frames": frames,
+                "steps": 10,
+                "video_max_abs": round(error.max().item(), 4),
+                "video_mean_abs": round(error.mean().item(), 5),
+            }
+        )
+        print(json.dumps(results[-1]), flush=True)
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", nargs="+", default=["fp16:official:48"])
+    parser.add_argument("--steps", type=int, default=35)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--window-batch", type=int, default=1)
+    parser.add_argument("--offload", action="store_true", help="default for runs without :offload / :resident")
+    parser.add_argument("--compare-frames", type=int, default=0)
+    parser.add_argument("--json", help="also write every result here")
+    parser.add_argument("--decode-chunk", type=int, default=25, help="25 is the official (output-defining) value")
+    parser.add_argument("--cudnn-benchmark", action="store_true", help="measured slower here: new shapes re-tune")
+    args = parser.parse_args()
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    runs = [parse_run(spec, args) for spec in args.runs]
+    start = time.perf_counter()
+    master = preset_models("official")
+    print(f"synthesized full-size models in {time.perf_counter() - start:.0f} s on {torch.cuda.get_device_name()}")
+    results = [run_one(master, run, args) for run in runs]
+    if args.compare_frames:
+        results += compare_precisions(master, args.compare_frames, args)
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump(results, file, indent=1)
+
+
+if __name__ == "__main__":
+    main()
