@@ -1,0 +1,114 @@
+"""The few ComfyUI services the nodes use, with plain fallbacks so the nodes also run (and are
+tested) without ComfyUI: model folders, device and VRAM management, progress, interruption."""
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+try:
+    import comfy.model_management as model_management
+    import comfy.model_patcher
+    import comfy.utils
+    import folder_paths
+except ImportError:  # outside ComfyUI
+    model_management = folder_paths = None
+
+MODEL_FOLDER = "xnemo"
+MODEL_SUFFIXES = (".safetensors",)
+
+
+def register_model_folder() -> None:
+    """``models/xnemo`` (and any ``xnemo:`` entry of extra_model_paths.yaml) for ``LoadXNeMo``."""
+    if folder_paths is not None:
+        folder_paths.add_model_folder_path(MODEL_FOLDER, os.path.join(folder_paths.models_dir, MODEL_FOLDER))
+
+
+def model_roots() -> list[Path]:
+    if folder_paths is not None:
+        return [Path(p) for p in folder_paths.get_folder_paths(MODEL_FOLDER)]
+    return [Path(os.environ.get("XNEMO_MODELS", "models/xnemo"))]
+
+
+def model_choices() -> dict[str, Path]:
+    """Model folders and bundle files found in the model roots, by the name shown in the dropdown."""
+    found = {}
+    for root in model_roots():
+        if not root.is_dir():
+            continue
+        for entry in sorted(root.iterdir()):
+            if entry.is_dir() or entry.suffix in MODEL_SUFFIXES:
+                found.setdefault(entry.name, entry)
+    return found
+
+
+def directory(kind: str) -> Path:
+    """ComfyUI's ``input`` or ``output`` folder (the working directory's outside ComfyUI)."""
+    if folder_paths is None:
+        return Path(kind)
+    return Path(folder_paths.get_input_directory() if kind == "input" else folder_paths.get_output_directory())
+
+
+def torch_device() -> torch.device:
+    if model_management is not None:
+        return model_management.get_torch_device()
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def auto_precision(device: torch.device) -> str:
+    if device.type == "cpu":
+        return "fp32"
+    if model_management is not None:
+        if model_management.should_use_bf16(device):
+            return "bf16"
+        return "fp16" if model_management.should_use_fp16(device) else "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+class ManagedModules:
+    """Lets ComfyUI's model management move our modules on and off the GPU like its own models."""
+
+    def __init__(self, modules: dict[str, nn.Module]):
+        self.container = nn.ModuleDict(modules)
+        self.patcher = None
+        if model_management is not None:
+            self.patcher = comfy.model_patcher.ModelPatcher(
+                self.container,
+                load_device=model_management.get_torch_device(),
+                offload_device=model_management.unet_offload_device(),
+                size=model_management.module_size(self.container),
+            )
+
+    def load(self) -> torch.device:
+        """Bring every module to the compute device (other models are unloaded if VRAM is short)."""
+        device = torch_device()
+        if self.patcher is not None:
+            model_management.load_models_gpu([self.patcher], force_full_load=True)
+        else:
+            self.container.to(device)
+        return device
+
+    def release(self) -> None:
+        if self.patcher is None:
+            self.container.to("cpu")
+            return
+        loaded = model_management.current_loaded_models
+        for index, entry in enumerate(loaded):
+            if entry.model is self.patcher:
+                loaded.pop(index).model_unload()
+                break
+        model_management.soft_empty_cache()
+
+
+class Progress:
+    """ComfyUI progress bar plus interruption check, as a pipeline step callback."""
+
+    def __init__(self, total: int):
+        self.bar = comfy.utils.ProgressBar(total) if model_management is not None else None
+
+    def __call__(self, done: int, total: int) -> None:
+        if model_management is not None:
+            model_management.throw_exception_if_processing_interrupted()
+        if self.bar is not None:
+            self.bar.update_absolute(done, total)

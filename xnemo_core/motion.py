@@ -1,0 +1,170 @@
+"""Motion latents as data: per-frame motion tokens that can be blended, edited, saved and shared.
+
+Blending works on the tokens alone (``(F, 32, 16)``); it never runs a network. Every operation is
+affine with weights summing to one, so the motion encoder's fixed position table, which every
+token row carries, is preserved.
+"""
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from .face import gaussian_smooth
+
+LENGTH_MODES = ("trim", "loop", "ping-pong", "resample")
+BLEND_MODES = ("interpolate", "relative", "intensity", "smooth")
+FORMAT = "xnemo-motion/1"
+
+
+@dataclass
+class MotionLatent:
+    tokens: torch.Tensor
+    """``(F, 32, 16)`` float32 motion tokens, one row per driving frame."""
+    model_id: str
+    """Fingerprint of the motion encoder that made them (tokens of another encoder are meaningless)."""
+    fps: float | None = None
+    source_size: tuple[int, int] | None = None
+    """``(height, width)`` of the driving frames."""
+    boxes: torch.Tensor | None = None
+    """``(F, 4)`` face crop boxes in the driving frames, when faces were detected."""
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def with_tokens(self, tokens: torch.Tensor) -> "MotionLatent":
+        boxes = self.boxes if self.boxes is not None and len(self.boxes) == len(tokens) else None
+        return replace(self, tokens=tokens, boxes=boxes)
+
+
+def motion_encoder_id(encoder: torch.nn.Module) -> str:
+    """Short fingerprint of a motion encoder's weights (sums of its output projection)."""
+    weight = encoder.final_proj.weight.detach().float()
+    return f"me-{weight.sum().item():.6e}-{weight.abs().sum().item():.6e}"
+
+
+def check_compatible(motion: MotionLatent, model_id: str, what: str = "this model") -> None:
+    if motion.model_id != model_id:
+        raise ValueError(
+            f"the motion latent was extracted with another motion encoder ({motion.model_id}) than "
+            f"{what} ({model_id}); extract it again with the model you animate with"
+        )
+    if len(motion) == 0:
+        raise ValueError("the motion latent has no frames")
+
+
+def match_length(tokens: torch.Tensor, length: int, mode: str) -> torch.Tensor:
+    """``tokens`` ``(F, ...)`` made ``length`` frames long by ``mode`` (see ``LENGTH_MODES``)."""
+    count = tokens.shape[0]
+    if mode not in LENGTH_MODES:
+        raise ValueError(f"unknown length mode {mode!r}; choose one of {', '.join(LENGTH_MODES)}")
+    if count == length:
+        return tokens
+    if mode == "trim":
+        if count < length:
+            raise ValueError(f"cannot trim {count} frames to {length}; use loop, ping-pong or resample")
+        return tokens[:length]
+    if mode == "loop":
+        return tokens[torch.arange(length) % count]
+    if mode == "ping-pong":
+        period = max(2 * count - 2, 1)
+        index = torch.arange(length) % period
+        return tokens[torch.where(index < count, index, period - index)]
+    position = torch.linspace(0, count - 1, length)
+    low = position.floor().long()
+    high = (low + 1).clamp(max=count - 1)
+    weight = (position - low).view(-1, *([1] * (tokens.dim() - 1)))
+    return tokens[low] * (1 - weight) + tokens[high] * weight
+
+
+def _paired(a: MotionLatent, b: MotionLatent, length_mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if a.model_id != b.model_id:
+        raise ValueError("the two motion latents come from different motion encoders and cannot be blended")
+    return a.tokens, match_length(b.tokens, len(a), length_mode)
+
+
+def interpolate(a: MotionLatent, b: MotionLatent, weight: float, length_mode: str = "resample") -> MotionLatent:
+    """``(1 - weight) · A + weight · B`` frame by frame (B fitted to A's length)."""
+    tokens_a, tokens_b = _paired(a, b, length_mode)
+    return a.with_tokens(torch.lerp(tokens_a, tokens_b, weight))
+
+
+def relative(a: MotionLatent, b: MotionLatent, strength: float = 1.0, length_mode: str = "resample") -> MotionLatent:
+    """A plus B's change since its first frame: B's expressions played on top of A's."""
+    tokens_a, tokens_b = _paired(a, b, length_mode)
+    return a.with_tokens(tokens_a + strength * (tokens_b - tokens_b[:1]))
+
+
+def intensity(motion: MotionLatent, scale: float, neutral_frame: int = 0) -> MotionLatent:
+    """Scale every frame's motion around a neutral frame (``scale`` > 1 exaggerates)."""
+    neutral = motion.tokens[_frame_index(motion, neutral_frame)]
+    return motion.with_tokens(neutral + scale * (motion.tokens - neutral))
+
+
+def smooth(motion: MotionLatent, sigma_frames: float) -> MotionLatent:
+    """Gaussian smoothing over time (``sigma_frames`` 0: unchanged)."""
+    if sigma_frames <= 0:
+        return motion
+    flat = motion.tokens.reshape(len(motion), -1).double().numpy()
+    smoothed = torch.from_numpy(gaussian_smooth(flat, sigma_frames)).float()
+    return motion.with_tokens(smoothed.reshape(motion.tokens.shape))
+
+
+def expression_edit(
+    motion: MotionLatent, example: MotionLatent, from_frame: int, to_frame: int, strength: float
+) -> MotionLatent:
+    """Add ``strength`` × (example[to_frame] − example[from_frame]) to every frame, e.g. neutral → smile."""
+    if example.model_id != motion.model_id:
+        raise ValueError("the expression example comes from another motion encoder")
+    delta = example.tokens[_frame_index(example, to_frame)] - example.tokens[_frame_index(example, from_frame)]
+    return motion.with_tokens(motion.tokens + strength * delta)
+
+
+def _frame_index(motion: MotionLatent, index: int) -> int:
+    if not -len(motion) <= index < len(motion):
+        raise ValueError(f"frame {index} is outside the motion's {len(motion)} frames")
+    return index
+
+
+def save_motion(motion: MotionLatent, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {"tokens": motion.tokens.float().contiguous()}
+    if motion.boxes is not None:
+        tensors["boxes"] = torch.as_tensor(motion.boxes, dtype=torch.float32).contiguous()
+    metadata = {
+        "format": FORMAT,
+        "model_id": motion.model_id,
+        "fps": json.dumps(motion.fps),
+        "source_size": json.dumps(list(motion.source_size) if motion.source_size else None),
+    }
+    save_file(tensors, str(path), metadata=metadata)
+    return path
+
+
+def load_motion(path: str | Path) -> MotionLatent:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"motion file not found: {path}")
+    try:
+        with safe_open(str(path), "pt") as file:
+            metadata = file.metadata() or {}
+        tensors = load_file(str(path))
+    except Exception as error:  # safetensors raises several types for damaged files
+        raise ValueError(f"{path}: not a readable safetensors file ({error})") from None
+    if metadata.get("format") != FORMAT or "tokens" not in tensors:
+        raise ValueError(f"{path}: not an X-NeMo motion file (expected format {FORMAT!r} with 'tokens')")
+    tokens = tensors["tokens"]
+    if tokens.dim() != 3 or tuple(tokens.shape[1:]) != (32, 16):
+        raise ValueError(f"{path}: tokens have shape {tuple(tokens.shape)}, expected (frames, 32, 16)")
+    size = json.loads(metadata.get("source_size", "null"))
+    return MotionLatent(
+        tokens=tokens,
+        model_id=metadata.get("model_id", ""),
+        fps=json.loads(metadata.get("fps", "null")),
+        source_size=tuple(size) if size else None,
+        boxes=tensors.get("boxes"),
+    )
