@@ -1,0 +1,61 @@
+"""The shared workflow files: known node types only, links whose types match, our nodes' widgets."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+import nodes
+
+WORKFLOWS = sorted((Path(__file__).resolve().parents[1] / "workflows").glob("*.json"))
+# ComfyUI core nodes the workflows may use, with their output types (ComfyUI v0.8.0 /object_info).
+CORE_OUTPUTS = {
+    "LoadImage": ["IMAGE", "MASK"],
+    "LoadVideo": ["VIDEO"],
+    "GetVideoComponents": ["IMAGE", "AUDIO", "FLOAT"],
+    "ImageFromBatch": ["IMAGE"],
+    "CreateVideo": ["VIDEO"],
+    "SaveVideo": [],
+}
+UI_FIELDS = {"id", "type", "pos", "size", "flags", "order", "mode", "properties"}
+
+
+def output_types(node_type: str) -> list[str]:
+    if node_type in nodes.NODE_CLASS_MAPPINGS:
+        return list(nodes.NODE_CLASS_MAPPINGS[node_type].RETURN_TYPES)
+    return CORE_OUTPUTS[node_type]
+
+
+def test_there_are_the_three_shared_workflows():
+    assert {p.stem for p in WORKFLOWS} >= {
+        "xnemo_basic_animation",
+        "xnemo_blend_two_drivers",
+        "xnemo_exaggerated_expression",
+    }
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_workflow_uses_known_nodes_and_type_compatible_links(path):
+    workflow = json.loads(path.read_text())
+    by_id = {node["id"]: node for node in workflow["nodes"]}
+    for node in workflow["nodes"]:
+        assert UI_FIELDS <= set(node), f"{node['type']} lacks UI fields"
+        assert node["type"] in nodes.NODE_CLASS_MAPPINGS or node["type"] in CORE_OUTPUTS
+    for link_id, source, slot, target, target_slot, link_type in workflow["links"]:
+        produced = output_types(by_id[source]["type"])[slot]
+        accepted = by_id[target]["inputs"][target_slot]["type"]
+        assert produced == link_type == accepted, f"link {link_id}: {produced} → {accepted}"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_our_nodes_have_every_required_input(path):
+    workflow = json.loads(path.read_text())
+    linked = {(link[3], link[4]) for link in workflow["links"]}
+    for node in workflow["nodes"]:
+        if node["type"] not in nodes.NODE_CLASS_MAPPINGS:
+            continue
+        required = nodes.NODE_CLASS_MAPPINGS[node["type"]].INPUT_TYPES()["required"]
+        sockets = {i["name"]: index for index, i in enumerate(node.get("inputs", []))}
+        for name, spec in required.items():
+            if isinstance(spec[0], str) and spec[0] not in ("INT", "FLOAT", "STRING", "BOOLEAN"):
+                assert (node["id"], sockets[name]) in linked, f"{node['type']}.{name} is not connected"
