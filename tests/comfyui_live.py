@@ -31,6 +31,12 @@ _COMMON = {
     "create": ("CreateVideo", [1800, 300], {"fps": 25}),
     "save": ("SaveVideo", [2100, 300], {"filename_prefix": "xnemo/animated"}),
 }
+_DRIVER_LINKS = [
+    ("video", 0, "components", "video"),
+    ("components", 0, "frames", "image"),
+    ("model", 0, "extract", "model"),
+    ("frames", 0, "extract", "frames"),
+]
 _TAIL_LINKS = [
     ("model", 0, "animate", "model"),
     ("portrait", 0, "animate", "reference"),
@@ -41,10 +47,7 @@ SPECS = {
     "xnemo_basic_animation": {
         "nodes": {**_DRIVER, **_COMMON, "extract": ("ExtractMotionLatent", [980, 300], {"crop": "detect"})},
         "links": [
-            ("video", 0, "components", "video"),
-            ("components", 0, "frames", "image"),
-            ("model", 0, "extract", "model"),
-            ("frames", 0, "extract", "frames"),
+            *_DRIVER_LINKS,
             ("extract", 0, "animate", "motion"),
             *_TAIL_LINKS,
         ],
@@ -61,10 +64,7 @@ SPECS = {
             "blend": ("MotionLatentBlend", [1200, 600], {"mode": "interpolate", "weight": 0.5}),
         },
         "links": [
-            ("video", 0, "components", "video"),
-            ("components", 0, "frames", "image"),
-            ("model", 0, "extract", "model"),
-            ("frames", 0, "extract", "frames"),
+            *_DRIVER_LINKS,
             ("video_b", 0, "components_b", "video"),
             ("components_b", 0, "frames_b", "image"),
             ("model", 0, "extract_b", "model"),
@@ -84,10 +84,7 @@ SPECS = {
             "save_motion": ("SaveMotionLatent", [1400, 900], {"filename_prefix": "xnemo/exaggerated"}),
         },
         "links": [
-            ("video", 0, "components", "video"),
-            ("components", 0, "frames", "image"),
-            ("model", 0, "extract", "model"),
-            ("frames", 0, "extract", "frames"),
+            *_DRIVER_LINKS,
             ("extract", 0, "intensity", "motion_a"),
             ("intensity", 0, "animate", "motion"),
             ("intensity", 0, "save_motion", "motion"),
