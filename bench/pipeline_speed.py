@@ -23,7 +23,6 @@ import torch
 from xnemo_core.loading import parse_dtype
 from xnemo_core.pipeline import AnimationSettings, XNeMoPipeline
 from xnemo_core.synthetic_weights import preset_models
-from xnemo_core.windows import long_windows, official_windows
 
 # TFLOP per call at 512×512 (docs/xnemo-architecture.md): denoiser per frame and row of a guided
 # 24-frame window, reference UNet (one row), CLIP, VAE encode, motion encoder, decode per frame.
@@ -32,11 +31,7 @@ TFLOP_DECODE_FRAME = 3.04
 
 
 def estimated_tflop(frames: int, settings: AnimationSettings, max_window: int) -> float:
-    window = settings.window_length(max_window)
-    if settings.schedule == "official":
-        windows = official_windows(frames, window, settings.context_overlap)
-    else:
-        windows = long_windows(frames, window, settings.context_overlap)
+    windows = settings.windows(frames, max_window)
     rows = 2 if settings.guidance_scale > 1 else 1
     denoise = settings.steps * rows * sum(map(len, windows)) * TFLOP["denoise_frame_row"]
     once = TFLOP["reference"] + TFLOP["clip"] + TFLOP["encode"] + TFLOP["motion"] * (frames + 1)

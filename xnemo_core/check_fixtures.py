@@ -60,8 +60,13 @@ def compare_absolute(fixture: str, tensor: str, error: float, golden: torch.Tens
     return Comparison(fixture, tensor, error, golden.abs().max().item(), limit)
 
 
+def fixture_config(settings: dict) -> XNeMoConfig:
+    """The UNet sizes of a fixture set (``TAG.json``)."""
+    return XNeMoConfig(unet=settings["small_unet_config"], frame_modules=settings["unet_additional_kwargs"])
+
+
 def small_unets(settings: dict) -> tuple[ReferenceUNet, DenoisingUNet]:
-    config = XNeMoConfig(unet=settings["small_unet_config"], frame_modules=settings["unet_additional_kwargs"])
+    config = fixture_config(settings)
     reference = with_synthesized_weights(ReferenceUNet(**config.unet), "reference UNet")
     denoiser = with_synthesized_weights(DenoisingUNet(config.unet, config.frame_modules), "denoising UNet")
     return reference, denoiser
@@ -105,7 +110,7 @@ def check_unet_step(golden: dict, settings: dict, path: Path) -> list[Comparison
 
 def pipeline_models(settings: dict) -> XNeMoModels:
     """Every part at the fixture's sizes, weights by the rule (the tiny CLIP / VAE files were made so too)."""
-    config = XNeMoConfig(unet=settings["small_unet_config"], frame_modules=settings["unet_additional_kwargs"])
+    config = fixture_config(settings)
     recipe = settings["pipeline"]
     return synthesized_models(config, recipe["clip_config"], recipe["vae_config"])
 

@@ -261,14 +261,9 @@ def paste_back(image: np.ndarray, frames: np.ndarray, box: tuple[int, int, int, 
     mask = cv2.GaussianBlur(mask, (0, 0), border / 2)[..., None]
     inside = (slice(max(top, 0), min(bottom, image.shape[0])), slice(max(left, 0), min(right, image.shape[1])))
     local = (slice(inside[0].start - top, inside[0].stop - top), slice(inside[1].start - left, inside[1].stop - left))
+    background = (1 - mask) * crop_with_padding(image, box).astype(np.float32)
     out = np.repeat(image[None].astype(np.float32), len(frames), axis=0)
     for index, frame in enumerate(frames):
         resized = cv2.resize(frame.astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC)
-        blended = mask * np.clip(resized, 0, 1) + (1 - mask) * image_box(image, box)
-        out[index][inside] = blended[local]
+        out[index][inside] = (mask * np.clip(resized, 0, 1) + background)[local]
     return out
-
-
-def image_box(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    """The image under ``box``, zero outside the image (same as :func:`crop_with_padding`)."""
-    return crop_with_padding(image, box).astype(np.float32)

@@ -69,6 +69,13 @@ class AnimationSettings:
             return self.context_frames
         return 24 if self.schedule == "official" else max_window
 
+    def windows(self, num_frames: int, max_window: int, offset: int = 0) -> list[list[int]]:
+        """The context windows of one step (``offset`` matters to the ``official`` schedule only)."""
+        window = self.window_length(max_window)
+        if self.schedule == "official":
+            return official_windows(num_frames, window, self.context_overlap, offset)
+        return long_windows(num_frames, window, self.context_overlap)
+
     def validate(self, max_window: int) -> None:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
@@ -195,28 +202,24 @@ class XNeMoPipeline:
             noise = torch.randn(shape, generator=generator)
         elif tuple(noise.shape) != shape:
             raise ValueError(f"noise has shape {tuple(noise.shape)}, expected {shape}")
-        window = settings.window_length(config.max_window)
         if offsets is None:
+            window = settings.window_length(config.max_window)
             offsets = torch.randint(0, window, (settings.steps,), generator=generator).tolist()
         scheduler = DDIMScheduler(**OFFICIAL_SCHEDULER)
         scheduler.set_timesteps(settings.steps, device=self.device)
         latents = self.start_latents(condition.latents, num_frames, scheduler, noise)
         motion = motion.to(self.device)
         with self._on_device(self.models.denoising_unet):
-            for step, timestep in enumerate(scheduler.timesteps):
-                windows = self._windows(num_frames, settings, window, offsets[step])
-                noise_pred = self._guided_prediction(condition, latents, motion, timestep, windows, settings)
-                latents = scheduler.step(noise_pred, timestep, latents, eta=0.0).prev_sample
-                if on_step is not None:
-                    on_step(step + 1, settings.steps)
-            self.models.denoising_unet.forget_reference()
+            try:
+                for step, timestep in enumerate(scheduler.timesteps):
+                    windows = settings.windows(num_frames, config.max_window, offsets[step])
+                    noise_pred = self._guided_prediction(condition, latents, motion, timestep, windows, settings)
+                    latents = scheduler.step(noise_pred, timestep, latents, eta=0.0).prev_sample
+                    if on_step is not None:
+                        on_step(step + 1, settings.steps)
+            finally:
+                self.models.denoising_unet.forget_reference()
         return latents
-
-    @staticmethod
-    def _windows(num_frames: int, settings: AnimationSettings, window: int, offset: int) -> list[list[int]]:
-        if settings.schedule == "official":
-            return official_windows(num_frames, window, settings.context_overlap, offset)
-        return long_windows(num_frames, window, settings.context_overlap)
 
     def _guided_prediction(self, condition, latents, motion, timestep, windows, settings) -> torch.Tensor:
         """Window-averaged noise prediction of every frame, with classifier-free guidance applied."""
