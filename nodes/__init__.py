@@ -1,25 +1,38 @@
-"""The ComfyUI nodes: thin wrappers of ``xnemo_core``; motion latents flow as ``XNEMO_MOTION``."""
+"""The ComfyUI nodes: thin wrappers of ``xnemo_core``; motion latents flow as ``XNEMO_MOTION``.
 
-from .animate import AnimatePortrait
+Inside ComfyUI the pack registers through ``comfy_entrypoint`` (V3 API); elsewhere
+``NODE_CLASS_MAPPINGS`` holds classic classes of the same declarations.
+"""
+
+from .animate import ANIMATE_PORTRAIT
 from .comfy_bridge import register_model_folder
-from .loader import LoadXNeMo
-from .motion import ExtractMotionLatent, LoadMotionLatent, MotionLatentBlend, SaveMotionLatent
+from .declare import classic_node, v3_node
+from .loader import LOAD_XNEMO
+from .motion import EXTRACT_MOTION_LATENT, LOAD_MOTION_LATENT, MOTION_LATENT_BLEND, SAVE_MOTION_LATENT
+
+try:
+    from comfy_api.latest import ComfyExtension, io
+except ImportError:  # outside ComfyUI, or a ComfyUI older than the V3 API
+    ComfyExtension = io = None
+
+NODES = (
+    LOAD_XNEMO,
+    EXTRACT_MOTION_LATENT,
+    ANIMATE_PORTRAIT,
+    MOTION_LATENT_BLEND,
+    SAVE_MOTION_LATENT,
+    LOAD_MOTION_LATENT,
+)
+NODE_CLASS_MAPPINGS = {node.node_id: classic_node(node) for node in NODES}
+NODE_DISPLAY_NAME_MAPPINGS = {node.node_id: node.display_name for node in NODES}
 
 register_model_folder()
 
-NODE_CLASS_MAPPINGS = {
-    "LoadXNeMo": LoadXNeMo,
-    "ExtractMotionLatent": ExtractMotionLatent,
-    "AnimatePortrait": AnimatePortrait,
-    "MotionLatentBlend": MotionLatentBlend,
-    "SaveMotionLatent": SaveMotionLatent,
-    "LoadMotionLatent": LoadMotionLatent,
-}
-NODE_DISPLAY_NAME_MAPPINGS = {
-    "LoadXNeMo": "Load X-NeMo",
-    "ExtractMotionLatent": "Extract Motion Latent (X-NeMo)",
-    "AnimatePortrait": "Animate Portrait (X-NeMo)",
-    "MotionLatentBlend": "Motion Latent Blend (X-NeMo)",
-    "SaveMotionLatent": "Save Motion Latent (X-NeMo)",
-    "LoadMotionLatent": "Load Motion Latent (X-NeMo)",
-}
+if io is not None:
+
+    class XNeMoExtension(ComfyExtension):
+        async def get_node_list(self) -> list[type]:
+            return [v3_node(node, io) for node in NODES]
+
+    async def comfy_entrypoint() -> XNeMoExtension:
+        return XNeMoExtension()

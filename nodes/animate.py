@@ -8,80 +8,85 @@ from xnemo_core.motion import check_compatible
 from xnemo_core.pipeline import SCHEDULES, AnimationSettings, XNeMoPipeline
 
 from . import comfy_bridge
+from .declare import Node, Socket
 from .images import to_frames, to_images
+from .loader import MODEL
 from .motion import MOTION
 
 
-class AnimatePortrait:
-    CATEGORY = "X-NeMo"
-    RETURN_TYPES = ("IMAGE", "IMAGE")
-    RETURN_NAMES = ("frames", "pasted_back")
-    FUNCTION = "animate"
-    DESCRIPTION = "Animate the portrait with the motion latents (official recipe by default)."
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {
-            "required": {
-                "model": ("XNEMO_MODEL",),
-                "reference": ("IMAGE", {"tooltip": "the portrait to animate (first image of the batch)"}),
-                "motion": (MOTION,),
-                "seed": ("INT", {"default": 42, "min": 0, "max": 2**63 - 1}),
-                "steps": ("INT", {"default": 35, "min": 1, "max": 200}),
-                "cfg": ("FLOAT", {"default": 2.5, "min": 1.0, "max": 20.0, "step": 0.1}),
-                "schedule": (list(SCHEDULES), {"default": "official"}),
-                "context_frames": ("INT", {"default": 24, "min": 1, "max": 32}),
-                "context_overlap": ("INT", {"default": 4, "min": 0, "max": 31}),
-                "size": ("INT", {"default": 512, "min": 64, "max": 2048, "step": 64}),
-                "crop": (list(CROP_MODES), {"default": "detect", "tooltip": "'none': the reference is a face crop"}),
-                "decode_chunk": (
-                    "INT",
-                    {"default": 25, "min": 1, "max": 100, "tooltip": "25 is the official value; lower saves VRAM"},
-                ),
-                "release_vram": ("BOOLEAN", {"default": False}),
-            }
-        }
-
-    def animate(
-        self,
-        model,
-        reference,
-        motion,
-        seed,
-        steps,
-        cfg,
-        schedule,
-        context_frames,
-        context_overlap,
-        size,
-        crop,
-        decode_chunk,
-        release_vram,
-    ):
-        check_compatible(motion, model.motion_id, f"the loaded model '{model.name}'")
-        image = to_frames(reference, "reference")[0]
-        crops = reference_crops(image, FaceDetector() if crop == "detect" else None)
-        settings = AnimationSettings(
-            steps=steps,
-            guidance_scale=cfg,
-            seed=seed,
-            height=size,
-            width=size,
-            schedule=schedule,
-            context_frames=context_frames,
-            context_overlap=context_overlap,
-            decode_chunk=decode_chunk,
+def animate(
+    model,
+    reference,
+    motion,
+    seed,
+    steps,
+    cfg,
+    schedule,
+    context_frames,
+    context_overlap,
+    size,
+    crop,
+    decode_chunk,
+    release_vram,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    check_compatible(motion, model.motion_id, f"the loaded model '{model.name}'")
+    image = to_frames(reference, "reference")[0]
+    crops = reference_crops(image, FaceDetector() if crop == "detect" else None)
+    settings = AnimationSettings(
+        steps=steps,
+        guidance_scale=cfg,
+        seed=seed,
+        height=size,
+        width=size,
+        schedule=schedule,
+        context_frames=context_frames,
+        context_overlap=context_overlap,
+        decode_chunk=decode_chunk,
+    )
+    settings.validate(model.models.config.max_window)
+    device = model.managed.load()
+    try:
+        pipeline = XNeMoPipeline(model.models, device)
+        animation = pipeline.animate(
+            crops.portrait, crops.face, motion.tokens, settings, on_step=comfy_bridge.Progress(steps)
         )
-        settings.validate(model.models.config.max_window)
-        device = model.managed.load()
-        try:
-            pipeline = XNeMoPipeline(model.models, device)
-            animation = pipeline.animate(
-                crops.portrait, crops.face, motion.tokens, settings, on_step=comfy_bridge.Progress(steps)
-            )
-        finally:
-            if release_vram:
-                model.managed.release()
-        frames = animation.video.numpy()
-        pasted = paste_back(image.astype(np.float32) / 255.0, frames, crops.portrait_box)
-        return (to_images(frames), torch.from_numpy(pasted))
+    finally:
+        if release_vram:
+            model.managed.release()
+    frames = animation.video.numpy()
+    pasted = paste_back(image.astype(np.float32) / 255.0, frames, crops.portrait_box)
+    return (to_images(frames), torch.from_numpy(pasted))
+
+
+ANIMATE_PORTRAIT = Node(
+    "AnimatePortrait",
+    "Animate Portrait (X-NeMo)",
+    "Animate the portrait with the motion latents (official recipe by default).",
+    animate,
+    inputs=(
+        Socket("model", MODEL),
+        Socket("reference", "IMAGE", tooltip="the portrait to animate (first image of the batch)"),
+        Socket("motion", MOTION),
+        Socket("seed", "INT", default=42, minimum=0, maximum=2**63 - 1, randomize=True),
+        Socket("steps", "INT", default=35, minimum=1, maximum=200),
+        Socket("cfg", "FLOAT", default=2.5, minimum=1.0, maximum=20.0, step=0.1),
+        Socket("schedule", "COMBO", default="official", options=SCHEDULES),
+        Socket("context_frames", "INT", default=24, minimum=1, maximum=32),
+        Socket("context_overlap", "INT", default=4, minimum=0, maximum=31),
+        Socket("size", "INT", default=512, minimum=64, maximum=2048, step=64),
+        Socket("crop", "COMBO", default="detect", options=CROP_MODES, tooltip="'none': the reference is a face crop"),
+        Socket(
+            "decode_chunk",
+            "INT",
+            default=25,
+            minimum=1,
+            maximum=100,
+            tooltip="25 is the official value; lower saves VRAM",
+        ),
+        Socket("release_vram", "BOOLEAN", default=False, tooltip="unload the model from VRAM when done"),
+    ),
+    outputs=(
+        Socket("frames", "IMAGE", tooltip="the animated face crop"),
+        Socket("pasted_back", "IMAGE", tooltip="the frames pasted back into the full reference image"),
+    ),
+)

@@ -6,8 +6,12 @@ from xnemo_core.loading import XNeMoModels, load_models
 from xnemo_core.motion import motion_encoder_id
 
 from . import comfy_bridge
+from .comfy_parts import ComfyImageEncoder, ComfyVAE
+from .declare import Node, Socket
 
-PRECISIONS = ["auto", "fp16", "bf16", "fp32"]
+PRECISIONS = ("auto", "fp16", "bf16", "fp32")
+MODEL = "XNEMO_MODEL"
+NO_MODELS = "(put X-NeMo models in models/xnemo)"
 
 
 @dataclass
@@ -20,30 +24,40 @@ class XNeMoModel:
     name: str
 
 
-class LoadXNeMo:
-    CATEGORY = "X-NeMo"
-    RETURN_TYPES = ("XNEMO_MODEL",)
-    RETURN_NAMES = ("model",)
-    FUNCTION = "load"
-    DESCRIPTION = "Loads X-NeMo (official folder layout, converted safetensors folder or bundle) from models/xnemo."
+def model_dropdown() -> list[str]:
+    return sorted(comfy_bridge.model_choices()) or [NO_MODELS]
 
-    @classmethod
-    def INPUT_TYPES(cls):
-        choices = sorted(comfy_bridge.model_choices()) or ["(put X-NeMo models in models/xnemo)"]
-        return {
-            "required": {
-                "model": (choices, {"tooltip": "a folder or .safetensors bundle in models/xnemo"}),
-                "precision": (PRECISIONS, {"default": "auto"}),
-            }
-        }
 
-    def load(self, model: str, precision: str):
-        found = comfy_bridge.model_choices()
-        if model not in found:
-            roots = ", ".join(str(root) for root in comfy_bridge.model_roots())
-            raise FileNotFoundError(f"X-NeMo model '{model}' not found in {roots}")
-        if precision == "auto":
-            precision = comfy_bridge.auto_precision(comfy_bridge.torch_device())
-        models = load_models(found[model], dtype=precision, device="cpu")
-        managed = comfy_bridge.ManagedModules(models.modules())
-        return (XNeMoModel(models, managed, motion_encoder_id(models.motion_encoder), model),)
+def load(model: str, precision: str, vae=None, clip_vision=None) -> tuple[XNeMoModel]:
+    found = comfy_bridge.model_choices()
+    if model not in found:
+        roots = ", ".join(str(root) for root in comfy_bridge.model_roots())
+        raise FileNotFoundError(
+            f"X-NeMo model '{model}' not found in {roots}: put a model folder or .safetensors bundle there"
+        )
+    if precision == "auto":
+        precision = comfy_bridge.auto_precision(comfy_bridge.torch_device())
+    supplied = {"vae": vae, "image_encoder": clip_vision}
+    models = load_models(found[model], dtype=precision, device="cpu", skip=tuple(k for k, v in supplied.items() if v))
+    if clip_vision is not None:
+        models.image_encoder = ComfyImageEncoder(clip_vision, models.config.unet["cross_attention_dim"])
+    if vae is not None:
+        models.vae = ComfyVAE(vae, models.config.unet["in_channels"])
+    managed = comfy_bridge.ManagedModules(models.modules())
+    return (XNeMoModel(models, managed, motion_encoder_id(models.motion_encoder), model),)
+
+
+LOAD_XNEMO = Node(
+    "LoadXNeMo",
+    "Load X-NeMo",
+    "Loads X-NeMo (official folder layout, converted safetensors folder or bundle) from models/xnemo. "
+    "A VAE or CLIP vision model from ComfyUI's loaders replaces the model's own.",
+    load,
+    inputs=(
+        Socket("model", "COMBO", options=model_dropdown, tooltip="a folder or .safetensors bundle in models/xnemo"),
+        Socket("precision", "COMBO", default="auto", options=PRECISIONS),
+        Socket("vae", "VAE", optional=True, tooltip="e.g. the Stable Video Diffusion VAE (temporal decoder)"),
+        Socket("clip_vision", "CLIP_VISION", optional=True, tooltip="the CLIP ViT-L/14 image encoder"),
+    ),
+    outputs=(Socket("model", MODEL),),
+)

@@ -154,7 +154,10 @@ def generate(url: str) -> list[Path]:
             path = WORKFLOWS / f"{name}.json"
             path.write_text(json.dumps(workflow, indent=2) + "\n")
             written.append(path)
+        page.set_viewport_size({"width": 2600, "height": 1200})  # wide enough to fit the graph with its text
         _load(page, written[0])
+        page.keyboard.press(".")  # the frontend's "fit view" shortcut
+        page.wait_for_timeout(500)
         page.screenshot(path=str(WORKFLOWS / "xnemo_basic_animation.png"))
     finally:
         browser.close()
@@ -180,8 +183,7 @@ def run(url: str, overrides: dict, timeout_s: float = 900) -> dict[str, dict]:
             prompt = page.evaluate("async () => (await app.graphToPrompt()).output")
             for node in prompt.values():
                 node["inputs"].update(overrides.get(node["class_type"], {}))
-            queued = _post(f"{url}/prompt", {"prompt": prompt})
-            results[path.name] = _wait(url, queued, timeout_s)
+            results[path.name] = queue_prompt(url, prompt, timeout_s)
         results["_alerts"] = alerts
     finally:
         browser.close()
@@ -189,7 +191,9 @@ def run(url: str, overrides: dict, timeout_s: float = 900) -> dict[str, dict]:
     return results
 
 
-def _wait(url: str, queued: dict, timeout_s: float) -> dict:
+def queue_prompt(url: str, prompt: dict, timeout_s: float = 900) -> dict:
+    """Queue an API-format prompt and wait: status, execution errors (message, type, traceback), outputs."""
+    queued = _post(f"{url}/prompt", {"prompt": prompt})
     if "prompt_id" not in queued:
         return {"status": "rejected", "detail": queued}
     prompt_id, deadline = queued["prompt_id"], time.time() + timeout_s
@@ -197,7 +201,7 @@ def _wait(url: str, queued: dict, timeout_s: float) -> dict:
         history = json.load(urllib.request.urlopen(f"{url}/history/{prompt_id}"))
         if prompt_id in history:
             status = history[prompt_id]["status"]
-            errors = [m[1].get("exception_message") for m in status["messages"] if m[0] == "execution_error"]
+            errors = [m[1] for m in status["messages"] if m[0] == "execution_error"]
             return {"status": status["status_str"], "errors": errors, "outputs": history[prompt_id]["outputs"]}
         time.sleep(1)
     return {"status": "timeout"}

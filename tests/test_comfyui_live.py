@@ -7,6 +7,7 @@ queues every workflow of ``workflows/`` through the real frontend.
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -15,7 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from offline_comfy import SMALL_RUN, write_demo_inputs
 
+from xnemo_core.motion import MotionLatent, save_motion
 from xnemo_core.video import write_video
 
 COMFYUI = os.environ.get("COMFYUI_PATH")
@@ -28,15 +32,18 @@ PACK = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_model_folder):
     root = tmp_path_factory.mktemp("comfy")
-    link = Path(COMFYUI) / "custom_nodes" / PACK.name
-    if not link.exists():
-        link.symlink_to(PACK)
-    (root / "extra.yaml").write_text(f"xnemo_test:\n  base_path: {tiny_model_folder.parent}\n  xnemo: .\n")
+    custom_nodes = Path(COMFYUI) / "custom_nodes"
+    if not any(entry.resolve() == PACK for entry in custom_nodes.iterdir()):
+        (custom_nodes / "comfyui-xnemo").symlink_to(PACK)
+    models = root / "models"
+    shutil.copytree(tiny_model_folder, models / "xnemo-tiny")
+    shutil.copytree(tiny_model_folder, models / "xnemo-broken")
+    (models / "xnemo-broken" / "xnemo_motion_encoder.safetensors").unlink()
+    (root / "extra.yaml").write_text(f"xnemo_test:\n  base_path: {models}\n  xnemo: .\n")
     inputs = root / "input"
-    rng = np.random.default_rng(0)
-    write_video(inputs / "frames", rng.integers(0, 256, (1, 96, 96, 3), dtype=np.uint8))
-    (inputs / "frames" / "frame_00000.png").rename(inputs / "portrait.png")
-    write_video(inputs / "driving.mp4", rng.integers(0, 256, (6, 64, 64, 3), dtype=np.uint8))
+    write_demo_inputs(inputs)
+    write_video(inputs / "short.mp4", np.full((2, 64, 64, 3), 128, np.uint8))
+    save_motion(MotionLatent(torch.randn(3, 32, 16), model_id="me-of-another-model"), inputs / "foreign.safetensors")
     command = [
         sys.executable,
         "main.py",
@@ -62,7 +69,7 @@ def server(tmp_path_factory, tiny_model_folder):
                 time.sleep(1)
         else:
             pytest.fail(f"ComfyUI did not start: {(root / 'log.txt').read_text()[-2000:]}")
-        yield tiny_model_folder.name
+        yield "xnemo-tiny"
     finally:
         process.terminate()
         process.wait(30)
@@ -74,20 +81,84 @@ def test_object_info_lists_the_nodes_and_the_motion_type(server):
         assert name in info
     assert "XNEMO_MOTION" in info["ExtractMotionLatent"]["output"]
     assert info["AnimatePortrait"]["input"]["required"]["motion"][0] == "XNEMO_MOTION"
-    assert server in info["LoadXNeMo"]["input"]["required"]["model"][0]
+    kind, options = info["LoadXNeMo"]["input"]["required"]["model"]
+    assert kind == "COMBO" and server in options["options"]  # the V3 (comfy_api) form of a dropdown
 
 
 def test_every_workflow_runs(server):
     from comfyui_live import run
 
-    overrides = {
-        "LoadXNeMo": {"model": server},
-        "ImageFromBatch": {"length": 3},
-        "ExtractMotionLatent": {"crop": "none"},
-        "AnimatePortrait": {"size": 64, "steps": 2, "crop": "none"},
-    }
-    results = run(URL, overrides)
+    results = run(URL, {**SMALL_RUN, "LoadXNeMo": {"model": server}})
     assert results.pop("_alerts") == []
     assert len(results) >= 3
     for name, result in results.items():
         assert result["status"] == "success", f"{name}: {result}"
+
+
+def _node(class_type: str, **inputs) -> dict:
+    return {"class_type": class_type, "inputs": inputs}
+
+
+def _graph(model: str, motion: dict, **animate) -> dict:
+    """LoadXNeMo + a motion source + AnimatePortrait on the demo portrait, as an API prompt."""
+    settings = {"seed": 0, "steps": 1, "cfg": 2.5, "schedule": "official", "context_frames": 4}
+    settings |= {"context_overlap": 1, "size": 64, "crop": "none", "decode_chunk": 25, "release_vram": False}
+    return {
+        "model": _node("LoadXNeMo", model=model, precision="auto"),
+        "portrait": _node("LoadImage", image="portrait.png"),
+        **motion,
+        "animate": _node(
+            "AnimatePortrait", model=["model", 0], reference=["portrait", 0], motion=["motion", 0], **settings | animate
+        ),
+        "preview": _node("PreviewImage", images=["animate", 0]),
+    }
+
+
+def _driver(key: str, file: str) -> dict:
+    return {
+        f"{key}_video": _node("LoadVideo", file=file),
+        f"{key}_frames": _node("GetVideoComponents", video=[f"{key}_video", 0]),
+        key: _node("ExtractMotionLatent", model=["model", 0], frames=[f"{key}_frames", 0], crop="none"),
+    }
+
+
+def test_bad_inputs_give_one_clear_message(server):
+    from comfyui_live import queue_prompt
+
+    blend = {"weight": 0.5, "length_mode": "trim", "neutral_frame": 0, "from_frame": 0, "to_frame": -1}
+    cases = {
+        "missing model file": (
+            _graph("xnemo-broken", _driver("motion", "driving.mp4")),
+            "xnemo_motion_encoder",
+        ),
+        "motion of another model": (
+            _graph(server, {"motion": _node("LoadMotionLatent", file="foreign.safetensors")}),
+            "another motion encoder",
+        ),
+        "mismatched lengths": (
+            _graph(
+                server,
+                {
+                    **_driver("long", "driving.mp4"),
+                    **_driver("short", "short.mp4"),
+                    "motion": _node(
+                        "MotionLatentBlend",
+                        motion_a=["long", 0],
+                        motion_b=["short", 0],
+                        mode="interpolate",
+                        sigma_frames=1.0,
+                        **blend,
+                    ),
+                },
+            ),
+            "cannot trim 2 frames to 6",
+        ),
+        "size not a multiple of 64": (_graph(server, _driver("motion", "driving.mp4"), size=100), "multiple of 64"),
+    }
+    for name, (prompt, expected) in cases.items():
+        result = queue_prompt(URL, prompt)
+        assert result["status"] == "error", f"{name}: {result}"
+        (error,) = result["errors"]
+        assert expected in error["exception_message"], f"{name}: {error['exception_message']}"
+        raised_at = error["traceback"][-1]
+        assert str(PACK) in raised_at or f"custom_nodes{os.sep}" in raised_at, f"{name}: raised in {raised_at}"

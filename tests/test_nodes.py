@@ -1,5 +1,7 @@
 """The ComfyUI nodes without ComfyUI: declarations, and each node run on the tiny model."""
 
+import inspect
+
 import pytest
 import torch
 
@@ -7,13 +9,20 @@ import nodes
 from nodes import comfy_bridge
 from xnemo_core.motion import MotionLatent
 
-BASIC_TYPES = {"IMAGE", "INT", "FLOAT", "STRING", "BOOLEAN", "XNEMO_MODEL", "XNEMO_MOTION"}
+
+def run(node_id: str, **inputs):
+    """Execute a node as ComfyUI does: an instance of its class, inputs by name."""
+    node = nodes.NODE_CLASS_MAPPINGS[node_id]
+    return getattr(node(), node.FUNCTION)(**inputs)
+
+
+BASIC_TYPES = {"IMAGE", "INT", "FLOAT", "STRING", "BOOLEAN", "VAE", "CLIP_VISION", "XNEMO_MODEL", "XNEMO_MOTION"}
 
 
 @pytest.fixture(scope="module")
 def model(tiny_model_folder, monkeypatch_module):
     monkeypatch_module.setenv("XNEMO_MODELS", str(tiny_model_folder.parent))
-    (loaded,) = nodes.LoadXNeMo().load(tiny_model_folder.name, "auto")
+    (loaded,) = run("LoadXNeMo", model=tiny_model_folder.name, precision="auto")
     return loaded
 
 
@@ -30,7 +39,30 @@ def driving():
 
 @pytest.fixture(scope="module")
 def motion(model, driving):
-    return nodes.ExtractMotionLatent().extract(model, driving, "none", 12.0)
+    return run("ExtractMotionLatent", model=model, frames=driving, crop="none", fps=12.0)
+
+
+def animate_inputs(model, reference, motion, seed=0, release_vram=False) -> dict:
+    return dict(
+        model=model,
+        reference=reference,
+        motion=motion,
+        seed=seed,
+        steps=2,
+        cfg=2.5,
+        schedule="official",
+        context_frames=4,
+        context_overlap=1,
+        size=64,
+        crop="none",
+        decode_chunk=25,
+        release_vram=release_vram,
+    )
+
+
+def blend_inputs(motion_a, mode, **extra) -> dict:
+    defaults = {"weight": 1.5, "length_mode": "loop", "neutral_frame": 0, "from_frame": 0, "to_frame": -1}
+    return dict(motion_a=motion_a, mode=mode, sigma_frames=1.0, **defaults, **extra)
 
 
 @pytest.mark.parametrize("name", sorted(nodes.NODE_CLASS_MAPPINGS))
@@ -47,13 +79,24 @@ def test_declarations_are_valid(name):
                 options = spec[1]
                 assert options["min"] <= options["default"] <= options["max"]
     assert all(kind in BASIC_TYPES for kind in node.RETURN_TYPES)
-    assert len(getattr(node, "RETURN_NAMES", node.RETURN_TYPES)) == len(node.RETURN_TYPES)
+    assert len(node.RETURN_NAMES) == len(node.RETURN_TYPES)
+
+
+@pytest.mark.parametrize("declared", nodes.NODES, ids=lambda node: node.node_id)
+def test_declared_inputs_are_the_parameters_of_the_node_function(declared):
+    parameters = inspect.signature(declared.run).parameters
+    assert [socket.name for socket in declared.inputs] == list(parameters)
+    for socket in declared.inputs:
+        has_default = parameters[socket.name].default is not inspect.Parameter.empty
+        assert has_default == socket.optional, f"{declared.node_id}.{socket.name}"
+        if socket.kind == "COMBO" and socket.default is not None:
+            assert socket.default in socket.choices()
 
 
 def test_loader_lists_models_and_names_a_missing_one(model, tiny_model_folder):
-    assert tiny_model_folder.name in nodes.LoadXNeMo.INPUT_TYPES()["required"]["model"][0]
+    assert tiny_model_folder.name in nodes.NODE_CLASS_MAPPINGS["LoadXNeMo"].INPUT_TYPES()["required"]["model"][0]
     with pytest.raises(FileNotFoundError, match="'nothere' not found in"):
-        nodes.LoadXNeMo().load("nothere", "fp32")
+        run("LoadXNeMo", model="nothere", precision="fp32")
 
 
 def test_extract_gives_one_latent_per_frame_and_the_crops(motion, driving, model):
@@ -66,9 +109,7 @@ def test_extract_gives_one_latent_per_frame_and_the_crops(motion, driving, model
 def test_animate_gives_frames_and_pasted_back_frames(model, motion):
     latent, _ = motion
     reference = torch.rand(1, 80, 100, 3)
-    frames, pasted = nodes.AnimatePortrait().animate(
-        model, reference, latent, 7, 2, 2.5, "official", 4, 1, 64, "none", 25, True
-    )
+    frames, pasted = run("AnimatePortrait", **animate_inputs(model, reference, latent, seed=7, release_vram=True))
     assert frames.shape == (5, 64, 64, 3) and 0 <= frames.min() and frames.max() <= 1
     assert pasted.shape == (5, 80, 100, 3)
     assert not torch.equal(pasted[0], reference[0])
@@ -78,39 +119,37 @@ def test_animate_refuses_motion_of_another_encoder(model, motion):
     latent, _ = motion
     foreign = MotionLatent(latent.tokens, model_id="me-other")
     with pytest.raises(ValueError, match="another motion encoder"):
-        nodes.AnimatePortrait().animate(
-            model, torch.rand(1, 64, 64, 3), foreign, 0, 1, 2.5, "official", 4, 1, 64, "none", 25, False
-        )
+        run("AnimatePortrait", **animate_inputs(model, torch.rand(1, 64, 64, 3), foreign))
 
 
 def test_empty_frame_batch_is_a_clear_error(model):
     with pytest.raises(ValueError, match="non-empty IMAGE batch"):
-        nodes.ExtractMotionLatent().extract(model, torch.zeros(0, 64, 64, 3), "none")
+        run("ExtractMotionLatent", model=model, frames=torch.zeros(0, 64, 64, 3), crop="none")
 
 
 @pytest.mark.parametrize("mode", ["interpolate", "relative", "intensity", "smooth", "expression"])
 def test_blend_modes_never_touch_the_model_and_keep_length(motion, mode):
     latent, _ = motion
     other = MotionLatent(torch.randn(3, 32, 16), latent.model_id)
-    (out,) = nodes.MotionLatentBlend().blend(latent, mode, 1.5, "loop", 0, 0, -1, 1.0, other)
+    (out,) = run("MotionLatentBlend", **blend_inputs(latent, mode, motion_b=other))
     assert out.tokens.shape == latent.tokens.shape and not torch.equal(out.tokens, latent.tokens)
 
 
 def test_blend_needs_the_second_motion_where_it_uses_one(motion):
     latent, _ = motion
     with pytest.raises(ValueError, match="needs a second motion"):
-        nodes.MotionLatentBlend().blend(latent, "interpolate", 0.5, "trim", 0, 0, -1, 1.0)
+        run("MotionLatentBlend", **blend_inputs(latent, "interpolate"))
 
 
 def test_motion_saves_and_loads_through_the_output_and_input_folders(motion, tmp_path, monkeypatch):
     latent, _ = motion
     monkeypatch.chdir(tmp_path)
-    result = nodes.SaveMotionLatent().save(latent, "shared/walk")
+    result = run("SaveMotionLatent", motion=latent, filename_prefix="shared/walk")
     saved = result["ui"]["text"][0]
     (tmp_path / "input").mkdir()
     (tmp_path / "output" / saved).rename(tmp_path / "input" / "walk.safetensors")
-    assert "walk.safetensors" in nodes.LoadMotionLatent.INPUT_TYPES()["required"]["file"][0]
-    (loaded,) = nodes.LoadMotionLatent().load("walk.safetensors")
+    assert "walk.safetensors" in nodes.NODE_CLASS_MAPPINGS["LoadMotionLatent"].INPUT_TYPES()["required"]["file"][0]
+    (loaded,) = run("LoadMotionLatent", file="walk.safetensors")
     assert torch.equal(loaded.tokens, latent.tokens) and loaded.fps == latent.fps
     assert loaded.source_size == latent.source_size and loaded.model_id == latent.model_id
 

@@ -4,8 +4,10 @@ import json
 from pathlib import Path
 
 import pytest
+from offline_comfy import SMALL_RUN, CoreNodes, execute, write_demo_inputs
 
 import nodes
+from xnemo_core.video import read_frames
 
 WORKFLOWS = sorted((Path(__file__).resolve().parents[1] / "workflows").glob("*.json"))
 # ComfyUI core nodes the workflows may use, with their output types (ComfyUI v0.8.0 /object_info).
@@ -59,3 +61,24 @@ def test_our_nodes_have_every_required_input(path):
         for name, spec in required.items():
             if isinstance(spec[0], str) and spec[0] not in ("INT", "FLOAT", "STRING", "BOOLEAN"):
                 assert (node["id"], sockets[name]) in linked, f"{node['type']}.{name} is not connected"
+
+
+@pytest.fixture(scope="module")
+def offline_comfy(tmp_path_factory, tiny_model_folder):
+    root = tmp_path_factory.mktemp("offline_comfy")
+    write_demo_inputs(root / "input")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XNEMO_MODELS", str(tiny_model_folder.parent))
+        patch.chdir(root)  # outside ComfyUI, the nodes' input / output folders are the working directory's
+        yield CoreNodes(root / "input", root / "output"), {**SMALL_RUN, "LoadXNeMo": {"model": tiny_model_folder.name}}
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_workflow_executes_end_to_end_with_the_tiny_model(path, offline_comfy):
+    core, overrides = offline_comfy
+    execute(path, core, overrides)
+    videos = sorted((core.outputs / "xnemo").glob("animated*.mp4"))
+    frames, _ = read_frames(videos[-1])
+    assert frames.shape == (3, 64, 64, 3) and frames.std() > 1
+    if "expression" in path.stem:
+        assert list((core.outputs / "xnemo").glob("exaggerated_*.safetensors"))

@@ -75,8 +75,12 @@ def load_models(
     dtype: str | torch.dtype = "fp16",
     device: str | torch.device = "cpu",
     allow_missing: tuple[str, ...] = (),
+    skip: tuple[str, ...] = (),
 ) -> XNeMoModels:
     """Load every module found at ``path`` strictly (see :mod:`xnemo_core.checkpoints`).
+
+    ``skip`` names base parts (``"image_encoder"``, ``"vae"``) not to load, because the caller
+    supplies its own.
 
     ``allow_missing`` names groups of denoiser weights that may be absent from the files, e.g.
     ``("temporal_modules",)``: they keep their initialisation (identity modules) and a warning
@@ -92,8 +96,11 @@ def load_models(
         motion_encoder=_load_motion_encoder(layout),
         reference_unet=_load_unet(layout, "reference_unet", config, allow_missing=()),
         denoising_unet=_load_unet(layout, "denoising_unet", config, allow_missing),
-        image_encoder=_load_optional(layout, "image_encoder", build_image_encoder, "CLIP image encoder"),
-        vae=_load_optional(layout, "vae", build_vae, "VAE"),
+        **{
+            part: _load_optional(layout, part, build, what)
+            for part, (build, what) in BASE_PARTS.items()
+            if part not in skip
+        },
     )
     models.part_configs = layout.part_configs
     for module in models.modules().values():
@@ -129,6 +136,10 @@ def build_image_encoder(config: dict) -> CLIPVisionModelWithProjection:
 def build_vae(config: dict) -> AutoencoderKLTemporalDecoder:
     with torch.device("meta"):
         return AutoencoderKLTemporalDecoder(**{k: v for k, v in config.items() if not k.startswith("_")})
+
+
+BASE_PARTS = {"image_encoder": (build_image_encoder, "CLIP image encoder"), "vae": (build_vae, "VAE")}
+"""The optional parts taken from the base models: builder and name for messages."""
 
 
 def _load_optional(layout, part: str, build, what: str) -> nn.Module | None:

@@ -1,0 +1,64 @@
+"""ComfyUI's own ``VAE`` and ``CLIP_VISION`` objects behind the interface the pipeline calls on the
+diffusers modules, so ``LoadXNeMo`` can take them from ComfyUI's standard loaders.
+
+ComfyUI runs and places these models itself (its ``encode`` / ``decode`` / ``encode_image`` load
+them on demand), so the adapters hold no weights and moving them is a no-op.
+"""
+
+from types import SimpleNamespace
+
+import torch
+from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+from xnemo_core.checkpoints import CheckpointError
+
+
+class ComfyImageEncoder(torch.nn.Module):
+    """A ComfyUI ``CLIP_VISION`` as the pipeline's image encoder: ``pixels → .image_embeds``."""
+
+    dtype = torch.float32
+
+    def __init__(self, clip_vision, embed_dim: int):
+        super().__init__()
+        self.clip_vision, self.embed_dim = clip_vision, embed_dim
+        self.config = SimpleNamespace(image_size=getattr(clip_vision, "image_size", 224))
+
+    def forward(self, pixels: torch.Tensor) -> SimpleNamespace:
+        """``pixels`` ``(B, 3, S, S)`` CLIP-normalized, as the pipeline prepares them."""
+        mean = torch.tensor(OPENAI_CLIP_MEAN, device=pixels.device).view(1, 3, 1, 1)
+        std = torch.tensor(OPENAI_CLIP_STD, device=pixels.device).view(1, 3, 1, 1)
+        images = (pixels * std + mean).clamp(0, 1).permute(0, 2, 3, 1)
+        embeds = self.clip_vision.encode_image(images, crop=False)["image_embeds"]
+        if embeds.shape[-1] != self.embed_dim:
+            raise CheckpointError(
+                f"the CLIP vision model gives {embeds.shape[-1]}-wide image embeddings, X-NeMo expects "
+                f"{self.embed_dim}: load the CLIP ViT-L/14 image encoder of sd-image-variations"
+            )
+        return SimpleNamespace(image_embeds=embeds.to(pixels.device, torch.float32))
+
+
+class ComfyVAE(torch.nn.Module):
+    """A ComfyUI ``VAE`` as the pipeline's VAE (diffusers ``encode`` / ``decode`` results, [-1, 1] pixels)."""
+
+    dtype = torch.float32
+
+    def __init__(self, vae, latent_channels: int):
+        super().__init__()
+        found = getattr(vae, "latent_channels", latent_channels)
+        if found != latent_channels:
+            raise CheckpointError(
+                f"the VAE has {found} latent channels, X-NeMo expects {latent_channels}: "
+                "load the Stable Video Diffusion VAE (or another 4-channel SD VAE)"
+            )
+        self.vae = vae
+
+    def encode(self, pixels: torch.Tensor) -> SimpleNamespace:
+        """``pixels`` ``(B, 3, H, W)`` in [-1, 1] → raw (unscaled) latents as ``.latent_dist.mean``."""
+        latents = self.vae.encode((pixels / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1))
+        return SimpleNamespace(latent_dist=SimpleNamespace(mean=latents.to(pixels.device, torch.float32)))
+
+    def decode(self, latents: torch.Tensor, num_frames: int | None = None) -> SimpleNamespace:
+        """Raw latents ``(F, C, h, w)`` → ``.sample`` ``(F, 3, H, W)`` in [-1, 1]."""
+        images = self.vae.decode(latents)
+        pixels = images.reshape(-1, *images.shape[-3:]).permute(0, 3, 1, 2) * 2 - 1
+        return SimpleNamespace(sample=pixels.to(latents.device, torch.float32))

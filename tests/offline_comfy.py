@@ -1,0 +1,107 @@
+"""Execute a shared UI-format workflow without ComfyUI: our nodes through their classic classes,
+ComfyUI's core image and video nodes through small stand-ins with the same inputs and outputs."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import nodes
+from xnemo_core.video import read_frames, read_image, write_video
+
+CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
+# Small, fast settings for test runs, by node type (also used by the live ComfyUI test).
+SMALL_RUN = {
+    "ImageFromBatch": {"length": 3},
+    "ExtractMotionLatent": {"crop": "none"},
+    "AnimatePortrait": {"size": 64, "steps": 2, "crop": "none"},
+}
+
+
+def write_demo_inputs(folder: Path) -> None:
+    """``portrait.png`` (96²) and ``driving.mp4`` (6 frames, 64²), the files the workflows name."""
+    rng = np.random.default_rng(0)
+    write_video(folder / "frames", rng.integers(0, 256, (1, 96, 96, 3), dtype=np.uint8))
+    (folder / "frames" / "frame_00000.png").rename(folder / "portrait.png")
+    write_video(folder / "driving.mp4", rng.integers(0, 256, (6, 64, 64, 3), dtype=np.uint8))
+
+
+class CoreNodes:
+    """ComfyUI core nodes the workflows use, reading ``inputs`` and writing ``outputs``."""
+
+    def __init__(self, inputs: Path, outputs: Path):
+        self.inputs, self.outputs = inputs, outputs
+
+    def LoadImage(self, image, upload=None):
+        pixels = torch.from_numpy(read_image(self.inputs / image).astype(np.float32) / 255.0)[None]
+        return pixels, torch.zeros(pixels.shape[:3])
+
+    def LoadVideo(self, file, upload=None):
+        return (self.inputs / file,)
+
+    def GetVideoComponents(self, video):
+        frames, fps = read_frames(video)
+        return torch.from_numpy(frames.astype(np.float32) / 255.0), None, fps
+
+    def ImageFromBatch(self, image, batch_index, length):
+        return (image[batch_index : batch_index + length],)
+
+    def CreateVideo(self, images, fps, audio=None):
+        return ({"images": images, "fps": fps},)
+
+    def SaveVideo(self, video, filename_prefix, format, codec):
+        frames = (video["images"].numpy() * 255).round().astype(np.uint8)
+        write_video(self.outputs / f"{filename_prefix}.mp4", frames, video["fps"])
+        return ()
+
+
+def widget_inputs(node: dict) -> dict:
+    """The node's widget values by input name (skipping a seed's control-after-generate value)."""
+    randomized = set()
+    if node["type"] in nodes.NODE_CLASS_MAPPINGS:
+        declared = next(n for n in nodes.NODES if n.node_id == node["type"])
+        randomized = {socket.name for socket in declared.inputs if socket.randomize}
+    values = iter(node.get("widgets_values") or [])
+    found = {}
+    for entry in node.get("inputs", []):
+        if "widget" in entry:
+            found[entry["name"]] = next(values)
+            if entry["name"] in randomized:
+                assert next(values) in CONTROL_VALUES
+    return found
+
+
+def execute(path: Path, core: CoreNodes, overrides: dict) -> dict[int, tuple]:
+    """Run every node once all its linked inputs are computed; outputs by node id."""
+    workflow = json.loads(path.read_text())
+    sources = {link[0]: (link[1], link[2]) for link in workflow["links"]}
+    outputs = {}
+    for node in _dependency_order(workflow["nodes"], sources):
+        inputs = widget_inputs(node)
+        for entry in node.get("inputs", []):
+            if entry.get("link") is not None:
+                source, slot = sources[entry["link"]]
+                inputs[entry["name"]] = outputs[source][slot]
+        inputs.update(overrides.get(node["type"], {}))
+        if node["type"] in nodes.NODE_CLASS_MAPPINGS:
+            node_class = nodes.NODE_CLASS_MAPPINGS[node["type"]]
+            outputs[node["id"]] = getattr(node_class(), node_class.FUNCTION)(**inputs)
+        else:
+            outputs[node["id"]] = getattr(core, node["type"])(**inputs)
+    return outputs
+
+
+def _dependency_order(graph_nodes: list[dict], sources: dict) -> list[dict]:
+    ordered, done, waiting = [], set(), list(graph_nodes)
+    while waiting:
+        ready = [
+            node
+            for node in waiting
+            if all(sources[i["link"]][0] in done for i in node.get("inputs", []) if i.get("link") is not None)
+        ]
+        assert ready, f"a cycle among nodes {[node['id'] for node in waiting]}"
+        ordered += ready
+        done |= {node["id"] for node in ready}
+        waiting = [node for node in waiting if node["id"] not in done]
+    return ordered

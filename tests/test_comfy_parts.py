@@ -1,0 +1,70 @@
+"""LoadXNeMo with ComfyUI's own VAE and CLIP vision objects (stand-ins following their contract)."""
+
+import pytest
+import torch
+from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+from nodes import animate, loader
+from nodes.motion import extract
+from xnemo_core.checkpoints import CheckpointError
+
+
+class ComfyLikeVAE:
+    """ComfyUI's ``VAE`` contract: ``(B, H, W, C)`` pixels in [0, 1] ↔ raw latents."""
+
+    def __init__(self, vae, latent_channels=4):
+        self.vae, self.latent_channels = vae, latent_channels
+
+    def encode(self, images):
+        return self.vae.encode(images.permute(0, 3, 1, 2) * 2 - 1).latent_dist.mode()
+
+    def decode(self, latents):
+        pixels = self.vae.decode(latents, num_frames=len(latents)).sample
+        return (pixels / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
+
+
+class ComfyLikeCLIPVision:
+    """ComfyUI's ``CLIP_VISION`` contract: ``encode_image((B, H, W, C) in [0, 1])["image_embeds"]``."""
+
+    image_size = 224
+
+    def __init__(self, encoder):
+        self.encoder = encoder
+
+    def encode_image(self, images, crop=True):
+        pixels = images.permute(0, 3, 1, 2)
+        mean = torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1)
+        return {"image_embeds": self.encoder((pixels - mean) / std).image_embeds}
+
+
+@pytest.fixture(scope="module")
+def models(tiny_model_folder):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XNEMO_MODELS", str(tiny_model_folder.parent))
+        (own,) = loader.load(tiny_model_folder.name, "fp32")
+        base = own.models
+        comfy_vae, comfy_clip = ComfyLikeVAE(base.vae), ComfyLikeCLIPVision(base.image_encoder)
+        (borrowed,) = loader.load(tiny_model_folder.name, "fp32", vae=comfy_vae, clip_vision=comfy_clip)
+    return own, borrowed
+
+
+def test_comfy_vae_and_clip_vision_give_the_same_animation(models):
+    own, borrowed = models
+    assert type(borrowed.models.vae).__name__ == "ComfyVAE"
+    driving = torch.rand(3, 64, 64, 3, generator=torch.Generator().manual_seed(1))
+    reference = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(2))
+    results = []
+    for model in (own, borrowed):
+        motion, _ = extract(model, driving, "none")
+        results.append(animate.animate(model, reference, motion, 3, 2, 2.5, "official", 4, 1, 64, "none", 25, False))
+    (own_frames, _), (borrowed_frames, _) = results
+    assert own_frames.shape == borrowed_frames.shape == (3, 64, 64, 3)
+    torch.testing.assert_close(borrowed_frames, own_frames, atol=1e-4, rtol=0)
+
+
+def test_vae_with_other_latent_channels_is_refused(models, tiny_model_folder, monkeypatch):
+    own, _ = models
+    monkeypatch.setenv("XNEMO_MODELS", str(tiny_model_folder.parent))
+    with pytest.raises(CheckpointError, match="16 latent channels, X-NeMo expects 4"):
+        loader.load(tiny_model_folder.name, "fp32", vae=ComfyLikeVAE(own.models.vae, latent_channels=16))
