@@ -1,0 +1,77 @@
+"""Training clips: the synthetic face world, or folders of real face videos (mp4 or frame folders).
+
+Every item is a clip ``frames`` ``(F, 3, S, S)`` in [-1, 1]; synthetic items also carry their
+identity vector and per-frame motion, which evaluation uses as ground truth.
+"""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..synthetic import random_identity, random_motion_clip, render_clip
+from ..video import read_frames
+
+VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm"}
+
+
+def to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """``(F, H, W, 3)`` uint8 → ``(F, 3, H, W)`` float in [-1, 1]."""
+    return torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+
+
+class SyntheticFaces(Dataset):
+    """Clip ``i`` is identity ``i`` performing its own random motion; fully determined by ``seed``.
+
+    Training and held-out sets are disjoint when their seeds differ (identities and motions are
+    drawn from separate random streams per item).
+    """
+
+    def __init__(self, length: int, frames: int = 8, size: int = 64, seed: int = 0):
+        self.length, self.frames, self.size, self.seed = length, frames, size, seed
+
+    def __len__(self) -> int:
+        return self.length
+
+    def identity(self, index: int):
+        return random_identity(np.random.default_rng([self.seed, index, 0]))
+
+    def motion(self, index: int) -> np.ndarray:
+        return random_motion_clip(np.random.default_rng([self.seed, index, 1]), self.frames)
+
+    def __getitem__(self, index: int) -> dict:
+        identity, motion = self.identity(index), self.motion(index)
+        return {
+            "frames": to_tensor(render_clip(identity, motion, self.size)),
+            "identity": torch.from_numpy(identity.vector()),
+            "motion": torch.from_numpy(motion),
+        }
+
+
+class FaceVideoFolder(Dataset):
+    """Every video file or frame folder under ``root``, as clips of ``frames`` consecutive frames
+    resized to ``size`` (inputs should already be face crops)."""
+
+    def __init__(self, root: str | Path, frames: int = 8, size: int = 64):
+        root = Path(root)
+        self.sources = sorted(
+            p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES or (p.is_dir() and any(p.glob("*.png")))
+        )
+        if not self.sources:
+            raise FileNotFoundError(f"{root}: no videos ({', '.join(sorted(VIDEO_SUFFIXES))}) or PNG frame folders")
+        self.frames, self.size = frames, size
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, index: int) -> dict:
+        frames, _ = read_frames(self.sources[index])
+        if len(frames) < self.frames:
+            raise ValueError(f"{self.sources[index]}: {len(frames)} frames, clips need {self.frames}")
+        start = int(torch.randint(0, len(frames) - self.frames + 1, ()))
+        resized = [
+            cv2.resize(f, (self.size, self.size), interpolation=cv2.INTER_AREA) for f in frames[start:][: self.frames]
+        ]
+        return {"frames": to_tensor(np.stack(resized))}

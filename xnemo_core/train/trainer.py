@@ -1,0 +1,293 @@
+"""The training loop (HF accelerate: devices, DDP, mixed precision, checkpoint state).
+
+Stage 1 trains on single frames: the reference and the target come from the same clip, the
+motion encoder sees an augmented copy of the target, and the motion latent is supervised by the
+diffusion loss and the dual GAN decoder. Stage 2 trains only the temporal modules, on clips.
+Checkpoints are model folders in the official key layout (EMA weights), which ``load_models``
+and ``LoadXNeMo`` read, plus the accelerate state to resume from.
+"""
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from einops import rearrange
+from torch import nn
+from torch.utils.data import DataLoader
+from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+from ..config import VAE_SCALING_FACTOR
+from ..convert import write_parts
+from ..loading import XNeMoModels, load_models
+from ..models.motion_encoder import FACE_SIZE
+from ..models.reference import capture_reference
+from ..pipeline import OFFICIAL_SCHEDULER
+from ..synthetic_weights import preset_models
+from .augment import augment_driving
+from .data import FaceVideoFolder, SyntheticFaces
+from .gan import DualDiscriminator, DualMotionDecoder, discriminator_loss, generator_loss
+
+TEMPORAL = "temporal_modules."
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str
+    preset: str = "tiny"
+    """Model size to start from (``tiny`` or ``official``), with rule-made weights …"""
+    init_from: str | None = None
+    """… or a model folder to continue from (ours or the official release)."""
+    data: str = "synthetic"
+    """``synthetic`` (the procedural face world) or a folder of face videos / frame folders."""
+    synthetic_clips: int = 2000
+    size: int = 64
+    clip_frames: int = 8
+    stage: int = 1
+    steps: int = 1000
+    batch_size: int = 4
+    learning_rate: float = 1e-4
+    gan_learning_rate: float = 2e-4
+    reconstruction_weight: float = 1.0
+    gan_weight: float = 0.05
+    condition_drop: float = 0.1
+    ema_decay: float = 0.999
+    mixed_precision: str = "no"
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = 500
+    log_every: int = 10
+    seed: int = 0
+    num_workers: int = 0
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides) -> "TrainConfig":
+        """A YAML (or JSON) file of the fields above; ``overrides`` win."""
+        import yaml
+
+        data = {**(yaml.safe_load(Path(path).read_text()) or {}), **overrides}
+        unknown = set(data) - {field.name for field in fields(cls)}
+        if unknown:
+            raise ValueError(f"{path}: unknown training settings {sorted(unknown)}")
+        return cls(**data)
+
+    def validate(self) -> None:
+        if self.stage not in (1, 2):
+            raise ValueError(f"stage must be 1 or 2, got {self.stage}")
+        if self.size % 8:
+            raise ValueError(f"size {self.size} must be a multiple of 8")
+
+
+class XNeMoTraining(nn.Module):
+    """Every network of one training step; ``forward`` returns the losses (and GAN images)."""
+
+    def __init__(self, models: XNeMoModels, config: TrainConfig):
+        super().__init__()
+        self.config = config
+        self.motion_encoder = models.motion_encoder
+        self.reference_unet = models.reference_unet
+        self.denoising_unet = models.denoising_unet
+        self.decoders = DualMotionDecoder() if config.stage == 1 else None
+        # Frozen base parts: outside ``parameters()`` so DDP and the optimiser never see them.
+        self.frozen = {
+            "vae": models.vae.requires_grad_(False),
+            "image_encoder": models.image_encoder.requires_grad_(False),
+        }
+        self.scheduler = DDPMScheduler(**{k: v for k, v in OFFICIAL_SCHEDULER.items() if k != "steps_offset"})
+        for name, parameter in self.named_parameters():
+            parameter.requires_grad_(self._trains(name))
+
+    def _trains(self, name: str) -> bool:
+        if self.config.stage == 2:
+            return name.startswith("denoising_unet.") and TEMPORAL in name
+        return TEMPORAL not in name
+
+    def to_device(self, device: torch.device) -> None:
+        for module in self.frozen.values():
+            module.to(device).eval()
+
+    @torch.no_grad()
+    def _encode(self, images: torch.Tensor) -> torch.Tensor:
+        vae = self.frozen["vae"]
+        return vae.encode(images.to(vae.dtype)).latent_dist.sample() * VAE_SCALING_FACTOR
+
+    @torch.no_grad()
+    def _embed(self, images: torch.Tensor) -> torch.Tensor:
+        encoder = self.frozen["image_encoder"]
+        size = encoder.config.image_size
+        pixels = F.interpolate(images / 2 + 0.5, size=(size, size), mode="bicubic", antialias=True).clamp(0, 1)
+        mean = torch.tensor(OPENAI_CLIP_MEAN, device=images.device).view(1, 3, 1, 1)
+        std = torch.tensor(OPENAI_CLIP_STD, device=images.device).view(1, 3, 1, 1)
+        return encoder(((pixels - mean) / std).to(encoder.dtype)).image_embeds[:, None]
+
+    def _motion(self, faces: torch.Tensor) -> torch.Tensor:
+        return self.motion_encoder(F.interpolate(faces, size=(FACE_SIZE, FACE_SIZE), mode="bilinear"))
+
+    def forward(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``frames`` ``(B, F, 3, S, S)`` in [-1, 1] (clips)."""
+        batch, length = frames.shape[:2]
+        rows = torch.arange(batch, device=frames.device)
+        reference = frames[rows, torch.randint(0, length, (batch,), device=frames.device)]
+        if self.config.stage == 1:
+            targets = frames[rows, torch.randint(0, length, (batch,), device=frames.device)][:, None]
+        else:
+            targets = frames
+        count = targets.shape[1]
+        flat_targets = targets.flatten(0, 1)
+        latents, reference_latents = self._encode(flat_targets), self._encode(reference)
+        clip = self._embed(reference)
+        motion = self._motion(augment_driving(flat_targets))
+        dropped = bool(torch.rand(()) < self.config.condition_drop)
+        if dropped:  # classifier-free guidance: the unconditional rows of the official sampler
+            clip = torch.zeros_like(clip)
+            condition_motion = self._motion(reference).repeat_interleave(count, dim=0)
+            tokens = None
+        else:
+            condition_motion = motion
+            tokens = capture_reference(self.reference_unet, reference_latents, clip)
+        noise = torch.randn_like(latents)
+        timesteps = torch.randint(0, self.scheduler.config.num_train_timesteps, (batch,), device=frames.device)
+        frame_timesteps = timesteps.repeat_interleave(count)
+        noisy = self.scheduler.add_noise(latents, noise, frame_timesteps)
+        prediction = self._denoise(
+            rearrange(noisy, "(b f) c h w -> b c f h w", b=batch),
+            frame_timesteps,
+            clip,
+            rearrange(condition_motion, "(b f) n c -> b f n c", b=batch),
+            tokens,
+        )
+        losses = {"diffusion": F.mse_loss(prediction.float(), rearrange(noise, "(b f) c h w -> b c f h w", b=batch))}
+        if self.decoders is not None:
+            fakes = self.decoders(reference.repeat_interleave(count, dim=0), motion)
+            reals = self.decoders.targets(flat_targets)
+            losses["reconstruction"] = sum(F.l1_loss(fake, real) for fake, real in zip(fakes, reals))
+            losses["fakes"], losses["reals"] = fakes, reals
+        return losses
+
+    def _denoise(self, noisy, timesteps, clip, motion, tokens) -> torch.Tensor:
+        unet = self.denoising_unet
+        try:
+            if self.config.gradient_checkpointing and self.training:
+                # The whole denoiser is recomputed in backward; its cached reference projections
+                # must not outlive the forward, or the recomputation would skip them.
+                def run(*inputs):
+                    try:
+                        return unet(*inputs, tokens)
+                    finally:
+                        unet.forget_reference()
+
+                return torch.utils.checkpoint.checkpoint(run, noisy, timesteps, clip, motion, use_reentrant=False)
+            return unet(noisy, timesteps, clip, motion, tokens)
+        finally:
+            unet.forget_reference()
+
+
+def initial_models(config: TrainConfig) -> XNeMoModels:
+    if config.init_from:
+        models = load_models(config.init_from, dtype="fp32", allow_missing=("temporal_modules",))
+    else:
+        models = preset_models(config.preset, device="cpu")
+    for module in models.modules().values():
+        module.requires_grad_(True).train()
+    return models
+
+
+def dataset(config: TrainConfig):
+    if config.data == "synthetic":
+        return SyntheticFaces(config.synthetic_clips, config.clip_frames, config.size, seed=config.seed)
+    return FaceVideoFolder(config.data, config.clip_frames, config.size)
+
+
+def train(config: TrainConfig, on_log=None) -> Path:
+    """Run (or resume) training; returns the last exported model folder."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from diffusers.training_utils import EMAModel
+
+    config.validate()
+    output = Path(config.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    accelerator = Accelerator(mixed_precision=config.mixed_precision, project_dir=str(output))
+    set_seed(config.seed)
+    models = initial_models(config)
+    network = XNeMoTraining(models, config)
+    network.to_device(accelerator.device)
+    trainable = [p for p in network.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate)
+    discriminator = DualDiscriminator() if network.decoders is not None else None
+    ema = EMAModel(trainable, decay=config.ema_decay)
+    loader = DataLoader(
+        dataset(config), config.batch_size, shuffle=True, drop_last=True, num_workers=config.num_workers
+    )
+    network, optimizer, loader = accelerator.prepare(network, optimizer, loader)
+    if discriminator is not None:
+        discriminator_optimizer = torch.optim.AdamW(
+            discriminator.parameters(), lr=config.gan_learning_rate, betas=(0.5, 0.99)
+        )
+        discriminator, discriminator_optimizer = accelerator.prepare(discriminator, discriminator_optimizer)
+    ema.to(accelerator.device)
+    accelerator.register_for_checkpointing(ema)
+    step = _resume(accelerator, output)
+    log = (output / "log.jsonl").open("a")
+    exported = output / "model"
+    while step < config.steps:
+        for batch in loader:
+            losses = network(batch["frames"])
+            loss = losses["diffusion"]
+            if discriminator is not None:
+                adversarial = generator_loss(discriminator, losses["fakes"])
+                loss = loss + config.reconstruction_weight * losses["reconstruction"] + config.gan_weight * adversarial
+            accelerator.backward(loss)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            record = {
+                "step": step + 1,
+                "stage": config.stage,
+                "loss": loss.item(),
+                "diffusion": losses["diffusion"].item(),
+            }
+            if discriminator is not None:
+                critic = discriminator_loss(discriminator, losses["reals"], losses["fakes"])
+                accelerator.backward(critic)
+                discriminator_optimizer.step()
+                discriminator_optimizer.zero_grad(set_to_none=True)
+                record |= {
+                    "reconstruction": losses["reconstruction"].item(),
+                    "gan": adversarial.item(),
+                    "critic": critic.item(),
+                }
+            ema.step(trainable)
+            step += 1
+            if step % config.log_every == 0 or step == config.steps:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                if on_log is not None:
+                    on_log(record)
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                exported = _checkpoint(accelerator, output, step, ema, trainable, models, config)
+            if step >= config.steps:
+                break
+    log.close()
+    return exported
+
+
+def _resume(accelerator, output: Path) -> int:
+    progress = output / "state" / "progress.json"
+    if not progress.is_file():
+        return 0
+    accelerator.load_state(str(output / "state"))
+    return json.loads(progress.read_text())["step"]
+
+
+def _checkpoint(accelerator, output: Path, step: int, ema, trainable, models: XNeMoModels, config) -> Path:
+    accelerator.wait_for_everyone()
+    folder = output / "model"
+    if accelerator.is_main_process:
+        accelerator.save_state(str(output / "state"))
+        (output / "state" / "progress.json").write_text(json.dumps({"step": step, "config": asdict(config)}))
+        ema.store(trainable)
+        ema.copy_to(trainable)
+        write_parts(models, folder)
+        ema.restore(trainable)
+    return folder
