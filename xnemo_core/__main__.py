@@ -1,4 +1,4 @@
-"""Command line: ``python -m xnemo_core {animate,convert,synthesize,check-fixtures} ...``."""
+"""Command line: ``python -m xnemo_core {animate,convert,synthesize,check-fixtures,train,evaluate} ...``."""
 
 import argparse
 import sys
@@ -66,6 +66,48 @@ def _convert(args) -> int:
     return 0
 
 
+def _train(args) -> int:
+    from .train.trainer import TrainConfig, train
+
+    overrides = dict(_setting(item) for item in args.set)
+    if args.output_dir:
+        overrides["output_dir"] = str(args.output_dir)
+    config = TrainConfig.from_file(args.config, **overrides) if args.config else TrainConfig(**overrides)
+    with tqdm(total=config.steps, desc=f"stage {config.stage}", unit="step") as bar:
+
+        def show(record: dict) -> None:
+            bar.update(record["step"] - bar.n)
+            bar.set_postfix({k: round(v, 4) for k, v in record.items() if k not in ("step", "stage")})
+
+        folder = train(config, on_log=show)
+    print(f"model: {folder}  (log: {Path(config.output_dir) / 'log.jsonl'})")
+    return 0
+
+
+def _setting(item: str) -> tuple[str, object]:
+    import yaml
+
+    key, separator, value = item.partition("=")
+    if not separator:
+        raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+    return key, yaml.safe_load(value)
+
+
+def _evaluate(args) -> int:
+    from .train import evaluate as ev
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pairs = ev.cross_pairs(args.pairs, args.frames, args.size)
+    regressor = ev.load_or_train_regressor(args.regressor, args.size, device)
+    methods = {"repeat reference": ev.repeat_reference}
+    for model in args.models:
+        methods[model.name] = ev.model_method(model, device, args.steps, args.size)
+    table = ev.evaluate(methods, pairs, regressor)
+    print(ev.format_table(table))
+    print(f"wrote {ev.write_json(table, args.out)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m xnemo_core")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -117,6 +159,23 @@ def main(argv: list[str] | None = None) -> int:
     synthesize.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     synthesize.add_argument("--bundle", action="store_true")
     synthesize.set_defaults(run=_synthesize)
+
+    training = commands.add_parser("train", help="train on the synthetic face world or face videos")
+    training.add_argument("--config", type=Path, help="YAML file of training settings (see TrainConfig)")
+    training.add_argument("--output-dir", type=Path, help="where the log, state and model folder go")
+    training.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
+    training.set_defaults(run=_train)
+
+    evaluation = commands.add_parser("evaluate", help="cross-reenactment metrics on held-out synthetic faces")
+    evaluation.add_argument("models", type=Path, nargs="*", help="model folders to compare (and the baseline)")
+    evaluation.add_argument("--pairs", type=int, default=16, help="held-out (reference, driver) pairs")
+    evaluation.add_argument("--frames", type=int, default=16)
+    evaluation.add_argument("--size", type=int, default=64)
+    evaluation.add_argument("--steps", type=int, default=25, help="sampling steps")
+    evaluation.add_argument("--device")
+    evaluation.add_argument("--regressor", type=Path, default=Path("eval/regressor.pt"), help="cached or trained here")
+    evaluation.add_argument("--out", type=Path, default=Path("eval/results.json"))
+    evaluation.set_defaults(run=_evaluate)
 
     args = parser.parse_args(argv)
     try:

@@ -98,7 +98,7 @@ def random_motion_clip(rng: np.random.Generator, frames: int, fps: float = 25.0)
     for eye in ("blink_left", "blink_right"):
         motion[:, MOTION_FIELDS.index(eye)] *= 0.3
     blinks = rng.random(frames) < 1.5 / fps
-    closure = np.convolve(blinks.astype(np.float64), [0.5, 1.0, 0.5], mode="same").clip(0, 1)
+    closure = np.convolve(blinks.astype(np.float64), [0.5, 1.0, 0.5])[1:-1].clip(0, 1)
     for eye in ("blink_left", "blink_right"):
         column = MOTION_FIELDS.index(eye)
         motion[:, column] = np.maximum(motion[:, column], closure)

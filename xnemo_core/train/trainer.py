@@ -24,7 +24,7 @@ from ..convert import write_parts
 from ..loading import XNeMoModels, load_models
 from ..models.motion_encoder import FACE_SIZE
 from ..models.reference import capture_reference
-from ..pipeline import OFFICIAL_SCHEDULER
+from ..pipeline import OFFICIAL_SCHEDULER, SIZE_MULTIPLE
 from ..synthetic_weights import preset_models
 from .augment import augment_driving
 from .data import FaceVideoFolder, SyntheticFaces
@@ -75,8 +75,8 @@ class TrainConfig:
     def validate(self) -> None:
         if self.stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {self.stage}")
-        if self.size % 8:
-            raise ValueError(f"size {self.size} must be a multiple of 8")
+        if self.size % SIZE_MULTIPLE:
+            raise ValueError(f"size {self.size} must be a multiple of {SIZE_MULTIPLE}")
 
 
 class XNeMoTraining(nn.Module):
@@ -97,11 +97,20 @@ class XNeMoTraining(nn.Module):
         self.scheduler = DDPMScheduler(**{k: v for k, v in OFFICIAL_SCHEDULER.items() if k != "steps_offset"})
         for name, parameter in self.named_parameters():
             parameter.requires_grad_(self._trains(name))
+        self.train()
 
     def _trains(self, name: str) -> bool:
         if self.config.stage == 2:
             return name.startswith("denoising_unet.") and TEMPORAL in name
         return TEMPORAL not in name
+
+    def train(self, mode: bool = True) -> "XNeMoTraining":
+        """Batch norms (in the motion encoder) keep their running statistics: batches here are small."""
+        super().train(mode)
+        for module in self.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+        return self
 
     def to_device(self, device: torch.device) -> None:
         for module in self.frozen.values():
