@@ -225,7 +225,7 @@ def train(config: TrainConfig, on_log=None) -> Path:
     trainable = [p for p in network.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate)
     discriminator = DualDiscriminator() if network.decoders is not None else None
-    ema = EMAModel(trainable, decay=config.ema_decay)
+    ema = EMAModel(trainable, decay=config.ema_decay, foreach=True)
     loader = DataLoader(
         dataset(config), config.batch_size, shuffle=True, drop_last=True, num_workers=config.num_workers
     )

@@ -1,0 +1,55 @@
+"""Training throughput: data loading alone, then whole training steps (same settings).
+
+python bench/train_speed.py [--steps 40] [--batch-size 16] [--size 64] [--workers 12] [--precision bf16]
+"""
+
+import argparse
+import tempfile
+import time
+
+import torch
+from torch.utils.data import DataLoader
+
+from xnemo_core.train.trainer import TrainConfig, dataset, train
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=12)
+    parser.add_argument("--precision", default="bf16")
+    parser.add_argument("--stage", type=int, default=1)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as output:
+        config = TrainConfig(
+            output,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            size=args.size,
+            clip_frames=args.frames,
+            num_workers=args.workers,
+            mixed_precision=args.precision,
+            stage=args.stage,
+            log_every=args.steps,
+            checkpoint_every=10**9,
+            synthetic_clips=args.steps * args.batch_size,
+        )
+        loader = DataLoader(dataset(config), args.batch_size, num_workers=args.workers)
+        start = time.perf_counter()
+        batches = sum(1 for _ in loader)
+        loading = (time.perf_counter() - start) / batches
+        start = time.perf_counter()
+        train(config)
+        total = (time.perf_counter() - start) / args.steps
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    print(f"{device}: batch {args.batch_size} × {args.frames} frames at {args.size}², stage {args.stage}")
+    print(
+        f"data loading alone: {loading * 1000:.1f} ms/batch; training (incl. set-up and export): {total * 1000:.1f} ms/step"
+    )
+
+
+if __name__ == "__main__":
+    main()
