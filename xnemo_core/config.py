@@ -114,15 +114,27 @@ TINY_CLIP_IMAGE_ENCODER = {
     "num_hidden_layers": 2,
     "projection_dim": 64,
 }
+TINY_MOTION_ENCODER = {
+    "face_size": 64,
+    "stem_channels": 32,
+    "mid_channels": 32,
+    "channels": 32,
+    "hourglass_depth": 2,
+    "landmarks": 16,
+    "attention_heads": 2,
+    "attention_head_dim": 32,
+}
 TINY_VAE = {**SVD_VAE, "block_out_channels": [32, 32, 32, 32], "layers_per_block": 1, "sample_size": 32}
 
 
 @dataclass
 class XNeMoConfig:
-    """Sizes of the two UNets; ``official()`` is the published model."""
+    """Sizes of the two UNets and the motion encoder; ``official()`` is the published model."""
 
     unet: dict = field(default_factory=lambda: dict(SD_IMAGE_VARIATIONS_UNET))
     frame_modules: dict = field(default_factory=lambda: json.loads(json.dumps(XNEMO_FRAME_MODULES)))
+    motion_encoder: dict = field(default_factory=dict)
+    """``MotionEncoder`` sizes; empty for the official ones."""
 
     @classmethod
     def official(cls) -> "XNeMoConfig":
@@ -130,7 +142,7 @@ class XNeMoConfig:
 
     @classmethod
     def tiny(cls) -> "XNeMoConfig":
-        return cls(unet=dict(TINY_UNET))
+        return cls(unet=dict(TINY_UNET), motion_encoder=dict(TINY_MOTION_ENCODER))
 
     @property
     def max_window(self) -> int:
@@ -142,4 +154,6 @@ class XNeMoConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "XNeMoConfig":
-        return cls(unet=data["unet"], frame_modules=data["frame_modules"])
+        return cls(
+            unet=data["unet"], frame_modules=data["frame_modules"], motion_encoder=data.get("motion_encoder", {})
+        )

@@ -93,7 +93,7 @@ def load_models(
     config = layout.config()
     models = XNeMoModels(
         config=config,
-        motion_encoder=_load_motion_encoder(layout),
+        motion_encoder=_load_motion_encoder(layout, config),
         reference_unet=_load_unet(layout, "reference_unet", config, allow_missing=()),
         denoising_unet=_load_unet(layout, "denoising_unet", config, allow_missing),
         **{
@@ -108,8 +108,8 @@ def load_models(
     return models.to(device=device, dtype=parse_dtype(dtype))
 
 
-def _load_motion_encoder(layout) -> MotionEncoder:
-    module = MotionEncoder()
+def _load_motion_encoder(layout, config: XNeMoConfig) -> MotionEncoder:
+    module = MotionEncoder(**config.motion_encoder)
     load_into(module, layout.sources("motion_encoder"), what="motion encoder")
     return module
 

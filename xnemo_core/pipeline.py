@@ -152,7 +152,8 @@ class XNeMoPipeline:
         tokens = []
         with self._on_device(encoder):
             for start in range(0, len(faces), batch_size):
-                pixels = motion_input(faces[start : start + batch_size]).to(self.device, encoder.dtype)
+                pixels = motion_input(faces[start : start + batch_size], encoder.face_size)
+                pixels = pixels.to(self.device, encoder.dtype)
                 tokens.append(encoder(pixels).float().cpu())
         return torch.cat(tokens)
 

@@ -32,9 +32,9 @@ def vae_input(image: np.ndarray, height: int, width: int) -> torch.Tensor:
     return _vae_processor.preprocess(to_pil(image), height=height, width=width)
 
 
-def motion_input(faces: np.ndarray) -> torch.Tensor:
-    """Face crops ``(N, h, w, 3)`` → ``(N, 3, 224, 224)`` in ``[-1, 1]``."""
-    return torch.cat([vae_input(face, MOTION_INPUT_SIZE, MOTION_INPUT_SIZE) for face in faces])
+def motion_input(faces: np.ndarray, size: int = MOTION_INPUT_SIZE) -> torch.Tensor:
+    """Face crops ``(N, h, w, 3)`` → ``(N, 3, size, size)`` in ``[-1, 1]`` (224 officially)."""
+    return torch.cat([vae_input(face, size, size) for face in faces])
 
 
 def clip_input(image: np.ndarray, size: int = 224) -> torch.Tensor:

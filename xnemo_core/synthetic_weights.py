@@ -71,7 +71,7 @@ def synthesized_models(
             "denoising_unet": DenoisingUNet(config.unet, config.frame_modules),
             "vae": build_vae(vae_config),
         }
-    parts.update(motion_encoder=MotionEncoder(), image_encoder=build_image_encoder(clip_config))
+    parts.update(motion_encoder=MotionEncoder(**config.motion_encoder), image_encoder=build_image_encoder(clip_config))
     for name, module in parts.items():
         with_synthesized_weights(module, name.replace("_", " ")).requires_grad_(False)
     return XNeMoModels(config=config, **parts, part_configs={"image_encoder": clip_config, "vae": vae_config})

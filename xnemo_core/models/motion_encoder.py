@@ -110,26 +110,40 @@ class PatchSelfAttention(nn.Module):
 
 
 class FaceMotionBackbone(nn.Module):
-    """FAN face network with patch attention: ``(N, 3, 224, 224)`` in [-1, 1] → ``(N, 512)``."""
+    """FAN face network with patch attention: ``(N, 3, S, S)`` in [-1, 1] → ``(N, 512)``.
 
-    def __init__(self):
+    The defaults are the official sizes (``S = 224``); smaller ones make small trainable encoders.
+    """
+
+    def __init__(
+        self,
+        face_size: int = FACE_SIZE,
+        stem_channels: int = 64,
+        mid_channels: int = 128,
+        channels: int = 256,
+        hourglass_depth: int = 4,
+        landmarks: int = 68,
+        attention_heads: int = 8,
+        attention_head_dim: int = 128,
+    ):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.conv2 = ConvBlock(64, 128)
-        self.conv3 = ConvBlock(128, 128)
-        self.conv4 = ConvBlock(128, 256)
-        self.m0 = HourGlass(depth=4)
-        self.top_m_0 = ConvBlock(256, 256)
-        self.conv_last0 = nn.Conv2d(256, 256, kernel_size=1)
-        self.bn_end0 = nn.BatchNorm2d(256)
-        self.l0 = nn.Conv2d(256, 68, kernel_size=1)
-        self.bn5 = nn.BatchNorm2d(68)
-        self.conv6 = nn.Conv2d(68, 1, 3, stride=2, padding=1)
-        self.fc = nn.Linear(28 * 28, 512)
-        self.att_1 = PatchSelfAttention(128, sample_size=112, patch_size=4)
-        self.att_2 = PatchSelfAttention(256, sample_size=56, patch_size=2)
-        self.att_3 = PatchSelfAttention(256, sample_size=56, patch_size=2)
+        attention = {"heads": attention_heads, "head_dim": attention_head_dim}
+        self.conv1 = nn.Conv2d(3, stem_channels, kernel_size=7, stride=2, padding=3)
+        self.bn1 = nn.BatchNorm2d(stem_channels)
+        self.conv2 = ConvBlock(stem_channels, mid_channels)
+        self.conv3 = ConvBlock(mid_channels, mid_channels)
+        self.conv4 = ConvBlock(mid_channels, channels)
+        self.m0 = HourGlass(depth=hourglass_depth, channels=channels)
+        self.top_m_0 = ConvBlock(channels, channels)
+        self.conv_last0 = nn.Conv2d(channels, channels, kernel_size=1)
+        self.bn_end0 = nn.BatchNorm2d(channels)
+        self.l0 = nn.Conv2d(channels, landmarks, kernel_size=1)
+        self.bn5 = nn.BatchNorm2d(landmarks)
+        self.conv6 = nn.Conv2d(landmarks, 1, 3, stride=2, padding=1)
+        self.fc = nn.Linear((face_size // 8) ** 2, 512)
+        self.att_1 = PatchSelfAttention(mid_channels, sample_size=face_size // 2, patch_size=4, **attention)
+        self.att_2 = PatchSelfAttention(channels, sample_size=face_size // 4, patch_size=2, **attention)
+        self.att_3 = PatchSelfAttention(channels, sample_size=face_size // 4, patch_size=2, **attention)
 
     def forward(self, faces):
         x = F.relu(self.bn1(self.conv1(faces)))
@@ -145,13 +159,15 @@ class FaceMotionBackbone(nn.Module):
 class MotionEncoder(nn.Module):
     """Face crops → motion tokens.
 
-    Shapes: ``faces (N, 3, 224, 224)`` in [-1, 1], ``box (N, 3)`` → ``(N, 32, 16)``.
-    X-NeMo inference always passes the neutral box ``[0, 0, 1]`` (see :meth:`neutral_box`).
+    Shapes: ``faces (N, 3, S, S)`` in [-1, 1], ``box (N, 3)`` → ``(N, 32, 16)``; ``S`` is
+    ``face_size`` (224 officially). X-NeMo inference always passes the neutral box ``[0, 0, 1]``
+    (see :meth:`neutral_box`). ``backbone`` holds :class:`FaceMotionBackbone` sizes.
     """
 
-    def __init__(self):
+    def __init__(self, **backbone):
         super().__init__()
-        self.model = FaceMotionBackbone()
+        self.face_size = backbone.get("face_size", FACE_SIZE)
+        self.model = FaceMotionBackbone(**backbone)
         table = get_1d_sincos_pos_embed_from_grid(TOKEN_DIM, torch.arange(NUM_TOKENS))
         self.register_buffer("pe", table.float().unsqueeze(0))
         self.bbox_proj = nn.Sequential(nn.Linear(3, 64), nn.ReLU(), nn.Identity(), nn.Linear(64, 64))

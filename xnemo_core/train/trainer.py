@@ -22,7 +22,6 @@ from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from ..config import VAE_SCALING_FACTOR
 from ..convert import write_parts
 from ..loading import XNeMoModels, load_models
-from ..models.motion_encoder import FACE_SIZE
 from ..models.reference import capture_reference
 from ..pipeline import OFFICIAL_SCHEDULER, SIZE_MULTIPLE
 from ..synthetic_weights import preset_models
@@ -131,7 +130,8 @@ class XNeMoTraining(nn.Module):
         return encoder(((pixels - mean) / std).to(encoder.dtype)).image_embeds[:, None]
 
     def _motion(self, faces: torch.Tensor) -> torch.Tensor:
-        return self.motion_encoder(F.interpolate(faces, size=(FACE_SIZE, FACE_SIZE), mode="bilinear"))
+        size = self.motion_encoder.face_size
+        return self.motion_encoder(F.interpolate(faces, size=(size, size), mode="bilinear"))
 
     def forward(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
         """``frames`` ``(B, F, 3, S, S)`` in [-1, 1] (clips)."""
