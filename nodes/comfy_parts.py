@@ -11,6 +11,7 @@ import torch
 from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from xnemo_core.checkpoints import CheckpointError
+from xnemo_core.config import VAE_SCALING_FACTOR
 
 
 class ComfyImageEncoder(torch.nn.Module):
@@ -41,6 +42,7 @@ class ComfyVAE(torch.nn.Module):
     """A ComfyUI ``VAE`` as the pipeline's VAE (diffusers ``encode`` / ``decode`` results, [-1, 1] pixels)."""
 
     dtype = torch.float32
+    config = SimpleNamespace(scaling_factor=VAE_SCALING_FACTOR)  # ComfyUI loads SD-family VAEs
 
     def __init__(self, vae, latent_channels: int):
         super().__init__()

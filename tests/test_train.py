@@ -8,7 +8,7 @@ import torch
 
 from xnemo_core.loading import load_models
 from xnemo_core.synthetic_weights import preset_models
-from xnemo_core.train.trainer import TrainConfig, train
+from xnemo_core.train.trainer import TrainConfig, read_settings, train
 
 SMALL = {"batch_size": 2, "log_every": 1, "synthetic_clips": 8, "clip_frames": 3, "size": 64}
 
@@ -60,9 +60,9 @@ def test_config_file_with_an_unknown_setting_is_refused(tmp_path):
     path = tmp_path / "train.yaml"
     path.write_text("output_dir: out\nsteps: 5\nlearning_rat: 0.1\n")
     with pytest.raises(ValueError, match="unknown training settings \\['learning_rat'\\]"):
-        TrainConfig.from_file(path)
+        read_settings(TrainConfig, path)
     path.write_text("output_dir: out\nsteps: 5\n")
-    assert TrainConfig.from_file(path, stage=2).steps == 5
+    assert read_settings(TrainConfig, path, stage=2).steps == 5
 
 
 def test_train_command_takes_a_config_file_and_overrides(tmp_path, capsys):
@@ -74,3 +74,16 @@ def test_train_command_takes_a_config_file_and_overrides(tmp_path, capsys):
     assert (tmp_path / "run" / "model" / "xnemo_motion_encoder.safetensors").is_file()
     assert main(["train", "--set", "stage=3", "--output-dir", str(tmp_path / "bad")]) == 2
     assert "stage must be 1 or 2" in capsys.readouterr().err
+
+
+def test_a_trained_vae_replaces_the_model_vae_and_is_exported_with_its_scale(tmp_path):
+    from xnemo_core.__main__ import main
+
+    vae_settings = ["--set", "size=64", "--set", "steps=2", "--set", "batch_size=2", "--set", "clip_frames=2"]
+    assert main(["train-vae", "--output-dir", str(tmp_path / "vae"), *vae_settings, "--set", "synthetic_clips=4"]) == 0
+    vae_config = json.loads((tmp_path / "vae" / "vae" / "config.json").read_text())
+    assert vae_config["block_out_channels"] == [32, 64, 64, 64] and vae_config["scaling_factor"] > 0
+    config = TrainConfig(str(tmp_path / "x"), steps=1, vae_from=str(tmp_path / "vae" / "vae"), **SMALL)
+    trained = load_models(train(config), dtype="fp32")
+    assert list(trained.vae.config.block_out_channels) == [32, 64, 64, 64]
+    assert trained.vae.config.scaling_factor == pytest.approx(vae_config["scaling_factor"])

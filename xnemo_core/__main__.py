@@ -1,4 +1,4 @@
-"""Command line: ``python -m xnemo_core {animate,convert,synthesize,check-fixtures,train,evaluate} ...``."""
+"""Command line: ``python -m xnemo_core {animate,convert,synthesize,check-fixtures,train,train-vae,evaluate} ...``."""
 
 import argparse
 import sys
@@ -67,20 +67,22 @@ def _convert(args) -> int:
 
 
 def _train(args) -> int:
-    from .train.trainer import TrainConfig, train
+    from .train.trainer import TrainConfig, read_settings, train
+    from .train.vae import VAETrainConfig, train_vae
 
+    kind, run = (VAETrainConfig, train_vae) if args.command == "train-vae" else (TrainConfig, train)
     overrides = dict(_setting(item) for item in args.set)
     if args.output_dir:
         overrides["output_dir"] = str(args.output_dir)
-    config = TrainConfig.from_file(args.config, **overrides) if args.config else TrainConfig(**overrides)
-    with tqdm(total=config.steps, desc=f"stage {config.stage}", unit="step") as bar:
+    config = read_settings(kind, args.config, **overrides)
+    with tqdm(total=config.steps, desc=args.command, unit="step") as bar:
 
         def show(record: dict) -> None:
             bar.update(record["step"] - bar.n)
             bar.set_postfix({k: round(v, 4) for k, v in record.items() if k not in ("step", "stage")})
 
-        folder = train(config, on_log=show)
-    print(f"model: {folder}  (log: {Path(config.output_dir) / 'log.jsonl'})")
+        folder = run(config, on_log=show)
+    print(f"wrote {folder}")
     return 0
 
 
@@ -160,11 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     synthesize.add_argument("--bundle", action="store_true")
     synthesize.set_defaults(run=_synthesize)
 
-    training = commands.add_parser("train", help="train on the synthetic face world or face videos")
-    training.add_argument("--config", type=Path, help="YAML file of training settings (see TrainConfig)")
-    training.add_argument("--output-dir", type=Path, help="where the log, state and model folder go")
-    training.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
-    training.set_defaults(run=_train)
+    for name, what, settings in (
+        ("train", "train X-NeMo on the synthetic face world or face videos", "TrainConfig"),
+        ("train-vae", "train a small SVD-style VAE for models of our own size", "VAETrainConfig"),
+    ):
+        training = commands.add_parser(name, help=what)
+        training.add_argument("--config", type=Path, help=f"YAML file of training settings (see {settings})")
+        training.add_argument("--output-dir", type=Path, help="where the log, state and results go")
+        training.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
+        training.set_defaults(run=_train)
 
     evaluation = commands.add_parser("evaluate", help="cross-reenactment metrics on held-out synthetic faces")
     evaluation.add_argument("models", type=Path, nargs="*", help="model folders to compare (and the baseline)")

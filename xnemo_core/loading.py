@@ -138,6 +138,18 @@ def build_vae(config: dict) -> AutoencoderKLTemporalDecoder:
         return AutoencoderKLTemporalDecoder(**{k: v for k, v in config.items() if not k.startswith("_")})
 
 
+def load_vae(folder: str | Path) -> tuple[AutoencoderKLTemporalDecoder, dict]:
+    """A diffusers VAE folder (``config.json`` + weights), loaded strictly; returns it and its config."""
+    folder = Path(folder)
+    weights = _diffusers_weights(folder)
+    if not (folder / "config.json").is_file() or weights is None:
+        raise CheckpointError(f"{folder}: expected a diffusers VAE folder (config.json and a weight file)")
+    config = json.loads((folder / "config.json").read_text())
+    vae = build_vae(config)
+    load_into(vae, read_sources([weights]), what="VAE")
+    return vae, config
+
+
 BASE_PARTS = {"image_encoder": (build_image_encoder, "CLIP image encoder"), "vae": (build_vae, "VAE")}
 """The optional parts taken from the base models: builder and name for messages."""
 

@@ -25,7 +25,6 @@ import torch
 from diffusers import DDIMScheduler
 from einops import rearrange
 
-from .config import VAE_SCALING_FACTOR
 from .loading import XNeMoModels
 from .models.reference import ReferenceTokens, capture_reference
 from .preprocess import clip_input, gaussian_blur, motion_input, vae_input
@@ -167,7 +166,7 @@ class XNeMoPipeline:
             clip_embeds = models.image_encoder(pixels).image_embeds[:, None]
         with self._on_device(models.vae):
             pixels = vae_input(image, height, width).to(self.device, models.vae.dtype)
-            latents = models.vae.encode(pixels).latent_dist.mean * VAE_SCALING_FACTOR
+            latents = models.vae.encode(pixels).latent_dist.mean * models.vae.config.scaling_factor
         with self._on_device(models.reference_unet):
             tokens = capture_reference(models.reference_unet, latents.to(self.dtype), clip_embeds.to(self.dtype))
         unconditional = self.encode_motion(face[None]).to(self.device)
@@ -264,7 +263,7 @@ class XNeMoPipeline:
     def decode(self, latents: torch.Tensor, chunk: int = 25) -> torch.Tensor:
         """Latents ``(1, 4, F, h, w)`` → frames ``(F, H, W, 3)`` float32 in ``[0, 1]`` on the CPU."""
         vae = self.models.vae
-        frames = rearrange(latents[0], "c f h w -> f c h w") / VAE_SCALING_FACTOR
+        frames = rearrange(latents[0], "c f h w -> f c h w") / vae.config.scaling_factor
         decoded = []
         with self._on_device(vae):
             for start in range(0, len(frames), chunk):

@@ -19,9 +19,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
-from ..config import VAE_SCALING_FACTOR
 from ..convert import write_parts
-from ..loading import XNeMoModels, load_models
+from ..loading import XNeMoModels, load_models, load_vae
 from ..models.reference import capture_reference
 from ..pipeline import OFFICIAL_SCHEDULER, SIZE_MULTIPLE
 from ..synthetic_weights import preset_models
@@ -39,6 +38,8 @@ class TrainConfig:
     """Model size to start from (``tiny`` or ``official``), with rule-made weights …"""
     init_from: str | None = None
     """… or a model folder to continue from (ours or the official release)."""
+    vae_from: str | None = None
+    """A diffusers VAE folder (e.g. from ``train-vae``) replacing the model's VAE."""
     data: str = "synthetic"
     """``synthetic`` (the procedural face world) or a folder of face videos / frame folders."""
     synthetic_clips: int = 2000
@@ -60,22 +61,23 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
 
-    @classmethod
-    def from_file(cls, path: str | Path, **overrides) -> "TrainConfig":
-        """A YAML (or JSON) file of the fields above; ``overrides`` win."""
-        import yaml
-
-        data = {**(yaml.safe_load(Path(path).read_text()) or {}), **overrides}
-        unknown = set(data) - {field.name for field in fields(cls)}
-        if unknown:
-            raise ValueError(f"{path}: unknown training settings {sorted(unknown)}")
-        return cls(**data)
-
     def validate(self) -> None:
         if self.stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {self.stage}")
         if self.size % SIZE_MULTIPLE:
             raise ValueError(f"size {self.size} must be a multiple of {SIZE_MULTIPLE}")
+
+
+def read_settings(cls, path: str | Path | None = None, **overrides):
+    """A settings dataclass (``TrainConfig``, ``VAETrainConfig``) from a YAML (or JSON) file of its
+    fields, if given, and ``overrides``, which win."""
+    import yaml
+
+    data = {**((yaml.safe_load(Path(path).read_text()) or {}) if path else {}), **overrides}
+    unknown = set(data) - {field.name for field in fields(cls)}
+    if unknown:
+        raise ValueError(f"{path or 'settings'}: unknown training settings {sorted(unknown)}")
+    return cls(**data)
 
 
 class XNeMoTraining(nn.Module):
@@ -118,7 +120,7 @@ class XNeMoTraining(nn.Module):
     @torch.no_grad()
     def _encode(self, images: torch.Tensor) -> torch.Tensor:
         vae = self.frozen["vae"]
-        return vae.encode(images.to(vae.dtype)).latent_dist.sample() * VAE_SCALING_FACTOR
+        return vae.encode(images.to(vae.dtype)).latent_dist.sample() * vae.config.scaling_factor
 
     @torch.no_grad()
     def _embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -197,6 +199,8 @@ def initial_models(config: TrainConfig) -> XNeMoModels:
         models = load_models(config.init_from, dtype="fp32", allow_missing=("temporal_modules",))
     else:
         models = preset_models(config.preset, device="cpu")
+    if config.vae_from:
+        models.vae, models.part_configs["vae"] = load_vae(config.vae_from)
     for module in models.modules().values():
         module.requires_grad_(True).train()
     return models

@@ -1,0 +1,105 @@
+"""Training a small VAE of the SVD kind (``AutoencoderKLTemporalDecoder``: per-frame encoder,
+temporal decoder) for models of our own size, where the official SVD VAE is far too large.
+
+The result is a diffusers folder (``config.json`` + weights) that ``TrainConfig.vae_from`` and the
+official folder layout (``stable-video-diffusion-img2vid-xt/vae``) take. Its ``scaling_factor`` is
+measured after training so that scaled latents have unit variance, as the diffusion model expects.
+"""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKLTemporalDecoder
+from torch.utils.data import DataLoader
+
+from ..config import SVD_VAE
+from .data import FaceVideoFolder, SyntheticFaces
+
+
+@dataclass
+class VAETrainConfig:
+    output_dir: str
+    data: str = "synthetic"
+    size: int = 128
+    clip_frames: int = 4
+    synthetic_clips: int = 4000
+    steps: int = 3000
+    batch_size: int = 8
+    learning_rate: float = 2e-4
+    kl_weight: float = 1e-6
+    block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 64, 64])
+    layers_per_block: int = 1
+    mixed_precision: str = "no"
+    log_every: int = 50
+    seed: int = 0
+    num_workers: int = 0
+
+    def vae_config(self) -> dict:
+        return {
+            **SVD_VAE,
+            "block_out_channels": list(self.block_out_channels),
+            "layers_per_block": self.layers_per_block,
+            "sample_size": self.size,
+        }
+
+
+def _clips(config: VAETrainConfig):
+    if config.data == "synthetic":
+        return SyntheticFaces(config.synthetic_clips, config.clip_frames, config.size, seed=config.seed + 7)
+    return FaceVideoFolder(config.data, config.clip_frames, config.size)
+
+
+def train_vae(config: VAETrainConfig, on_log=None) -> Path:
+    """Train from scratch; returns the diffusers folder written to ``output_dir/vae``."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    output = Path(config.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    accelerator = Accelerator(mixed_precision=config.mixed_precision)
+    set_seed(config.seed)
+    vae = AutoencoderKLTemporalDecoder(**config.vae_config())
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=config.learning_rate)
+    loader = DataLoader(_clips(config), config.batch_size, shuffle=True, drop_last=True, num_workers=config.num_workers)
+    vae, optimizer, loader = accelerator.prepare(vae, optimizer, loader)
+    log, step = (output / "vae_log.jsonl").open("a"), 0
+    while step < config.steps:
+        for batch in loader:
+            frames = batch["frames"].flatten(0, 1)
+            posterior = vae.encode(frames).latent_dist
+            decoded = vae.decode(posterior.sample(), num_frames=config.clip_frames).sample
+            reconstruction = F.l1_loss(decoded.float(), frames)
+            kl = posterior.kl().mean()
+            loss = reconstruction + config.kl_weight * kl
+            accelerator.backward(loss)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            if step % config.log_every == 0 or step == config.steps:
+                record = {"step": step, "reconstruction": reconstruction.item(), "kl": kl.item()}
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                if on_log is not None:
+                    on_log(record)
+            if step >= config.steps:
+                break
+    log.close()
+    vae = accelerator.unwrap_model(vae).eval()
+    vae.register_to_config(scaling_factor=_unit_variance_scale(vae, loader))
+    folder = output / "vae"
+    vae.save_pretrained(folder)
+    return folder
+
+
+@torch.no_grad()
+def _unit_variance_scale(vae, loader, batches: int = 8) -> float:
+    latents = []
+    for index, batch in enumerate(loader):
+        if index == batches:
+            break
+        frames = batch["frames"].flatten(0, 1).to(next(vae.parameters()).device)
+        latents.append(vae.encode(frames).latent_dist.mean.float().flatten())
+    return float(1 / torch.cat(latents).std())
