@@ -22,6 +22,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=12)
     parser.add_argument("--precision", default="bf16")
     parser.add_argument("--stage", type=int, default=1)
+    parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as output:
         config = TrainConfig(
@@ -49,6 +50,29 @@ def main() -> None:
     print(
         f"data loading alone: {loading * 1000:.1f} ms/batch; training (incl. set-up and export): {total * 1000:.1f} ms/step"
     )
+    if args.profile:
+        profile_steps(TrainConfig(tempfile.mkdtemp(), size=args.size, clip_frames=args.frames, stage=args.stage))
+
+
+def profile_steps(config: TrainConfig, batch_size: int = 16, steps: int = 3) -> None:
+    """Operators by self time over a few forward + backward passes on one batch."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from xnemo_core.train.trainer import XNeMoTraining, initial_models
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    network = XNeMoTraining(initial_models(config), config).to(device)
+    network.to_device(device)
+    frames = next(iter(DataLoader(dataset(config), batch_size)))["frames"].to(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch.autocast(device.type, dtype=torch.bfloat16), profile(activities=activities) as profiler:
+        for _ in range(steps):
+            losses = network(frames)
+            (losses["diffusion"] + losses.get("reconstruction", 0)).backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(profiler.key_averages().table(sort_by=sort, row_limit=15))
 
 
 if __name__ == "__main__":
