@@ -23,7 +23,9 @@ def main() -> None:
     parser.add_argument("--precision", default="bf16")
     parser.add_argument("--stage", type=int, default=1)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--no-cudnn", action="store_true", help="PyTorch's own convolutions instead of cuDNN's")
     args = parser.parse_args()
+    torch.backends.cudnn.enabled = not args.no_cudnn
     with tempfile.TemporaryDirectory() as output:
         config = TrainConfig(
             output,
