@@ -17,6 +17,13 @@ from ..video import read_frames
 VIDEO_SUFFIXES = {".mp4", ".mov", ".avi", ".mkv", ".webm"}
 
 
+def single_threaded_worker(worker_id: int) -> None:
+    """``DataLoader`` workers render and decode with one thread each (OpenCV and torch would
+    otherwise each start a pool per worker and starve the training process)."""
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+
+
 def to_tensor(frames: np.ndarray) -> torch.Tensor:
     """``(F, H, W, 3)`` uint8 → ``(F, 3, H, W)`` float in [-1, 1]."""
     return torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(127.5).sub(1)

@@ -25,7 +25,7 @@ from ..models.reference import capture_reference
 from ..pipeline import OFFICIAL_SCHEDULER, SIZE_MULTIPLE
 from ..synthetic_weights import preset_models
 from .augment import augment_driving
-from .data import FaceVideoFolder, SyntheticFaces
+from .data import FaceVideoFolder, SyntheticFaces, single_threaded_worker
 from .gan import DualDiscriminator, DualMotionDecoder, discriminator_loss, generator_loss
 
 TEMPORAL = "temporal_modules."
@@ -231,7 +231,12 @@ def train(config: TrainConfig, on_log=None) -> Path:
     discriminator = DualDiscriminator() if network.decoders is not None else None
     ema = EMAModel(trainable, decay=config.ema_decay, foreach=True)
     loader = DataLoader(
-        dataset(config), config.batch_size, shuffle=True, drop_last=True, num_workers=config.num_workers
+        dataset(config),
+        config.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=config.num_workers,
+        worker_init_fn=single_threaded_worker,
     )
     network, optimizer, loader = accelerator.prepare(network, optimizer, loader)
     if discriminator is not None:

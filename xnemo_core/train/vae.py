@@ -16,7 +16,7 @@ from diffusers import AutoencoderKLTemporalDecoder
 from torch.utils.data import DataLoader
 
 from ..config import SVD_VAE
-from .data import FaceVideoFolder, SyntheticFaces
+from .data import FaceVideoFolder, SyntheticFaces, single_threaded_worker
 
 
 @dataclass
@@ -63,7 +63,14 @@ def train_vae(config: VAETrainConfig, on_log=None) -> Path:
     set_seed(config.seed)
     vae = AutoencoderKLTemporalDecoder(**config.vae_config())
     optimizer = torch.optim.AdamW(vae.parameters(), lr=config.learning_rate)
-    loader = DataLoader(_clips(config), config.batch_size, shuffle=True, drop_last=True, num_workers=config.num_workers)
+    loader = DataLoader(
+        _clips(config),
+        config.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=config.num_workers,
+        worker_init_fn=single_threaded_worker,
+    )
     vae, optimizer, loader = accelerator.prepare(vae, optimizer, loader)
     log, step = (output / "vae_log.jsonl").open("a"), 0
     while step < config.steps:
