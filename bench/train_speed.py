@@ -10,7 +10,8 @@ import time
 import torch
 from torch.utils.data import DataLoader
 
-from xnemo_core.train.trainer import TrainConfig, dataset, train
+from xnemo_core.train.data import clips
+from xnemo_core.train.trainer import TrainConfig, train
 
 
 def main() -> None:
@@ -40,7 +41,7 @@ def main() -> None:
             checkpoint_every=10**9,
             synthetic_clips=args.steps * args.batch_size,
         )
-        loader = DataLoader(dataset(config), args.batch_size, num_workers=args.workers)
+        loader = DataLoader(clips(config), args.batch_size, num_workers=args.workers)
         start = time.perf_counter()
         batches = sum(1 for _ in loader)
         loading = (time.perf_counter() - start) / batches
@@ -65,7 +66,7 @@ def profile_steps(config: TrainConfig, batch_size: int = 16, steps: int = 3) -> 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     network = XNeMoTraining(initial_models(config), config).to(device)
     network.to_device(device)
-    frames = next(iter(DataLoader(dataset(config), batch_size)))["frames"].to(device)
+    frames = next(iter(DataLoader(clips(config), batch_size)))["frames"].to(device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with torch.autocast(device.type, dtype=torch.bfloat16), profile(activities=activities) as profiler:
         for _ in range(steps):

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from ..synthetic import random_identity, random_motion_clip, render_clip
 from ..video import read_frames
@@ -82,3 +82,23 @@ class FaceVideoFolder(Dataset):
             cv2.resize(f, (self.size, self.size), interpolation=cv2.INTER_AREA) for f in frames[start:][: self.frames]
         ]
         return {"frames": to_tensor(np.stack(resized))}
+
+
+def clips(config) -> Dataset:
+    """The clips a training config names: ``config.data`` is ``synthetic`` or a video folder
+    (fields ``data``, ``synthetic_clips``, ``clip_frames``, ``size``, ``seed``)."""
+    if config.data == "synthetic":
+        return SyntheticFaces(config.synthetic_clips, config.clip_frames, config.size, seed=config.seed)
+    return FaceVideoFolder(config.data, config.clip_frames, config.size)
+
+
+def training_loader(config) -> DataLoader:
+    """Shuffled full batches of :func:`clips`, rendered or decoded by single-threaded workers."""
+    return DataLoader(
+        clips(config),
+        config.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=config.num_workers,
+        worker_init_fn=single_threaded_worker,
+    )

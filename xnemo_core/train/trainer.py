@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from einops import rearrange
 from torch import nn
-from torch.utils.data import DataLoader
 from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from ..convert import write_parts
@@ -25,7 +24,7 @@ from ..models.reference import capture_reference
 from ..pipeline import OFFICIAL_SCHEDULER, SIZE_MULTIPLE
 from ..synthetic_weights import preset_models
 from .augment import augment_driving
-from .data import FaceVideoFolder, SyntheticFaces, single_threaded_worker
+from .data import training_loader
 from .gan import DualDiscriminator, DualMotionDecoder, discriminator_loss, generator_loss
 
 TEMPORAL = "temporal_modules."
@@ -206,12 +205,6 @@ def initial_models(config: TrainConfig) -> XNeMoModels:
     return models
 
 
-def dataset(config: TrainConfig):
-    if config.data == "synthetic":
-        return SyntheticFaces(config.synthetic_clips, config.clip_frames, config.size, seed=config.seed)
-    return FaceVideoFolder(config.data, config.clip_frames, config.size)
-
-
 def train(config: TrainConfig, on_log=None) -> Path:
     """Run (or resume) training; returns the last exported model folder."""
     from accelerate import Accelerator
@@ -230,14 +223,7 @@ def train(config: TrainConfig, on_log=None) -> Path:
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate)
     discriminator = DualDiscriminator() if network.decoders is not None else None
     ema = EMAModel(trainable, decay=config.ema_decay, foreach=True)
-    loader = DataLoader(
-        dataset(config),
-        config.batch_size,
-        shuffle=True,
-        drop_last=True,
-        num_workers=config.num_workers,
-        worker_init_fn=single_threaded_worker,
-    )
+    loader = training_loader(config)
     network, optimizer, loader = accelerator.prepare(network, optimizer, loader)
     if discriminator is not None:
         discriminator_optimizer = torch.optim.AdamW(

@@ -13,10 +13,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKLTemporalDecoder
-from torch.utils.data import DataLoader
 
 from ..config import SVD_VAE
-from .data import FaceVideoFolder, SyntheticFaces, single_threaded_worker
+from .data import training_loader
 
 
 @dataclass
@@ -46,12 +45,6 @@ class VAETrainConfig:
         }
 
 
-def _clips(config: VAETrainConfig):
-    if config.data == "synthetic":
-        return SyntheticFaces(config.synthetic_clips, config.clip_frames, config.size, seed=config.seed + 7)
-    return FaceVideoFolder(config.data, config.clip_frames, config.size)
-
-
 def train_vae(config: VAETrainConfig, on_log=None) -> Path:
     """Train from scratch; returns the diffusers folder written to ``output_dir/vae``."""
     from accelerate import Accelerator
@@ -63,14 +56,7 @@ def train_vae(config: VAETrainConfig, on_log=None) -> Path:
     set_seed(config.seed)
     vae = AutoencoderKLTemporalDecoder(**config.vae_config())
     optimizer = torch.optim.AdamW(vae.parameters(), lr=config.learning_rate)
-    loader = DataLoader(
-        _clips(config),
-        config.batch_size,
-        shuffle=True,
-        drop_last=True,
-        num_workers=config.num_workers,
-        worker_init_fn=single_threaded_worker,
-    )
+    loader = training_loader(config)
     vae, optimizer, loader = accelerator.prepare(vae, optimizer, loader)
     log, step = (output / "vae_log.jsonl").open("a"), 0
     while step < config.steps:
