@@ -8,10 +8,10 @@ them on demand), so the adapters hold no weights and moving them is a no-op.
 from types import SimpleNamespace
 
 import torch
-from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from xnemo_core.checkpoints import CheckpointError
 from xnemo_core.config import VAE_SCALING_FACTOR
+from xnemo_core.preprocess import clip_denormalize
 
 
 class ComfyImageEncoder(torch.nn.Module):
@@ -26,9 +26,7 @@ class ComfyImageEncoder(torch.nn.Module):
 
     def forward(self, pixels: torch.Tensor) -> SimpleNamespace:
         """``pixels`` ``(B, 3, S, S)`` CLIP-normalized, as the pipeline prepares them."""
-        mean = torch.tensor(OPENAI_CLIP_MEAN, device=pixels.device).view(1, 3, 1, 1)
-        std = torch.tensor(OPENAI_CLIP_STD, device=pixels.device).view(1, 3, 1, 1)
-        images = (pixels * std + mean).clamp(0, 1).permute(0, 2, 3, 1)
+        images = clip_denormalize(pixels).clamp(0, 1).permute(0, 2, 3, 1)
         embeds = self.clip_vision.encode_image(images, crop=False)["image_embeds"]
         if embeds.shape[-1] != self.embed_dim:
             raise CheckpointError(

@@ -40,10 +40,25 @@ def motion_input(faces: np.ndarray, size: int = MOTION_INPUT_SIZE) -> torch.Tens
 def clip_input(image: np.ndarray, size: int = 224) -> torch.Tensor:
     """``(1, 3, size, size)`` normalized for the CLIP image encoder."""
     resized = np.asarray(to_pil(image).resize((size, size)), dtype=np.float32) / 255.0
-    pixels = torch.from_numpy(resized).permute(2, 0, 1)[None]
-    mean = torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1)
+    return clip_normalize(torch.from_numpy(resized).permute(2, 0, 1)[None])
+
+
+def _clip_statistics(pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = torch.tensor(OPENAI_CLIP_MEAN, device=pixels.device, dtype=pixels.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(OPENAI_CLIP_STD, device=pixels.device, dtype=pixels.dtype).view(1, 3, 1, 1)
+    return mean, std
+
+
+def clip_normalize(pixels: torch.Tensor) -> torch.Tensor:
+    """``(N, 3, H, W)`` in [0, 1] → CLIP's mean / std normalization."""
+    mean, std = _clip_statistics(pixels)
     return (pixels - mean) / std
+
+
+def clip_denormalize(pixels: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`clip_normalize`."""
+    mean, std = _clip_statistics(pixels)
+    return pixels * std + mean
 
 
 def gaussian_blur(images: torch.Tensor, kernel_size: int = START_BLUR_KERNEL, sigma: float = START_BLUR_SIGMA):

@@ -24,7 +24,7 @@ from torch import nn
 from ..loading import load_models
 from ..pipeline import AnimationSettings, XNeMoPipeline
 from ..synthetic import MOTION_FIELDS, random_identity, random_motion_clip, render, render_clip
-from .data import SyntheticFaces
+from .data import SyntheticFaces, to_tensor
 
 IDENTITY_SIZE = len(random_identity(np.random.default_rng(0)).vector())
 
@@ -51,11 +51,7 @@ def _random_frames(rng: np.random.Generator, count: int, size: int):
     identities = [random_identity(rng) for _ in range(count)]
     motions = np.stack([random_motion_clip(rng, 1)[0] for _ in range(count)])
     frames = np.stack([render(who, motion, size) for who, motion in zip(identities, motions)])
-    return _to_input(frames), torch.from_numpy(motions), torch.from_numpy(np.stack([i.vector() for i in identities]))
-
-
-def _to_input(frames: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(127.5).sub(1)
+    return to_tensor(frames), torch.from_numpy(motions), torch.from_numpy(np.stack([i.vector() for i in identities]))
 
 
 def train_regressor(size: int, steps: int = 1500, batch: int = 64, seed: int = 1234, device="cpu") -> WorldRegressor:
@@ -156,7 +152,7 @@ def score(frames: np.ndarray, pair: CrossPair, regressor: WorldRegressor, lpips_
     output, truth = (torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255 for x in (frames, pair.truth))
     with torch.no_grad():
         device = next(regressor.parameters()).device
-        motion, identity = (t.cpu().numpy() for t in regressor(_to_input(frames).to(device)))
+        motion, identity = (t.cpu().numpy() for t in regressor(to_tensor(frames).to(device)))
     to_reference = np.linalg.norm(identity - pair.reference_identity, axis=1)
     to_driver = np.linalg.norm(identity - pair.driver_identity, axis=1)
     result = {

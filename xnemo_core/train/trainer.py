@@ -16,12 +16,12 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from einops import rearrange
 from torch import nn
-from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from ..convert import write_parts
 from ..loading import XNeMoModels, load_models, load_vae
 from ..models.reference import capture_reference
 from ..pipeline import OFFICIAL_SCHEDULER, SIZE_MULTIPLE
+from ..preprocess import clip_normalize
 from ..synthetic_weights import preset_models
 from .augment import augment_driving
 from .data import training_loader
@@ -126,9 +126,7 @@ class XNeMoTraining(nn.Module):
         encoder = self.frozen["image_encoder"]
         size = encoder.config.image_size
         pixels = F.interpolate(images / 2 + 0.5, size=(size, size), mode="bicubic", antialias=True).clamp(0, 1)
-        mean = torch.tensor(OPENAI_CLIP_MEAN, device=images.device).view(1, 3, 1, 1)
-        std = torch.tensor(OPENAI_CLIP_STD, device=images.device).view(1, 3, 1, 1)
-        return encoder(((pixels - mean) / std).to(encoder.dtype)).image_embeds[:, None]
+        return encoder(clip_normalize(pixels).to(encoder.dtype)).image_embeds[:, None]
 
     def _motion(self, faces: torch.Tensor) -> torch.Tensor:
         size = self.motion_encoder.face_size
@@ -200,8 +198,6 @@ def initial_models(config: TrainConfig) -> XNeMoModels:
         models = preset_models(config.preset, device="cpu")
     if config.vae_from:
         models.vae, models.part_configs["vae"] = load_vae(config.vae_from)
-    for module in models.modules().values():
-        module.requires_grad_(True).train()
     return models
 
 
