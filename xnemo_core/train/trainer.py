@@ -23,6 +23,7 @@ from ..models.reference import capture_reference
 from ..pipeline import OFFICIAL_SCHEDULER, SIZE_MULTIPLE
 from ..preprocess import clip_normalize
 from ..synthetic_weights import preset_models
+from . import runs
 from .augment import augment_driving
 from .data import training_loader
 from .gan import DualDiscriminator, DualMotionDecoder, discriminator_loss, generator_loss
@@ -203,15 +204,10 @@ def initial_models(config: TrainConfig) -> XNeMoModels:
 
 def train(config: TrainConfig, on_log=None) -> Path:
     """Run (or resume) training; returns the last exported model folder."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
     from diffusers.training_utils import EMAModel
 
     config.validate()
-    output = Path(config.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, project_dir=str(output))
-    set_seed(config.seed)
+    output, accelerator = runs.start(config.output_dir, config.mixed_precision, config.seed)
     models = initial_models(config)
     network = XNeMoTraining(models, config)
     network.to_device(accelerator.device)
@@ -229,7 +225,7 @@ def train(config: TrainConfig, on_log=None) -> Path:
     ema.to(accelerator.device)
     accelerator.register_for_checkpointing(ema)
     step = _resume(accelerator, output)
-    log = (output / "log.jsonl").open("a")
+    log = runs.RunLog(output / "log.jsonl", on_log)
     exported = output / "model"
     while step < config.steps:
         for batch in loader:
@@ -260,10 +256,7 @@ def train(config: TrainConfig, on_log=None) -> Path:
             ema.step(trainable)
             step += 1
             if step % config.log_every == 0 or step == config.steps:
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-                if on_log is not None:
-                    on_log(record)
+                log.write(record)
             if step % config.checkpoint_every == 0 or step == config.steps:
                 exported = _checkpoint(accelerator, output, step, ema, trainable, models, config)
             if step >= config.steps:

@@ -6,7 +6,6 @@ official folder layout (``stable-video-diffusion-img2vid-xt/vae``) take. Its ``s
 measured after training so that scaled latents have unit variance, as the diffusion model expects.
 """
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKLTemporalDecoder
 
 from ..config import SVD_VAE
+from . import runs
 from .data import training_loader
 
 
@@ -47,18 +47,12 @@ class VAETrainConfig:
 
 def train_vae(config: VAETrainConfig, on_log=None) -> Path:
     """Train from scratch; returns the diffusers folder written to ``output_dir/vae``."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
-    output = Path(config.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
-    accelerator = Accelerator(mixed_precision=config.mixed_precision)
-    set_seed(config.seed)
+    output, accelerator = runs.start(config.output_dir, config.mixed_precision, config.seed)
     vae = AutoencoderKLTemporalDecoder(**config.vae_config())
     optimizer = torch.optim.AdamW(vae.parameters(), lr=config.learning_rate)
     loader = training_loader(config)
     vae, optimizer, loader = accelerator.prepare(vae, optimizer, loader)
-    log, step = (output / "vae_log.jsonl").open("a"), 0
+    log, step = runs.RunLog(output / "vae_log.jsonl", on_log), 0
     while step < config.steps:
         for batch in loader:
             frames = batch["frames"].flatten(0, 1)
@@ -72,11 +66,7 @@ def train_vae(config: VAETrainConfig, on_log=None) -> Path:
             optimizer.zero_grad(set_to_none=True)
             step += 1
             if step % config.log_every == 0 or step == config.steps:
-                record = {"step": step, "reconstruction": reconstruction.item(), "kl": kl.item()}
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-                if on_log is not None:
-                    on_log(record)
+                log.write({"step": step, "reconstruction": reconstruction.item(), "kl": kl.item()})
             if step >= config.steps:
                 break
     log.close()
