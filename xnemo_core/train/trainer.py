@@ -245,9 +245,10 @@ def train(config: TrainConfig, on_log=None) -> Path:
             }
             if discriminator is not None:
                 critic = discriminator_loss(discriminator, losses["reals"], losses["fakes"])
+                # The generator's backward also reached the discriminator; only the critic loss may step it.
+                discriminator_optimizer.zero_grad(set_to_none=True)
                 accelerator.backward(critic)
                 discriminator_optimizer.step()
-                discriminator_optimizer.zero_grad(set_to_none=True)
                 record |= {
                     "reconstruction": losses["reconstruction"].item(),
                     "gan": adversarial.item(),
