@@ -2,8 +2,8 @@
 
 A configuration is what a checkpoint needs besides its tensors: the diffusers
 ``UNet2DConditionModel`` config shared by the reference and denoising UNets, and the official
-``unet_additional_kwargs`` that add motion and temporal modules to the denoiser. The motion encoder
-has no size knobs. Configurations travel inside converted safetensors files as JSON metadata.
+``unet_additional_kwargs`` that add motion and temporal modules to the denoiser, and the motion
+encoder's sizes. Configurations travel inside converted safetensors files as JSON metadata.
 """
 
 import json
@@ -124,6 +124,9 @@ TINY_MOTION_ENCODER = {
     "attention_heads": 2,
     "attention_head_dim": 32,
 }
+# The model shipped in the pack (trained on the synthetic face world at 128²): wider UNets.
+SMALL_UNET = {**TINY_UNET, "block_out_channels": [64, 64, 64, 64]}
+SMALL_VAE = {**SVD_VAE, "block_out_channels": [32, 64, 64, 64], "layers_per_block": 1, "sample_size": 128}
 TINY_VAE = {**SVD_VAE, "block_out_channels": [32, 32, 32, 32], "layers_per_block": 1, "sample_size": 32}
 
 
@@ -134,7 +137,10 @@ class XNeMoConfig:
     unet: dict = field(default_factory=lambda: dict(SD_IMAGE_VARIATIONS_UNET))
     frame_modules: dict = field(default_factory=lambda: json.loads(json.dumps(XNEMO_FRAME_MODULES)))
     motion_encoder: dict = field(default_factory=dict)
-    """``MotionEncoder`` sizes; empty for the official ones."""
+    """``MotionEncoder`` sizes (empty for the official ones), or ``SpatialMotionGuider`` sizes."""
+    motion_guidance: str = "tokens"
+    """``tokens``: X-NeMo's 1-D motion latent through cross-attention; ``spatial``: a pose-guider
+    style map of the driving frame added to the denoiser's input features (comparison models)."""
 
     @classmethod
     def official(cls) -> "XNeMoConfig":
@@ -143,6 +149,15 @@ class XNeMoConfig:
     @classmethod
     def tiny(cls) -> "XNeMoConfig":
         return cls(unet=dict(TINY_UNET), motion_encoder=dict(TINY_MOTION_ENCODER))
+
+    @classmethod
+    def small(cls) -> "XNeMoConfig":
+        return cls(unet=dict(SMALL_UNET), motion_encoder=dict(TINY_MOTION_ENCODER))
+
+    def with_spatial_guidance(self, face_size: int) -> "XNeMoConfig":
+        """The same UNets with a spatial motion guider in place of the motion encoder."""
+        guider = {"face_size": face_size, "channels": [16, 32, 64], "out_channels": self.unet["block_out_channels"][0]}
+        return XNeMoConfig(self.unet, self.frame_modules, guider, motion_guidance="spatial")
 
     @property
     def max_window(self) -> int:
@@ -155,5 +170,8 @@ class XNeMoConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "XNeMoConfig":
         return cls(
-            unet=data["unet"], frame_modules=data["frame_modules"], motion_encoder=data.get("motion_encoder", {})
+            unet=data["unet"],
+            frame_modules=data["frame_modules"],
+            motion_encoder=data.get("motion_encoder", {}),
+            motion_guidance=data.get("motion_guidance", "tokens"),
         )

@@ -29,6 +29,7 @@ from .checkpoints import CheckpointError, Sources, load_into, read_metadata, rea
 from .config import CLIP_IMAGE_ENCODER, SVD_VAE, XNeMoConfig
 from .models.motion_encoder import MotionEncoder
 from .models.reference import ReferenceUNet
+from .models.spatial_guider import SpatialMotionGuider
 from .models.unet3d import DenoisingUNet
 
 PARTS = ("motion_encoder", "reference_unet", "denoising_unet", "image_encoder", "vae")
@@ -45,7 +46,7 @@ class XNeMoModels:
     """Every network of the pipeline, with the configs needed to rebuild them."""
 
     config: XNeMoConfig
-    motion_encoder: MotionEncoder
+    motion_encoder: MotionEncoder | SpatialMotionGuider
     reference_unet: ReferenceUNet
     denoising_unet: DenoisingUNet
     image_encoder: CLIPVisionModelWithProjection | None = None
@@ -108,8 +109,17 @@ def load_models(
     return models.to(device=device, dtype=parse_dtype(dtype))
 
 
-def _load_motion_encoder(layout, config: XNeMoConfig) -> MotionEncoder:
-    module = MotionEncoder(**config.motion_encoder)
+def build_motion_encoder(config: XNeMoConfig) -> MotionEncoder | SpatialMotionGuider:
+    """The part that reads the driving face: X-NeMo's motion encoder, or a comparison model's guider."""
+    if config.motion_guidance == "spatial":
+        return SpatialMotionGuider(**config.motion_encoder)
+    if config.motion_guidance != "tokens":
+        raise CheckpointError(f"unknown motion_guidance {config.motion_guidance!r} in the model config")
+    return MotionEncoder(**config.motion_encoder)
+
+
+def _load_motion_encoder(layout, config: XNeMoConfig) -> MotionEncoder | SpatialMotionGuider:
+    module = build_motion_encoder(config)
     load_into(module, layout.sources("motion_encoder"), what="motion encoder")
     return module
 

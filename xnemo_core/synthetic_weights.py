@@ -11,14 +11,14 @@ import torch
 from torch import nn
 
 from .checkpoints import load_into
-from .config import CLIP_IMAGE_ENCODER, SVD_VAE, TINY_CLIP_IMAGE_ENCODER, TINY_VAE, XNeMoConfig
-from .loading import XNeMoModels, build_image_encoder, build_vae
-from .models.motion_encoder import MotionEncoder
+from .config import CLIP_IMAGE_ENCODER, SMALL_VAE, SVD_VAE, TINY_CLIP_IMAGE_ENCODER, TINY_VAE, XNeMoConfig
+from .loading import XNeMoModels, build_image_encoder, build_motion_encoder, build_vae
 from .models.reference import ReferenceUNet
 from .models.unet3d import DenoisingUNet
 
 PRESETS = {
     "tiny": (XNeMoConfig.tiny, TINY_CLIP_IMAGE_ENCODER, TINY_VAE),
+    "small": (XNeMoConfig.small, TINY_CLIP_IMAGE_ENCODER, SMALL_VAE),
     "official": (XNeMoConfig.official, CLIP_IMAGE_ENCODER, SVD_VAE),
 }
 
@@ -71,14 +71,15 @@ def synthesized_models(
             "denoising_unet": DenoisingUNet(config.unet, config.frame_modules),
             "vae": build_vae(vae_config),
         }
-    parts.update(motion_encoder=MotionEncoder(**config.motion_encoder), image_encoder=build_image_encoder(clip_config))
+    parts.update(motion_encoder=build_motion_encoder(config), image_encoder=build_image_encoder(clip_config))
     for name, module in parts.items():
         with_synthesized_weights(module, name.replace("_", " ")).requires_grad_(False)
     return XNeMoModels(config=config, **parts, part_configs={"image_encoder": clip_config, "vae": vae_config})
 
 
 def preset_models(preset: str, device: str | torch.device = "meta") -> XNeMoModels:
-    """``tiny`` (tests, examples) or ``official`` (benchmarks) sizes with the rule's weights."""
+    """``tiny`` (tests), ``small`` (the shipped model's sizes, to train) or ``official``
+    (benchmarks) sizes with the rule's weights."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     config, clip_config, vae_config = PRESETS[preset]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
 from einops import rearrange
 from torch import nn
@@ -36,6 +37,7 @@ _FIXED_FLAGS = {
 class _FrameContext:
     num_frames: int
     motion_tokens: torch.Tensor
+    spatial_motion: torch.Tensor | None = None
 
 
 class DenoisingUNet(UNet2DConditionModel):
@@ -62,8 +64,18 @@ class DenoisingUNet(UNet2DConditionModel):
                 self._attach_frame_modules(block, motion, temporal)
         if frame_modules.get("motion_module_mid_block", False):
             self._attach_frame_modules(self.mid_block, motion, temporal)
+        self._motion_token_dim = motion.cross_attention_dim
+        self.conv_in.register_forward_hook(self._add_spatial_motion)
         self._reference = ReferenceState()
         install_reference_processors(self, self._reference)
+
+    def _add_spatial_motion(self, layer, args, output):
+        spatial = self._frame_context.spatial_motion if self._frame_context else None
+        if spatial is None:
+            return output
+        if spatial.shape[-2:] != output.shape[-2:]:
+            spatial = F.interpolate(spatial, size=output.shape[-2:], mode="bilinear")
+        return output + spatial
 
     def _attach_frame_modules(self, block: nn.Module, motion, temporal) -> None:
         layers = getattr(block, "attentions", None) or block.resnets
@@ -99,7 +111,9 @@ class DenoisingUNet(UNet2DConditionModel):
             latents: ``(B, 4, F, h, w)`` noisy latents.
             timestep: scalar diffusion timestep.
             clip_embeds: ``(B, 1, D)`` CLIP image embeds (zeros for the unconditional rows).
-            motion_tokens: ``(B, F, 32, 16)`` motion tokens of each frame.
+            motion_tokens: ``(B, F, 32, 16)`` motion tokens of each frame, or for a spatially
+                guided comparison model ``(B, F, C, h', w')`` guider maps, added to the
+                ``conv_in`` features (resized to them); the motion modules then read no motion.
             reference_tokens: output of :func:`capture_reference`, or ``None`` for no reference.
             reference_rows: which of the ``B`` rows attend to the reference tokens.
 
@@ -113,7 +127,12 @@ class DenoisingUNet(UNet2DConditionModel):
                 f"{tuple(latents.shape)}: expected ({batch}, {frames}, tokens, channels)"
             )
         folded = rearrange(latents, "b c f h w -> (b f) c h w")
-        self._frame_context = _FrameContext(frames, rearrange(motion_tokens, "b f n c -> (b f) n c").to(folded.dtype))
+        motion = motion_tokens.flatten(0, 1).to(folded.dtype)
+        if motion.ndim == 4:
+            no_tokens = motion.new_zeros(len(motion), 1, self._motion_token_dim)
+            self._frame_context = _FrameContext(frames, no_tokens, spatial_motion=motion)
+        else:
+            self._frame_context = _FrameContext(frames, motion)
         try:
             with reading(self._reference, reference_tokens, reference_rows, frames):
                 noise = super().forward(

@@ -29,15 +29,24 @@ def to_tensor(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(127.5).sub(1)
 
 
+def frame_positions(rng: np.random.Generator, frames: int, span: int | None) -> np.ndarray:
+    """Sorted positions of a clip's ``frames`` frames: consecutive, or drawn at random (distinct)
+    from ``span`` consecutive source frames, so that a clip's frames can differ widely in pose."""
+    if span is None or span <= frames:
+        return np.arange(frames)
+    return np.sort(rng.choice(span, frames, replace=False))
+
+
 class SyntheticFaces(Dataset):
     """Clip ``i`` is identity ``i`` performing its own random motion; fully determined by ``seed``.
 
     Training and held-out sets are disjoint when their seeds differ (identities and motions are
-    drawn from separate random streams per item).
+    drawn from separate random streams per item). With ``span``, the ``frames`` frames are taken
+    at random moments of a ``span``-frame performance instead of consecutively.
     """
 
-    def __init__(self, length: int, frames: int = 8, size: int = 64, seed: int = 0):
-        self.length, self.frames, self.size, self.seed = length, frames, size, seed
+    def __init__(self, length: int, frames: int = 8, size: int = 64, seed: int = 0, span: int | None = None):
+        self.length, self.frames, self.size, self.seed, self.span = length, frames, size, seed, span
 
     def __len__(self) -> int:
         return self.length
@@ -46,7 +55,8 @@ class SyntheticFaces(Dataset):
         return random_identity(np.random.default_rng([self.seed, index, 0]))
 
     def motion(self, index: int) -> np.ndarray:
-        return random_motion_clip(np.random.default_rng([self.seed, index, 1]), self.frames)
+        positions = frame_positions(np.random.default_rng([self.seed, index, 2]), self.frames, self.span)
+        return random_motion_clip(np.random.default_rng([self.seed, index, 1]), positions[-1] + 1)[positions]
 
     def __getitem__(self, index: int) -> dict:
         identity, motion = self.identity(index), self.motion(index)
@@ -58,17 +68,18 @@ class SyntheticFaces(Dataset):
 
 
 class FaceVideoFolder(Dataset):
-    """Every video file or frame folder under ``root``, as clips of ``frames`` consecutive frames
-    resized to ``size`` (inputs should already be face crops)."""
+    """Every video file or frame folder under ``root``, as clips of ``frames`` frames resized to
+    ``size`` (inputs should already be face crops): consecutive, or with ``span``, at random
+    moments of a ``span``-frame stretch (shorter when the video is)."""
 
-    def __init__(self, root: str | Path, frames: int = 8, size: int = 64):
+    def __init__(self, root: str | Path, frames: int = 8, size: int = 64, span: int | None = None):
         root = Path(root)
         self.sources = sorted(
             p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES or (p.is_dir() and any(p.glob("*.png")))
         )
         if not self.sources:
             raise FileNotFoundError(f"{root}: no videos ({', '.join(sorted(VIDEO_SUFFIXES))}) or PNG frame folders")
-        self.frames, self.size = frames, size
+        self.frames, self.size, self.span = frames, size, span
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -77,19 +88,21 @@ class FaceVideoFolder(Dataset):
         frames, _ = read_frames(self.sources[index])
         if len(frames) < self.frames:
             raise ValueError(f"{self.sources[index]}: {len(frames)} frames, clips need {self.frames}")
-        start = int(torch.randint(0, len(frames) - self.frames + 1, ()))
-        resized = [
-            cv2.resize(f, (self.size, self.size), interpolation=cv2.INTER_AREA) for f in frames[start:][: self.frames]
-        ]
+        stretch = min(len(frames), self.span or self.frames)
+        start = int(torch.randint(0, len(frames) - stretch + 1, ()))
+        rng = np.random.default_rng(int(torch.randint(0, 2**31, ())))
+        chosen = start + frame_positions(rng, self.frames, stretch)
+        resized = [cv2.resize(frames[i], (self.size, self.size), interpolation=cv2.INTER_AREA) for i in chosen]
         return {"frames": to_tensor(np.stack(resized))}
 
 
 def clips(config) -> Dataset:
     """The clips a training config names: ``config.data`` is ``synthetic`` or a video folder
-    (fields ``data``, ``synthetic_clips``, ``clip_frames``, ``size``, ``seed``)."""
+    (fields ``data``, ``synthetic_clips``, ``clip_frames``, ``size``, ``seed``, optional ``clip_span``)."""
+    span = getattr(config, "clip_span", None)
     if config.data == "synthetic":
-        return SyntheticFaces(config.synthetic_clips, config.clip_frames, config.size, seed=config.seed)
-    return FaceVideoFolder(config.data, config.clip_frames, config.size)
+        return SyntheticFaces(config.synthetic_clips, config.clip_frames, config.size, seed=config.seed, span=span)
+    return FaceVideoFolder(config.data, config.clip_frames, config.size, span=span)
 
 
 def training_loader(config) -> DataLoader:

@@ -12,7 +12,8 @@ def start(output_dir: str, mixed_precision: str, seed: int):
 
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
-    accelerator = Accelerator(mixed_precision=mixed_precision, project_dir=str(output))
+    # YAML (files and ``--set``) reads a bare ``no`` as false.
+    accelerator = Accelerator(mixed_precision=mixed_precision or "no", project_dir=str(output))
     set_seed(seed)
     return output, accelerator
 

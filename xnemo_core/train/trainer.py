@@ -18,7 +18,7 @@ from einops import rearrange
 from torch import nn
 
 from ..convert import write_parts
-from ..loading import XNeMoModels, load_models, load_vae
+from ..loading import XNeMoModels, build_motion_encoder, load_models, load_vae
 from ..models.reference import capture_reference
 from ..pipeline import OFFICIAL_SCHEDULER, SIZE_MULTIPLE
 from ..preprocess import clip_normalize
@@ -35,7 +35,7 @@ TEMPORAL = "temporal_modules."
 class TrainConfig:
     output_dir: str
     preset: str = "tiny"
-    """Model size to start from (``tiny`` or ``official``), with rule-made weights …"""
+    """Model size to start from (``tiny``, ``small`` or ``official``), with rule-made weights …"""
     init_from: str | None = None
     """… or a model folder to continue from (ours or the official release)."""
     vae_from: str | None = None
@@ -45,6 +45,11 @@ class TrainConfig:
     synthetic_clips: int = 2000
     size: int = 64
     clip_frames: int = 8
+    clip_span: int | None = None
+    """Draw a clip's frames at random moments of this many source frames (stage 1: poses that
+    differ between reference and target); ``None``: consecutive frames."""
+    motion_guidance: str = "tokens"
+    """``tokens`` (X-NeMo) or ``spatial``: train a pose-guider style comparison model instead."""
     stage: int = 1
     steps: int = 1000
     batch_size: int = 4
@@ -66,6 +71,8 @@ class TrainConfig:
             raise ValueError(f"stage must be 1 or 2, got {self.stage}")
         if self.size % SIZE_MULTIPLE:
             raise ValueError(f"size {self.size} must be a multiple of {SIZE_MULTIPLE}")
+        if self.motion_guidance not in ("tokens", "spatial"):
+            raise ValueError(f"motion_guidance must be 'tokens' or 'spatial', got {self.motion_guidance!r}")
 
 
 def read_settings(cls, path: str | Path | None = None, **overrides):
@@ -89,7 +96,9 @@ class XNeMoTraining(nn.Module):
         self.motion_encoder = models.motion_encoder
         self.reference_unet = models.reference_unet
         self.denoising_unet = models.denoising_unet
-        self.decoders = DualMotionDecoder() if config.stage == 1 else None
+        # The GAN decoders read motion tokens: the spatial comparison model has none.
+        tokens = models.config.motion_guidance == "tokens"
+        self.decoders = DualMotionDecoder() if config.stage == 1 and tokens else None
         # Frozen base parts: outside ``parameters()`` so DDP and the optimiser never see them.
         self.frozen = {
             "vae": models.vae.requires_grad_(False),
@@ -137,9 +146,11 @@ class XNeMoTraining(nn.Module):
         """``frames`` ``(B, F, 3, S, S)`` in [-1, 1] (clips)."""
         batch, length = frames.shape[:2]
         rows = torch.arange(batch, device=frames.device)
-        reference = frames[rows, torch.randint(0, length, (batch,), device=frames.device)]
-        if self.config.stage == 1:
-            targets = frames[rows, torch.randint(0, length, (batch,), device=frames.device)][:, None]
+        reference_index = torch.randint(0, length, (batch,), device=frames.device)
+        reference = frames[rows, reference_index]
+        if self.config.stage == 1:  # another frame of the clip where there is one
+            shift = torch.randint(1, length, (batch,), device=frames.device) if length > 1 else 0
+            targets = frames[rows, (reference_index + shift) % length][:, None]
         else:
             targets = frames
         count = targets.shape[1]
@@ -163,7 +174,7 @@ class XNeMoTraining(nn.Module):
             rearrange(noisy, "(b f) c h w -> b c f h w", b=batch),
             frame_timesteps,
             clip,
-            rearrange(condition_motion, "(b f) n c -> b f n c", b=batch),
+            condition_motion.unflatten(0, (batch, count)),
             tokens,
         )
         losses = {"diffusion": F.mse_loss(prediction.float(), rearrange(noise, "(b f) c h w -> b c f h w", b=batch))}
@@ -199,6 +210,9 @@ def initial_models(config: TrainConfig) -> XNeMoModels:
         models = preset_models(config.preset, device="cpu")
     if config.vae_from:
         models.vae, models.part_configs["vae"] = load_vae(config.vae_from)
+    if config.motion_guidance == "spatial" and models.config.motion_guidance != "spatial":
+        models.config = models.config.with_spatial_guidance(config.size)
+        models.motion_encoder = build_motion_encoder(models.config)
     return models
 
 
@@ -237,27 +251,19 @@ def train(config: TrainConfig, on_log=None) -> Path:
             accelerator.backward(loss)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            record = {
-                "step": step + 1,
-                "stage": config.stage,
-                "loss": loss.item(),
-                "diffusion": losses["diffusion"].item(),
-            }
+            record = {"loss": loss, "diffusion": losses["diffusion"]}
             if discriminator is not None:
                 critic = discriminator_loss(discriminator, losses["reals"], losses["fakes"])
                 # The generator's backward also reached the discriminator; only the critic loss may step it.
                 discriminator_optimizer.zero_grad(set_to_none=True)
                 accelerator.backward(critic)
                 discriminator_optimizer.step()
-                record |= {
-                    "reconstruction": losses["reconstruction"].item(),
-                    "gan": adversarial.item(),
-                    "critic": critic.item(),
-                }
+                record |= {"reconstruction": losses["reconstruction"], "gan": adversarial, "critic": critic}
             ema.step(trainable)
             step += 1
             if step % config.log_every == 0 or step == config.steps:
-                log.write(record)
+                # Read back only here: a GPU sync every step would stall the host's queueing.
+                log.write({"step": step, "stage": config.stage} | {k: v.item() for k, v in record.items()})
             if step % config.checkpoint_every == 0 or step == config.steps:
                 exported = _checkpoint(accelerator, output, step, ema, trainable, models, config)
             if step >= config.steps:
