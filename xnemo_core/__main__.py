@@ -102,12 +102,21 @@ def _evaluate(args) -> int:
     pairs = ev.cross_pairs(args.pairs, args.frames, args.size)
     regressor = ev.load_or_train_regressor(args.regressor, args.size, device)
     methods = {"repeat reference": ev.repeat_reference}
-    for model in args.models:
-        methods[model.name] = ev.model_method(model, device, args.steps, args.size)
+    for label, model in zip(_labels(args.models), args.models):
+        methods[label] = ev.model_method(model, device, args.steps, args.size)
     table = ev.evaluate(methods, pairs, regressor)
     print(ev.format_table(table))
     print(f"wrote {ev.write_json(table, args.out)}")
     return 0
+
+
+def _labels(paths: list[Path]) -> list[str]:
+    """The shortest path endings that tell the paths apart (``run_a/model``, ``run_b/model``)."""
+    for depth in range(1, max((len(p.parts) for p in paths), default=1) + 1):
+        labels = ["/".join(p.parts[-depth:]) for p in paths]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [str(p) for p in paths]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -149,15 +149,21 @@ def build_vae(config: dict) -> AutoencoderKLTemporalDecoder:
 
 
 def load_vae(folder: str | Path) -> tuple[AutoencoderKLTemporalDecoder, dict]:
-    """A diffusers VAE folder (``config.json`` + weights), loaded strictly; returns it and its config."""
+    """The VAE of a diffusers VAE folder (``config.json`` + weights) or of a model folder, loaded
+    strictly in float32; returns it and its config."""
     folder = Path(folder)
     weights = _diffusers_weights(folder)
-    if not (folder / "config.json").is_file() or weights is None:
-        raise CheckpointError(f"{folder}: expected a diffusers VAE folder (config.json and a weight file)")
-    config = json.loads((folder / "config.json").read_text())
+    if (folder / "config.json").is_file() and weights is not None:
+        config, sources = json.loads((folder / "config.json").read_text()), read_sources([weights])
+    elif folder.is_dir() and (found := _FolderLayout(folder).optional_part("vae")):
+        config, sources = found
+    else:
+        raise CheckpointError(
+            f"{folder}: expected a diffusers VAE folder (config.json and a weight file) or a model folder with a VAE"
+        )
     vae = build_vae(config)
-    load_into(vae, read_sources([weights]), what="VAE")
-    return vae, config
+    load_into(vae, sources, what="VAE")
+    return vae.float(), config
 
 
 BASE_PARTS = {"image_encoder": (build_image_encoder, "CLIP image encoder"), "vae": (build_vae, "VAE")}

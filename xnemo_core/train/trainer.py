@@ -208,12 +208,22 @@ def initial_models(config: TrainConfig) -> XNeMoModels:
         models = load_models(config.init_from, dtype="fp32", allow_missing=("temporal_modules",))
     else:
         models = preset_models(config.preset, device="cpu")
+        _start_temporal_modules_as_identity(models.denoising_unet)
     if config.vae_from:
         models.vae, models.part_configs["vae"] = load_vae(config.vae_from)
     if config.motion_guidance == "spatial" and models.config.motion_guidance != "spatial":
         models.config = models.config.with_spatial_guidance(config.size)
         models.motion_encoder = build_motion_encoder(models.config)
     return models
+
+
+def _start_temporal_modules_as_identity(unet: nn.Module) -> None:
+    """Rule-made weights would make the temporal modules act in stage 1 (one frame), and act
+    differently on several frames at sampling time; stage 1 must train an image model."""
+    for name, module in unet.named_modules():
+        if name.endswith("temporal_transformer.proj_out") and TEMPORAL in name:
+            nn.init.zeros_(module.weight)
+            nn.init.zeros_(module.bias)
 
 
 def train(config: TrainConfig, on_log=None) -> Path:

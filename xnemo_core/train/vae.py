@@ -1,6 +1,11 @@
 """Training a small VAE of the SVD kind (``AutoencoderKLTemporalDecoder``: per-frame encoder,
 temporal decoder) for models of our own size, where the official SVD VAE is far too large.
 
+``init_from`` continues from a VAE; with ``train_encoder: false`` only the decoder learns, so the
+latent space (and any diffusion model trained on it) stays valid. Decoding is trained on whole
+clips and, for ``single_frame_fraction`` of the steps, frame by frame, as short chunks are
+decoded at the end of a video.
+
 The result is a diffusers folder (``config.json`` + weights) that ``TrainConfig.vae_from`` and the
 official folder layout (``stable-video-diffusion-img2vid-xt/vae``) take. Its ``scaling_factor`` is
 measured after training so that scaled latents have unit variance, as the diffusion model expects.
@@ -14,6 +19,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKLTemporalDecoder
 
 from ..config import SVD_VAE
+from ..loading import load_vae
 from . import runs
 from .data import training_loader
 
@@ -29,6 +35,10 @@ class VAETrainConfig:
     batch_size: int = 8
     learning_rate: float = 2e-4
     kl_weight: float = 1e-6
+    single_frame_fraction: float = 0.25
+    init_from: str | None = None
+    """A diffusers VAE folder or a model folder whose VAE to continue from."""
+    train_encoder: bool = True
     block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 64, 64])
     layers_per_block: int = 1
     mixed_precision: str = "no"
@@ -46,10 +56,14 @@ class VAETrainConfig:
 
 
 def train_vae(config: VAETrainConfig, on_log=None) -> Path:
-    """Train from scratch; returns the diffusers folder written to ``output_dir/vae``."""
+    """Train (or continue); returns the diffusers folder written to ``output_dir/vae``."""
     output, accelerator = runs.start(config.output_dir, config.mixed_precision, config.seed)
-    vae = AutoencoderKLTemporalDecoder(**config.vae_config())
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=config.learning_rate)
+    vae = load_vae(config.init_from)[0].train() if config.init_from else AutoencoderKLTemporalDecoder(**config.vae_config())
+    vae.requires_grad_(True)
+    if not config.train_encoder:
+        vae.encoder.requires_grad_(False)
+        vae.quant_conv.requires_grad_(False)
+    optimizer = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=config.learning_rate)
     loader = training_loader(config)
     vae, optimizer, loader = accelerator.prepare(vae, optimizer, loader)
     log, step = runs.RunLog(output / "vae_log.jsonl", on_log), 0
@@ -57,7 +71,8 @@ def train_vae(config: VAETrainConfig, on_log=None) -> Path:
         for batch in loader:
             frames = batch["frames"].flatten(0, 1)
             posterior = vae.encode(frames).latent_dist
-            decoded = vae.decode(posterior.sample(), num_frames=config.clip_frames).sample
+            frame_by_frame = bool(torch.rand(()) < config.single_frame_fraction)
+            decoded = vae.decode(posterior.sample(), num_frames=1 if frame_by_frame else config.clip_frames).sample
             reconstruction = F.l1_loss(decoded.float(), frames)
             kl = posterior.kl().mean()
             loss = reconstruction + config.kl_weight * kl
@@ -71,7 +86,8 @@ def train_vae(config: VAETrainConfig, on_log=None) -> Path:
                 break
     log.close()
     vae = accelerator.unwrap_model(vae).eval()
-    vae.register_to_config(scaling_factor=_unit_variance_scale(vae, loader))
+    if config.train_encoder:
+        vae.register_to_config(scaling_factor=_unit_variance_scale(vae, loader))
     folder = output / "vae"
     vae.save_pretrained(folder)
     return folder
