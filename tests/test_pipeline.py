@@ -76,6 +76,15 @@ def test_progress_callback_sees_every_step_and_can_interrupt(pipeline, condition
         pipeline.denoise(condition, motion, settings(steps=3), on_step=interrupt)
 
 
+def test_partial_denoise_runs_the_tail_of_the_schedule_and_keeps_more_of_the_portrait(pipeline, condition, motion):
+    seen = []
+    pipeline.denoise(condition, motion, settings(steps=10, denoise=0.3), on_step=lambda done, total: seen.append(total))
+    assert seen == [3, 3, 3]
+    full, partial = (pipeline.denoise(condition, motion, settings(steps=10, denoise=d)) for d in (1.0, 0.3))
+    portrait = condition.latents.float()[:, :, None]
+    assert (partial - portrait).abs().mean() < (full - portrait).abs().mean()
+
+
 def test_decode_gives_frames_in_unit_range(pipeline, condition, motion):
     video = pipeline.decode(pipeline.denoise(condition, motion[:2], settings()))
     assert video.shape == (2, 64, 64, 3) and video.dtype == torch.float32
@@ -89,6 +98,7 @@ def test_decode_gives_frames_in_unit_range(pipeline, condition, motion):
         (dict(context_frames=40), "between 1 and 32"),
         (dict(schedule="fast"), "unknown schedule"),
         (dict(context_overlap=4), "overlap"),
+        (dict(denoise=0.0), "denoise"),
     ],
 )
 def test_bad_settings_are_named(pipeline, condition, motion, overrides, message):

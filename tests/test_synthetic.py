@@ -97,3 +97,23 @@ def test_video_folder_dataset_reads_files_and_frame_folders(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no videos"):
         FaceVideoFolder(tmp_path / "empty")
+
+
+def test_a_span_spreads_a_clips_frames_over_a_longer_performance():
+    consecutive = SyntheticFaces(16, frames=2, size=32, seed=0)
+    spread = SyntheticFaces(16, frames=2, size=32, seed=0, span=250)
+
+    def mean_pose_change(data):
+        return np.mean([np.abs(np.diff(data.motion(i), axis=0)).mean() for i in range(len(data))])
+
+    assert mean_pose_change(spread) > 5 * mean_pose_change(consecutive)
+    # Without a span the clip is the whole performance, as before spans existed (held-out sets unchanged).
+    np.testing.assert_array_equal(consecutive.motion(3), random_motion_clip(np.random.default_rng([0, 3, 1]), 2))
+
+
+def test_a_video_folder_span_draws_distinct_frames_in_order(tmp_path):
+    frames = np.stack([np.full((8, 8, 3), 20 * i, np.uint8) for i in range(12)])
+    write_video(tmp_path / "clip", frames)
+    clip = FaceVideoFolder(tmp_path, frames=3, size=8, span=12)[0]["frames"]
+    levels = clip.mean(dim=(1, 2, 3)).tolist()
+    assert levels == sorted(levels) and len(set(levels)) == 3

@@ -51,6 +51,9 @@ class AnimationSettings:
 
     steps: int = 35
     guidance_scale: float = 2.5
+    denoise: float = 1.0
+    """Fraction of the ``steps`` schedule to run (as ComfyUI's KSampler ``denoise``): below 1 the
+    start latents are noised only to a later timestep, keeping more of the portrait."""
     seed: int = 42
     height: int = 512
     width: int = 512
@@ -62,6 +65,10 @@ class AnimationSettings:
     """Context windows per denoiser call (each is 2 rows under guidance)."""
     decode_chunk: int = 25
     """Frames per temporal VAE decode; the decoder mixes the frames of a chunk, so this changes the output."""
+
+    @property
+    def skipped_steps(self) -> int:
+        return self.steps - max(1, round(self.steps * self.denoise))
 
     def window_length(self, max_window: int) -> int:
         if self.context_frames is not None:
@@ -80,6 +87,8 @@ class AnimationSettings:
             raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
+        if not 0 < self.denoise <= 1:
+            raise ValueError(f"denoise must be in (0, 1], got {self.denoise}")
         for name in ("height", "width"):
             value = getattr(self, name)
             if value < SIZE_MULTIPLE or value % SIZE_MULTIPLE:
@@ -207,6 +216,7 @@ class XNeMoPipeline:
             offsets = torch.randint(0, window, (settings.steps,), generator=generator).tolist()
         scheduler = DDIMScheduler(**OFFICIAL_SCHEDULER)
         scheduler.set_timesteps(settings.steps, device=self.device)
+        scheduler.timesteps = scheduler.timesteps[settings.skipped_steps :]
         latents = self.start_latents(condition.latents, num_frames, scheduler, noise)
         motion = motion.to(self.device)
         with self._on_device(self.models.denoising_unet):
@@ -216,7 +226,7 @@ class XNeMoPipeline:
                     noise_pred = self._guided_prediction(condition, latents, motion, timestep, windows, settings)
                     latents = scheduler.step(noise_pred, timestep, latents, eta=0.0).prev_sample
                     if on_step is not None:
-                        on_step(step + 1, settings.steps)
+                        on_step(step + 1, len(scheduler.timesteps))
             finally:
                 self.models.denoising_unet.forget_reference()
         return latents

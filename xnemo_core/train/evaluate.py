@@ -167,11 +167,11 @@ def score(frames: np.ndarray, pair: CrossPair, regressor: WorldRegressor, lpips_
     return result
 
 
-def model_method(model_path: str | Path, device: str, steps: int, size: int):
+def model_method(model_path: str | Path, device: str, steps: int, size: int, denoise: float = 1.0):
     """Animate a pair's reference with its driving frames (crops are the frames: faces are aligned)."""
     models = load_models(model_path, dtype="fp32")
     pipeline = XNeMoPipeline(models, device)
-    settings = AnimationSettings(steps=steps, height=size, width=size, context_frames=None)
+    settings = AnimationSettings(steps=steps, height=size, width=size, denoise=denoise)
 
     def animate(pair: CrossPair) -> np.ndarray:
         motion = pipeline.encode_motion(pair.driving)
