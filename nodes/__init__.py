@@ -5,7 +5,7 @@ Inside ComfyUI the pack registers through ``comfy_entrypoint`` (V3 API); elsewhe
 """
 
 from .animate import ANIMATE_PORTRAIT
-from .comfy_bridge import register_model_folder
+from .comfy_bridge import register_with_comfyui
 from .declare import classic_node, v3_node
 from .loader import LOAD_XNEMO
 from .motion import EXTRACT_MOTION_LATENT, LOAD_MOTION_LATENT, MOTION_LATENT_BLEND, SAVE_MOTION_LATENT
@@ -26,7 +26,7 @@ NODES = (
 NODE_CLASS_MAPPINGS = {node.node_id: classic_node(node) for node in NODES}
 NODE_DISPLAY_NAME_MAPPINGS = {node.node_id: node.display_name for node in NODES}
 
-register_model_folder()
+register_with_comfyui()
 
 if io is not None:
 

@@ -21,6 +21,7 @@ def animate(
     seed,
     steps,
     cfg,
+    denoise,
     schedule,
     context_frames,
     context_overlap,
@@ -35,6 +36,7 @@ def animate(
     settings = AnimationSettings(
         steps=steps,
         guidance_scale=cfg,
+        denoise=denoise,
         seed=seed,
         height=size,
         width=size,
@@ -48,7 +50,11 @@ def animate(
     try:
         pipeline = XNeMoPipeline(model.models, device)
         animation = pipeline.animate(
-            crops.portrait, crops.face, motion.tokens, settings, on_step=comfy_bridge.Progress(steps)
+            crops.portrait,
+            crops.face,
+            motion.tokens,
+            settings,
+            on_step=comfy_bridge.Progress(steps - settings.skipped_steps),
         )
     finally:
         if release_vram:
@@ -70,6 +76,15 @@ ANIMATE_PORTRAIT = Node(
         Socket("seed", "INT", default=42, minimum=0, maximum=2**63 - 1, randomize=True),
         Socket("steps", "INT", default=35, minimum=1, maximum=200),
         Socket("cfg", "FLOAT", default=2.5, minimum=1.0, maximum=20.0, step=0.1),
+        Socket(
+            "denoise",
+            "FLOAT",
+            default=1.0,
+            minimum=0.05,
+            maximum=1.0,
+            step=0.05,
+            tooltip="fraction of the steps run; below 1 more of the portrait is kept (bundled model: 0.6)",
+        ),
         Socket("schedule", "COMBO", default="official", options=SCHEDULES),
         Socket("context_frames", "INT", default=24, minimum=1, maximum=32),
         Socket("context_overlap", "INT", default=4, minimum=0, maximum=31),

@@ -2,10 +2,13 @@
 tested) without ComfyUI: model folders, device and VRAM management, progress, interruption."""
 
 import os
+import shutil
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from xnemo_core import bundled
 
 try:
     import comfy.model_management as model_management
@@ -19,16 +22,38 @@ MODEL_FOLDER = "xnemo"
 MODEL_SUFFIXES = (".safetensors",)
 
 
-def register_model_folder() -> None:
-    """``models/xnemo`` (and any ``xnemo:`` entry of extra_model_paths.yaml) for ``LoadXNeMo``."""
-    if folder_paths is not None:
-        folder_paths.add_model_folder_path(MODEL_FOLDER, os.path.join(folder_paths.models_dir, MODEL_FOLDER))
+DEMO_INPUTS = {bundled.DEMO_PORTRAIT: "xnemo_demo_portrait.png", bundled.DEMO_DRIVING: "xnemo_demo_driving.mp4"}
+"""The bundled demo media, by the name the example workflows load them under from ComfyUI's input folder."""
+
+
+def register_with_comfyui() -> None:
+    """Inside ComfyUI: ``models/xnemo`` (and any ``xnemo:`` entry of extra_model_paths.yaml), then
+    the bundled model's folder, for ``LoadXNeMo``; the demo media in the input folder."""
+    if folder_paths is None:
+        return
+    folder_paths.add_model_folder_path(MODEL_FOLDER, os.path.join(folder_paths.models_dir, MODEL_FOLDER))
+    folder_paths.add_model_folder_path(MODEL_FOLDER, str(bundled.MODEL_ROOT))
+    install_demo_inputs()
+
+
+def install_demo_inputs() -> list[Path]:
+    """Copy the demo portrait and driving clip into the input folder where missing, so that the
+    example workflows run as opened; returns the files copied."""
+    inputs = directory("input")
+    copied = []
+    for source, name in DEMO_INPUTS.items():
+        target = inputs / name
+        if source.is_file() and not target.exists():
+            inputs.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+            copied.append(target)
+    return copied
 
 
 def model_roots() -> list[Path]:
     if folder_paths is not None:
         return [Path(p) for p in folder_paths.get_folder_paths(MODEL_FOLDER)]
-    return [Path(os.environ.get("XNEMO_MODELS", "models/xnemo"))]
+    return [Path(os.environ.get("XNEMO_MODELS", "models/xnemo")), bundled.MODEL_ROOT]
 
 
 def model_choices() -> dict[str, Path]:

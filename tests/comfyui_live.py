@@ -18,16 +18,17 @@ from pathlib import Path
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 
 # Each workflow: nodes (id → type, position, widget values) and links (from id, output slot, to id,
-# input name). Only this pack's nodes and ComfyUI core nodes.
+# input name). Only this pack's nodes and ComfyUI core nodes. They default to the bundled model and
+# the demo media the pack copies into ComfyUI's input folder, so they run as opened.
 _DRIVER = {
-    "video": ("LoadVideo", [40, 300], {"file": "driving.mp4"}),
+    "video": ("LoadVideo", [40, 300], {"file": "xnemo_demo_driving.mp4"}),
     "components": ("GetVideoComponents", [360, 300], {}),
     "frames": ("ImageFromBatch", [660, 300], {"batch_index": 0, "length": 240}),
 }
 _COMMON = {
-    "portrait": ("LoadImage", [40, 640], {"image": "portrait.png"}),
-    "model": ("LoadXNeMo", [40, 60], {"model": "xnemo", "precision": "auto"}),
-    "animate": ("AnimatePortrait", [1400, 300], {}),
+    "portrait": ("LoadImage", [40, 640], {"image": "xnemo_demo_portrait.png"}),
+    "model": ("LoadXNeMo", [40, 60], {"model": "xnemo-synthetic-128", "precision": "auto"}),
+    "animate": ("AnimatePortrait", [1400, 300], {"steps": 25, "denoise": 0.6, "size": 128, "crop": "none"}),
     "create": ("CreateVideo", [1800, 300], {"fps": 25}),
     "save": ("SaveVideo", [2100, 300], {"filename_prefix": "xnemo/animated"}),
 }
@@ -45,7 +46,7 @@ _TAIL_LINKS = [
 ]
 SPECS = {
     "xnemo_basic_animation": {
-        "nodes": {**_DRIVER, **_COMMON, "extract": ("ExtractMotionLatent", [980, 300], {"crop": "detect"})},
+        "nodes": {**_DRIVER, **_COMMON, "extract": ("ExtractMotionLatent", [980, 300], {"crop": "none"})},
         "links": [
             *_DRIVER_LINKS,
             ("extract", 0, "animate", "motion"),
@@ -56,11 +57,11 @@ SPECS = {
         "nodes": {
             **_DRIVER,
             **_COMMON,
-            "extract": ("ExtractMotionLatent", [980, 300], {"crop": "detect"}),
-            "video_b": ("LoadVideo", [40, 980], {"file": "driving.mp4"}),
+            "extract": ("ExtractMotionLatent", [980, 300], {"crop": "none"}),
+            "video_b": ("LoadVideo", [40, 980], {"file": "xnemo_demo_driving.mp4"}),
             "components_b": ("GetVideoComponents", [360, 980], {}),
             "frames_b": ("ImageFromBatch", [660, 980], {"batch_index": 0, "length": 240}),
-            "extract_b": ("ExtractMotionLatent", [980, 980], {"crop": "detect"}),
+            "extract_b": ("ExtractMotionLatent", [980, 980], {"crop": "none"}),
             "blend": ("MotionLatentBlend", [1200, 600], {"mode": "interpolate", "weight": 0.5}),
         },
         "links": [
@@ -79,7 +80,7 @@ SPECS = {
         "nodes": {
             **_DRIVER,
             **_COMMON,
-            "extract": ("ExtractMotionLatent", [980, 300], {"crop": "detect"}),
+            "extract": ("ExtractMotionLatent", [980, 300], {"crop": "none"}),
             "intensity": ("MotionLatentBlend", [1200, 600], {"mode": "intensity", "weight": 1.6}),
             "save_motion": ("SaveMotionLatent", [1400, 900], {"filename_prefix": "xnemo/exaggerated"}),
         },

@@ -6,6 +6,7 @@ from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from nodes import animate, loader
 from nodes.motion import extract
+from test_nodes import animate_inputs
 from xnemo_core.checkpoints import CheckpointError
 
 
@@ -57,7 +58,7 @@ def test_comfy_vae_and_clip_vision_give_the_same_animation(models):
     results = []
     for model in (own, borrowed):
         motion, _ = extract(model, driving, "none")
-        results.append(animate.animate(model, reference, motion, 3, 2, 2.5, "official", 4, 1, 64, "none", 25, False))
+        results.append(animate.animate(**animate_inputs(model, reference, motion, seed=3)))
     (own_frames, _), (borrowed_frames, _) = results
     assert own_frames.shape == borrowed_frames.shape == (3, 64, 64, 3)
     torch.testing.assert_close(borrowed_frames, own_frames, atol=1e-4, rtol=0)

@@ -1,8 +1,9 @@
 """Opt-in: a real ComfyUI with this pack (set COMFYUI_PATH to a ComfyUI checkout; its Python must
 have ComfyUI's requirements, ours and playwright; Chromium at /usr/bin/chromium or CHROMIUM).
 
-Starts ComfyUI with the tiny model in an ``xnemo:`` extra model path, checks ``/object_info`` and
-queues every workflow of ``workflows/`` through the real frontend.
+Starts ComfyUI with the tiny model in an ``xnemo:`` extra model path and an empty input folder,
+checks ``/object_info``, queues every workflow of ``workflows/`` as shipped (bundled model, demo
+media) through the real frontend, and checks the error messages of bad inputs.
 """
 
 import json
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from offline_comfy import SMALL_RUN, write_demo_inputs
+from offline_comfy import SMALL_RUN
 
 from xnemo_core.motion import MotionLatent, save_motion
 from xnemo_core.video import write_video
@@ -40,8 +41,8 @@ def server(tmp_path_factory, tiny_model_folder):
     shutil.copytree(tiny_model_folder, models / "xnemo-broken")
     (models / "xnemo-broken" / "xnemo_motion_encoder.safetensors").unlink()
     (root / "extra.yaml").write_text(f"xnemo_test:\n  base_path: {models}\n  xnemo: .\n")
-    inputs = root / "input"
-    write_demo_inputs(inputs)
+    inputs = root / "input"  # the pack copies its demo media here on import
+    inputs.mkdir()
     write_video(inputs / "short.mp4", np.full((2, 64, 64, 3), 128, np.uint8))
     save_motion(MotionLatent(torch.randn(3, 32, 16), model_id="me-of-another-model"), inputs / "foreign.safetensors")
     command = [
@@ -83,12 +84,13 @@ def test_object_info_lists_the_nodes_and_the_motion_type(server):
     assert info["AnimatePortrait"]["input"]["required"]["motion"][0] == "XNEMO_MOTION"
     kind, options = info["LoadXNeMo"]["input"]["required"]["model"]
     assert kind == "COMBO" and server in options["options"]  # the V3 (comfy_api) form of a dropdown
+    assert "xnemo-synthetic-128" in options["options"]  # the bundled model, with no set-up
 
 
 def test_every_workflow_runs(server):
     from comfyui_live import run
 
-    results = run(URL, {**SMALL_RUN, "LoadXNeMo": {"model": server}})
+    results = run(URL, SMALL_RUN)
     assert results.pop("_alerts") == []
     assert len(results) >= 3
     for name, result in results.items():
@@ -101,11 +103,11 @@ def _node(class_type: str, **inputs) -> dict:
 
 def _graph(model: str, motion: dict, **animate) -> dict:
     """LoadXNeMo + a motion source + AnimatePortrait on the demo portrait, as an API prompt."""
-    settings = {"seed": 0, "steps": 1, "cfg": 2.5, "schedule": "official", "context_frames": 4}
+    settings = {"seed": 0, "steps": 1, "cfg": 2.5, "denoise": 1.0, "schedule": "official", "context_frames": 4}
     settings |= {"context_overlap": 1, "size": 64, "crop": "none", "decode_chunk": 25, "release_vram": False}
     return {
         "model": _node("LoadXNeMo", model=model, precision="auto"),
-        "portrait": _node("LoadImage", image="portrait.png"),
+        "portrait": _node("LoadImage", image="xnemo_demo_portrait.png"),
         **motion,
         "animate": _node(
             "AnimatePortrait", model=["model", 0], reference=["portrait", 0], motion=["motion", 0], **settings | animate
@@ -128,7 +130,7 @@ def test_bad_inputs_give_one_clear_message(server):
     blend = {"weight": 0.5, "length_mode": "trim", "neutral_frame": 0, "from_frame": 0, "to_frame": -1}
     cases = {
         "missing model file": (
-            _graph("xnemo-broken", _driver("motion", "driving.mp4")),
+            _graph("xnemo-broken", _driver("motion", "xnemo_demo_driving.mp4")),
             "xnemo_motion_encoder",
         ),
         "motion of another model": (
@@ -139,7 +141,7 @@ def test_bad_inputs_give_one_clear_message(server):
             _graph(
                 server,
                 {
-                    **_driver("long", "driving.mp4"),
+                    **_driver("long", "xnemo_demo_driving.mp4"),
                     **_driver("short", "short.mp4"),
                     "motion": _node(
                         "MotionLatentBlend",
@@ -151,9 +153,12 @@ def test_bad_inputs_give_one_clear_message(server):
                     ),
                 },
             ),
-            "cannot trim 2 frames to 6",
+            "cannot trim 2 frames to 48",
         ),
-        "size not a multiple of 64": (_graph(server, _driver("motion", "driving.mp4"), size=100), "multiple of 64"),
+        "size not a multiple of 64": (
+            _graph(server, _driver("motion", "xnemo_demo_driving.mp4"), size=100),
+            "multiple of 64",
+        ),
     }
     for name, (prompt, expected) in cases.items():
         result = queue_prompt(URL, prompt)

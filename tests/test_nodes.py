@@ -50,6 +50,7 @@ def animate_inputs(model, reference, motion, seed=0, release_vram=False) -> dict
         seed=seed,
         steps=2,
         cfg=2.5,
+        denoise=1.0,
         schedule="official",
         context_frames=4,
         context_overlap=1,

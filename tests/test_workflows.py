@@ -4,9 +4,10 @@ import json
 from pathlib import Path
 
 import pytest
-from offline_comfy import SMALL_RUN, CoreNodes, execute, write_demo_inputs
+from offline_comfy import SMALL_RUN, CoreNodes, execute
 
 import nodes
+from nodes import comfy_bridge
 from xnemo_core.video import read_frames
 
 WORKFLOWS = sorted((Path(__file__).resolve().parents[1] / "workflows").glob("*.json"))
@@ -64,21 +65,19 @@ def test_our_nodes_have_every_required_input(path):
 
 
 @pytest.fixture(scope="module")
-def offline_comfy(tmp_path_factory, tiny_model_folder):
+def offline_comfy(tmp_path_factory):
     root = tmp_path_factory.mktemp("offline_comfy")
-    write_demo_inputs(root / "input")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("XNEMO_MODELS", str(tiny_model_folder.parent))
         patch.chdir(root)  # outside ComfyUI, the nodes' input / output folders are the working directory's
-        yield CoreNodes(root / "input", root / "output"), {**SMALL_RUN, "LoadXNeMo": {"model": tiny_model_folder.name}}
+        comfy_bridge.install_demo_inputs()  # what the pack does on import inside ComfyUI
+        yield CoreNodes(root / "input", root / "output")
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
-def test_workflow_executes_end_to_end_with_the_tiny_model(path, offline_comfy):
-    core, overrides = offline_comfy
-    execute(path, core, overrides)
-    videos = sorted((core.outputs / "xnemo").glob("animated*.mp4"))
+def test_workflow_runs_as_shipped_with_the_bundled_model_and_demo_media(path, offline_comfy):
+    execute(path, offline_comfy, SMALL_RUN)
+    videos = sorted((offline_comfy.outputs / "xnemo").glob("animated*.mp4"))
     frames, _ = read_frames(videos[-1])
-    assert frames.shape == (3, 64, 64, 3) and frames.std() > 1
+    assert frames.shape == (3, 128, 128, 3) and frames.std() > 1
     if "expression" in path.stem:
-        assert list((core.outputs / "xnemo").glob("exaggerated_*.safetensors"))
+        assert list((offline_comfy.outputs / "xnemo").glob("exaggerated_*.safetensors"))

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from . import check_fixtures
+from . import bundled, check_fixtures
 from .checkpoints import CheckpointError
 from .convert import write_bundle, write_parts
 from .face import CROP_MODES, FaceDetector, FaceNotFoundError, driving_crops, reference_crops
@@ -18,6 +18,7 @@ from .video import MediaError, read_frames, read_image, write_video
 
 
 def _animate(args) -> int:
+    _fill_defaults(args)
     reference = read_image(args.reference)
     driving, fps = read_frames(args.driving, args.frames)
     detector = FaceDetector(args.face_model) if args.crop == "detect" else None
@@ -31,6 +32,7 @@ def _animate(args) -> int:
     settings = AnimationSettings(
         steps=args.steps,
         guidance_scale=args.cfg,
+        denoise=args.denoise,
         seed=args.seed,
         height=args.size,
         width=args.size,
@@ -40,10 +42,25 @@ def _animate(args) -> int:
         decode_chunk=args.decode_chunk,
     )
     motion = pipeline.encode_motion(faces.faces)
-    with tqdm(total=settings.steps, desc="denoising", unit="step") as bar:
+    with tqdm(total=settings.steps - settings.skipped_steps, desc="denoising", unit="step") as bar:
         animation = pipeline.animate(crops.portrait, crops.face, motion, settings, on_step=lambda *_: bar.update())
     print(f"wrote {write_video(args.out, animation.video.numpy(), fps)}")
     return 0
+
+
+OFFICIAL_SETTINGS = {"size": 512, "steps": 35, "denoise": 1.0, "crop": "detect"}
+
+
+def _fill_defaults(args) -> None:
+    """Unset options: the bundled model with its demo inputs and settings, or the official recipe's
+    settings for any other model."""
+    args.reference = args.reference or bundled.DEMO_PORTRAIT
+    args.driving = args.driving or bundled.DEMO_DRIVING
+    defaults = bundled.MODEL_SETTINGS if args.models is None else OFFICIAL_SETTINGS
+    args.models = args.models or bundled.MODEL
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
 
 
 def _synthesize(args) -> int:
@@ -103,7 +120,7 @@ def _evaluate(args) -> int:
     regressor = ev.load_or_train_regressor(args.regressor, args.size, device)
     methods = {"repeat reference": ev.repeat_reference}
     for label, model in zip(_labels(args.models), args.models):
-        methods[label] = ev.model_method(model, device, args.steps, args.size)
+        methods[label] = ev.model_method(model, device, args.steps, args.size, args.denoise)
     table = ev.evaluate(methods, pairs, regressor)
     print(ev.format_table(table))
     print(f"wrote {ev.write_json(table, args.out)}")
@@ -143,14 +160,15 @@ def main(argv: list[str] | None = None) -> int:
     fixtures.set_defaults(run=lambda a: check_fixtures.main([a.directory, "--tag", a.tag]))
 
     animate = commands.add_parser("animate", help="animate a portrait with the face motion of a video")
-    animate.add_argument("--models", type=Path, required=True, help="model folder or bundle file")
-    animate.add_argument("--reference", type=Path, required=True, help="portrait image")
-    animate.add_argument("--driving", type=Path, required=True, help="driving video file or folder of frames")
-    animate.add_argument("--out", type=Path, required=True, help="output .mp4, or a folder for PNG frames")
-    animate.add_argument("--steps", type=int, default=35)
+    animate.add_argument("--models", type=Path, help="model folder or bundle file (default: the bundled model)")
+    animate.add_argument("--reference", type=Path, help="portrait image (default: the bundled demo portrait)")
+    animate.add_argument("--driving", type=Path, help="driving video or folder of frames (default: the demo clip)")
+    animate.add_argument("--out", type=Path, required=True, help="output .mp4 or .gif, or a folder for PNG frames")
+    animate.add_argument("--steps", type=int, help="sampling steps (default 35; bundled model: 25)")
     animate.add_argument("--cfg", type=float, default=2.5, help="classifier-free guidance scale")
+    animate.add_argument("--denoise", type=float, help="fraction of the schedule run (default 1; bundled model: 0.6)")
     animate.add_argument("--seed", type=int, default=42)
-    animate.add_argument("--size", type=int, default=512, help="output height and width (multiple of 64)")
+    animate.add_argument("--size", type=int, help="output height and width, multiple of 64 (default 512; bundled: 128)")
     animate.add_argument("--frames", type=int, help="use at most this many driving frames")
     animate.add_argument("--dtype", choices=sorted(DTYPES), help="default: fp16 on CUDA, fp32 on CPU")
     animate.add_argument("--device", help="default: cuda if available, else cpu")
@@ -160,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     animate.add_argument(
         "--decode-chunk", type=int, default=25, help="frames per VAE decode (25 official; lower saves memory)"
     )
-    animate.add_argument("--crop", choices=CROP_MODES, default="detect", help="'none': inputs are face crops")
+    animate.add_argument(
+        "--crop", choices=CROP_MODES, help="'none': inputs are face crops (default detect; bundled model: none)"
+    )
     animate.add_argument("--face-model", type=Path, help="YuNet .onnx or BlazeFace .tflite (default: OpenCV Haar)")
     animate.add_argument("--offload", action="store_true", help="keep once-run modules on the CPU")
     animate.set_defaults(run=_animate)
@@ -187,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluation.add_argument("--frames", type=int, default=16)
     evaluation.add_argument("--size", type=int, default=64)
     evaluation.add_argument("--steps", type=int, default=25, help="sampling steps")
+    evaluation.add_argument("--denoise", type=float, default=1.0, help="fraction of the sampling schedule run")
     evaluation.add_argument("--device")
     evaluation.add_argument("--regressor", type=Path, default=Path("eval/regressor.pt"), help="cached or trained here")
     evaluation.add_argument("--out", type=Path, default=Path("eval/results.json"))

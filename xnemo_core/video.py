@@ -49,11 +49,23 @@ def read_frames(path: str | Path, max_frames: int | None = None) -> tuple[np.nda
     return np.stack(frames), float(fps)
 
 
+def write_image(path: str | Path, image: np.ndarray) -> Path:
+    """Write one ``(H, W, 3)`` RGB uint8 image (PNG, JPEG, ... by the suffix)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+        raise MediaError(f"{path}: OpenCV cannot write this image format")
+    return path
+
+
 def write_video(path: str | Path, frames: np.ndarray, fps: float = DEFAULT_FPS) -> Path:
-    """Write ``(N, H, W, 3)`` RGB frames (uint8, or float in [0, 1]) as an ``.mp4`` file, or as
-    numbered PNG files when ``path`` has no video suffix (a folder)."""
+    """Write ``(N, H, W, 3)`` RGB frames (uint8, or float in [0, 1]) as an ``.mp4`` (or ``.avi``,
+    ``.mov``, ``.mkv``) file, an animated ``.gif``, or numbered PNG files when ``path`` has no
+    such suffix (a folder)."""
     path = Path(path)
     frames = to_uint8(frames)
+    if path.suffix.lower() == ".gif":
+        return _write_gif(path, frames, fps)
     if path.suffix.lower() not in {".mp4", ".avi", ".mov", ".mkv"}:
         path.mkdir(parents=True, exist_ok=True)
         for index, frame in enumerate(frames):
@@ -69,6 +81,15 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = DEFAULT_FPS) 
             writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     finally:
         writer.release()
+    return path
+
+
+def _write_gif(path: Path, frames: np.ndarray, fps: float) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images = [Image.fromarray(frame) for frame in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
     return path
 
 

@@ -58,7 +58,11 @@ class VAETrainConfig:
 def train_vae(config: VAETrainConfig, on_log=None) -> Path:
     """Train (or continue); returns the diffusers folder written to ``output_dir/vae``."""
     output, accelerator = runs.start(config.output_dir, config.mixed_precision, config.seed)
-    vae = load_vae(config.init_from)[0].train() if config.init_from else AutoencoderKLTemporalDecoder(**config.vae_config())
+    vae = (
+        load_vae(config.init_from)[0].train()
+        if config.init_from
+        else AutoencoderKLTemporalDecoder(**config.vae_config())
+    )
     vae.requires_grad_(True)
     if not config.train_encoder:
         vae.encoder.requires_grad_(False)

@@ -1,0 +1,47 @@
+"""The bundled model and demo media: the README's main command, from a clone, on the CPU."""
+
+import numpy as np
+
+from nodes import comfy_bridge
+from xnemo_core import bundled
+from xnemo_core.__main__ import main
+from xnemo_core.loading import load_models
+from xnemo_core.video import read_frames, read_image
+
+MAX_BYTES = 25 * 10**6
+
+
+def test_the_bundled_model_fits_the_budget_and_loads_strictly():
+    files = list(bundled.MODEL.glob("*.safetensors"))
+    assert sum(f.stat().st_size for f in files) <= MAX_BYTES
+    models = load_models(bundled.MODEL, dtype="fp16")
+    assert models.config.motion_guidance == "tokens"
+    assert models.vae is not None and models.image_encoder is not None
+
+
+def test_main_command_animates_the_demo_portrait_with_the_demo_clip(tmp_path, capsys):
+    out = tmp_path / "demo.mp4"
+    assert main(["animate", "--out", str(out), "--frames", "6"]) == 0
+    video, _ = read_frames(out)
+    portrait = read_image(bundled.DEMO_PORTRAIT).astype(np.float32)
+    assert video.shape == (6, *portrait.shape)
+    frames = video.astype(np.float32)
+    # The portrait's colours carry over, and the face moves from frame to frame.
+    assert np.abs(frames.mean(axis=(0, 1, 2)) - portrait.mean(axis=(0, 1))).max() < 40
+    assert np.abs(np.diff(frames, axis=0)).mean() > 1.0
+    gif = tmp_path / "demo.gif"
+    assert main(["animate", "--out", str(gif), "--frames", "2", "--steps", "5"]) == 0
+    assert read_frames(gif)[0].shape == (2, *portrait.shape)
+
+
+def test_loader_lists_the_bundled_model_with_no_setup(monkeypatch, tmp_path):
+    monkeypatch.setenv("XNEMO_MODELS", str(tmp_path / "nothing-here"))
+    assert comfy_bridge.model_choices()[bundled.MODEL.name] == bundled.MODEL
+
+
+def test_demo_media_is_copied_into_an_empty_input_folder_once(monkeypatch, tmp_path):
+    monkeypatch.setattr(comfy_bridge, "directory", lambda kind: tmp_path / kind)
+    copied = comfy_bridge.install_demo_inputs()
+    assert sorted(p.name for p in copied) == sorted(comfy_bridge.DEMO_INPUTS.values())
+    assert (tmp_path / "input" / "xnemo_demo_portrait.png").read_bytes() == bundled.DEMO_PORTRAIT.read_bytes()
+    assert comfy_bridge.install_demo_inputs() == []
