@@ -57,3 +57,17 @@ def test_evaluate_command_prints_and_writes_the_table(regressor, tmp_path, capsy
     assert main(argv) == 0
     assert "repeat reference" in capsys.readouterr().out
     assert set(json.loads(out.read_text())["repeat reference"]) >= {"psnr", "ssim", "motion_error", "identity_leakage"}
+
+
+def test_evaluate_command_compares_models_with_their_vae_ceiling(regressor, tiny_model_folder, tmp_path):
+    _, path = regressor
+    out = tmp_path / "results.json"
+    settings = ["--pairs", "1", "--frames", "2", "--size", "64", "--steps", "1", "--denoise", "0.5"]
+    assert main(["evaluate", str(tiny_model_folder), *settings, "--regressor", str(path), "--out", str(out)]) == 0
+    table = json.loads(out.read_text())
+    name = tiny_model_folder.name
+    assert list(table) == ["repeat reference", f"truth through the VAE of {name}", name]
+    assert all(np.isfinite(list(row.values())).all() for row in table.values())
+    pair = ev.cross_pairs(1, 2, 64)[0]
+    roundtrip = ev.vae_roundtrip_method(tiny_model_folder, "cpu")(pair)
+    assert roundtrip.shape == pair.truth.shape and roundtrip.dtype == np.uint8

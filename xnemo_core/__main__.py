@@ -119,7 +119,10 @@ def _evaluate(args) -> int:
     pairs = ev.cross_pairs(args.pairs, args.frames, args.size)
     regressor = ev.load_or_train_regressor(args.regressor, args.size, device)
     methods = {"repeat reference": ev.repeat_reference}
-    for label, model in zip(_labels(args.models), args.models):
+    labels = _labels(args.models)
+    if args.models:
+        methods[f"truth through the VAE of {labels[0]}"] = ev.vae_roundtrip_method(args.models[0], device)
+    for label, model in zip(labels, args.models):
         methods[label] = ev.model_method(model, device, args.steps, args.size, args.denoise)
     table = ev.evaluate(methods, pairs, regressor)
     print(ev.format_table(table))

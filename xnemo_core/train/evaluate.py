@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from ..loading import load_models
@@ -79,7 +80,7 @@ def load_or_train_regressor(path: Path, size: int, device="cpu") -> WorldRegress
         return model.to(device).eval()
     model = train_regressor(size, device=device)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path)
+    torch.save({key: value.cpu() for key, value in model.state_dict().items()}, path)
     return model
 
 
@@ -179,6 +180,20 @@ def model_method(model_path: str | Path, device: str, steps: int, size: int, den
         return (video * 255).round().astype(np.uint8)
 
     return animate
+
+
+def vae_roundtrip_method(model_path: str | Path, device: str):
+    """The truth encoded and decoded by a model's VAE: the best a model with that VAE can score."""
+    pipeline = XNeMoPipeline(load_models(model_path, dtype="fp32"), device)
+    vae = pipeline.models.vae
+
+    @torch.no_grad()
+    def roundtrip(pair: CrossPair) -> np.ndarray:
+        latents = vae.encode(to_tensor(pair.truth).to(device)).latent_dist.mean * vae.config.scaling_factor
+        video = pipeline.decode(rearrange(latents, "f c h w -> 1 c f h w"), chunk=len(latents)).numpy()
+        return (video * 255).round().astype(np.uint8)
+
+    return roundtrip
 
 
 def repeat_reference(pair: CrossPair) -> np.ndarray:
