@@ -69,5 +69,5 @@ def test_evaluate_command_compares_models_with_their_vae_ceiling(regressor, tiny
     assert list(table) == ["repeat reference", f"truth through the VAE of {name}", name]
     assert all(np.isfinite(list(row.values())).all() for row in table.values())
     pair = ev.cross_pairs(1, 2, 64)[0]
-    roundtrip = ev.vae_roundtrip_method(tiny_model_folder, "cpu")(pair)
+    roundtrip = ev.vae_roundtrip_method(ev.load_pipeline(tiny_model_folder, "cpu"))(pair)
     assert roundtrip.shape == pair.truth.shape and roundtrip.dtype == np.uint8

@@ -119,11 +119,11 @@ def _evaluate(args) -> int:
     pairs = ev.cross_pairs(args.pairs, args.frames, args.size)
     regressor = ev.load_or_train_regressor(args.regressor, args.size, device)
     methods = {"repeat reference": ev.repeat_reference}
-    labels = _labels(args.models)
-    if args.models:
-        methods[f"truth through the VAE of {labels[0]}"] = ev.vae_roundtrip_method(args.models[0], device)
-    for label, model in zip(labels, args.models):
-        methods[label] = ev.model_method(model, device, args.steps, args.size, args.denoise)
+    pipelines = {label: ev.load_pipeline(path, device) for label, path in zip(_labels(args.models), args.models)}
+    if pipelines:
+        first = next(iter(pipelines))
+        methods[f"truth through the VAE of {first}"] = ev.vae_roundtrip_method(pipelines[first])
+    methods |= {label: ev.model_method(p, args.steps, args.size, args.denoise) for label, p in pipelines.items()}
     table = ev.evaluate(methods, pairs, regressor)
     print(ev.format_table(table))
     print(f"wrote {ev.write_json(table, args.out)}")

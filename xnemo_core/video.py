@@ -69,7 +69,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = DEFAULT_FPS) 
     if path.suffix.lower() not in {".mp4", ".avi", ".mov", ".mkv"}:
         path.mkdir(parents=True, exist_ok=True)
         for index, frame in enumerate(frames):
-            cv2.imwrite(str(path / f"frame_{index:05d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            write_image(path / f"frame_{index:05d}.png", frame)
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     height, width = frames.shape[1:3]

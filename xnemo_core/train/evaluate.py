@@ -168,10 +168,13 @@ def score(frames: np.ndarray, pair: CrossPair, regressor: WorldRegressor, lpips_
     return result
 
 
-def model_method(model_path: str | Path, device: str, steps: int, size: int, denoise: float = 1.0):
+def load_pipeline(model_path: str | Path, device: str) -> XNeMoPipeline:
+    """A model to evaluate, in fp32; load it once for :func:`model_method` and :func:`vae_roundtrip_method`."""
+    return XNeMoPipeline(load_models(model_path, dtype="fp32"), device)
+
+
+def model_method(pipeline: XNeMoPipeline, steps: int, size: int, denoise: float = 1.0):
     """Animate a pair's reference with its driving frames (crops are the frames: faces are aligned)."""
-    models = load_models(model_path, dtype="fp32")
-    pipeline = XNeMoPipeline(models, device)
     settings = AnimationSettings(steps=steps, height=size, width=size, denoise=denoise)
 
     def animate(pair: CrossPair) -> np.ndarray:
@@ -182,14 +185,14 @@ def model_method(model_path: str | Path, device: str, steps: int, size: int, den
     return animate
 
 
-def vae_roundtrip_method(model_path: str | Path, device: str):
+def vae_roundtrip_method(pipeline: XNeMoPipeline):
     """The truth encoded and decoded by a model's VAE: the best a model with that VAE can score."""
-    pipeline = XNeMoPipeline(load_models(model_path, dtype="fp32"), device)
     vae = pipeline.models.vae
 
     @torch.no_grad()
     def roundtrip(pair: CrossPair) -> np.ndarray:
-        latents = vae.encode(to_tensor(pair.truth).to(device)).latent_dist.mean * vae.config.scaling_factor
+        frames = to_tensor(pair.truth).to(pipeline.device)
+        latents = vae.encode(frames).latent_dist.mean * vae.config.scaling_factor
         video = pipeline.decode(rearrange(latents, "f c h w -> 1 c f h w"), chunk=len(latents)).numpy()
         return (video * 255).round().astype(np.uint8)
 
