@@ -8,6 +8,7 @@ import torch
 
 from xnemo_core.__main__ import main
 from xnemo_core.train import evaluate as ev
+from xnemo_core.train.data import to_tensor
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +72,15 @@ def test_evaluate_command_compares_models_with_their_vae_ceiling(regressor, tiny
     pair = ev.cross_pairs(1, 2, 64)[0]
     roundtrip = ev.vae_roundtrip_method(ev.load_pipeline(tiny_model_folder, "cpu"))(pair)
     assert roundtrip.shape == pair.truth.shape and roundtrip.dtype == np.uint8
+
+
+def test_degraded_frames_lose_detail_and_keep_shape_and_range(pairs):
+    frames = to_tensor(np.concatenate([pair.truth for pair in pairs]))
+    degraded = ev.degrade(frames, torch.Generator().manual_seed(0))
+    assert degraded.shape == frames.shape and degraded.min() >= -1 and degraded.max() <= 1
+
+    def edges(x):  # on 2×2 means, where the noise averages out and the blur does not
+        x = torch.nn.functional.avg_pool2d(x, 2)
+        return (x[..., 1:] - x[..., :-1]).abs().mean(dim=(1, 2, 3))
+
+    assert (edges(degraded) < edges(frames)).float().mean() > 0.7

@@ -79,6 +79,16 @@ def test_augmentation_changes_each_image_differently_and_keeps_range():
     assert torch.equal(augmented, again)
 
 
+def test_augmentation_keeps_the_head_tilt():
+    # A horizontal bar stays horizontal: a rotation would change the roll the latent must carry.
+    images = -torch.ones(6, 3, 64, 64)
+    images[:, :, 30:34] = 1
+    augmented = augment_driving(images, torch.Generator().manual_seed(1), colour=0.0, grayscale_p=0.0)
+    rows = augmented[:, 0, :, 8:56].argmax(dim=1)  # brightest row of each column
+    assert all(len(set(image_rows.tolist())) == 1 for image_rows in rows)
+    assert len({int(r[0]) for r in rows}) > 1  # but the bar did move
+
+
 def test_synthetic_dataset_items_and_disjoint_seeds():
     train, held_out = SyntheticFaces(4, frames=3, size=32, seed=0), SyntheticFaces(4, frames=3, size=32, seed=1)
     item = train[2]

@@ -9,7 +9,7 @@ import torch
 
 from xnemo_core.loading import load_models
 from xnemo_core.synthetic_weights import preset_models
-from xnemo_core.train.trainer import TrainConfig, read_settings, train
+from xnemo_core.train.trainer import TrainConfig, XNeMoTraining, read_settings, train
 
 SMALL = {"batch_size": 2, "log_every": 1, "synthetic_clips": 8, "clip_frames": 3, "size": 64}
 
@@ -123,3 +123,31 @@ def test_decoder_only_vae_training_keeps_the_latent_space(tiny_model_folder, tmp
         torch.equal(a, b) for a, b in zip(start.encoder.state_dict().values(), tuned.encoder.state_dict().values())
     )
     assert not torch.equal(start.decoder.conv_out.weight, tuned.decoder.conv_out.weight)
+
+
+def test_stage_one_runs_no_temporal_modules_and_stage_two_does():
+    models = preset_models("tiny", device="cpu")  # rule-made temporal modules: not the identity
+    unet = models.denoising_unet
+    latents, motion = torch.randn(1, 4, 1, 8, 8), torch.randn(1, 1, 32, 16)
+    clip = torch.randn(1, 1, unet.config.cross_attention_dim)
+
+    def run(stage):
+        XNeMoTraining(models, TrainConfig("unused", stage=stage))
+        with torch.no_grad():
+            return unet(latents, 10, clip, motion)
+
+    video, image = run(2), run(1)
+    assert not torch.allclose(video, image, atol=1e-4)
+    assert torch.equal(run(2), video)
+
+
+def test_min_snr_weighting_lowers_only_the_low_noise_timesteps():
+    models = preset_models("tiny", device="cpu")
+    plain, weighted = (XNeMoTraining(models, TrainConfig("unused", snr_gamma=gamma)) for gamma in (None, 5.0))
+    prediction, noise = torch.ones(1, 4, 1, 8, 8), torch.zeros(1, 4, 8, 8)  # an error of 1 everywhere
+
+    def loss(network, timestep):
+        return float(network._diffusion_loss(prediction, noise, torch.tensor([timestep])))
+
+    assert loss(plain, 10) == loss(plain, 900) == 1.0
+    assert loss(weighted, 900) == 1.0 and loss(weighted, 10) < 0.1

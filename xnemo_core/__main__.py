@@ -1,6 +1,7 @@
 """Command line: ``python -m xnemo_core {animate,convert,synthesize,check-fixtures,train,train-vae,evaluate} ...``."""
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -117,7 +118,8 @@ def _evaluate(args) -> int:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     pairs = ev.cross_pairs(args.pairs, args.frames, args.size)
-    regressor = ev.load_or_train_regressor(args.regressor, args.size, device)
+    workers = (os.cpu_count() or 1) - 1
+    regressor = ev.load_or_train_regressor(args.regressor, args.size, device, num_workers=workers)
     methods = {"repeat reference": ev.repeat_reference}
     pipelines = {label: ev.load_pipeline(path, device) for label, path in zip(_labels(args.models), args.models)}
     if pipelines:

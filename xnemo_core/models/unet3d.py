@@ -59,6 +59,8 @@ class DenoisingUNet(UNet2DConditionModel):
         blocks = [(2**i, b) for i, b in enumerate(self.down_blocks)]
         blocks += [(2 ** (len(self.up_blocks) - 1 - i), b) for i, b in enumerate(self.up_blocks)]
         self._frame_context: _FrameContext | None = None
+        self.use_temporal_modules = True
+        """Stage-1 training turns them off: it trains an image model, which has no time axis."""
         for resolution, block in blocks:
             if resolution in resolutions:
                 self._attach_frame_modules(block, motion, temporal)
@@ -93,7 +95,8 @@ class DenoisingUNet(UNet2DConditionModel):
             raise RuntimeError("DenoisingUNet layers must be called through DenoisingUNet.forward")
         features = output[0] if isinstance(output, tuple) else output
         features = motion_module(features, context.num_frames, context.motion_tokens)
-        features = temporal_module(features, context.num_frames)
+        if self.use_temporal_modules:
+            features = temporal_module(features, context.num_frames)
         return (features, *output[1:]) if isinstance(output, tuple) else features
 
     def forward(

@@ -1,6 +1,7 @@
 """Spatial and colour augmentation of the driving input: the motion encoder sees a face whose
-position, scale, tilt and colours differ from the target's, so identity cues that survive
-augmentation are the only shortcut left, and the latent learns motion instead."""
+position, scale and colours differ from the target's, so identity cues that survive augmentation
+are the only shortcut left, and the latent learns motion instead. There is no rotation: a tilted
+head is motion (roll), which the latent must carry."""
 
 import math
 
@@ -13,25 +14,23 @@ def augment_driving(
     generator: torch.Generator | None = None,
     max_shift: float = 0.06,
     max_scale: float = 0.1,
-    max_degrees: float = 8.0,
     colour: float = 0.3,
     grayscale_p: float = 0.2,
 ) -> torch.Tensor:
     """``(N, 3, H, W)`` in [-1, 1] → the same shape, each image warped and recoloured on its own."""
-    return _recolour(_warp(images, generator, max_shift, max_scale, max_degrees), generator, colour, grayscale_p)
+    return _recolour(_shift_and_scale(images, generator, max_shift, max_scale), generator, colour, grayscale_p)
 
 
 def _uniform(n: int, bound: float, generator, device) -> torch.Tensor:
     return (torch.rand(n, generator=generator) * 2 - 1).mul(bound).to(device)
 
 
-def _warp(images, generator, max_shift, max_scale, max_degrees) -> torch.Tensor:
+def _shift_and_scale(images, generator, max_shift, max_scale) -> torch.Tensor:
     n, device = len(images), images.device
-    angle = _uniform(n, math.radians(max_degrees), generator, device)
-    scale = 1 + _uniform(n, max_scale, generator, device)
+    zoom = 1 / (1 + _uniform(n, max_scale, generator, device))
     shift = torch.stack([_uniform(n, 2 * max_shift, generator, device) for _ in range(2)], dim=1)
-    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    zero = torch.zeros_like(zoom)
+    theta = torch.stack([torch.stack([zoom, zero, shift[:, 0]], 1), torch.stack([zero, zoom, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta.to(images.dtype), list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 

@@ -9,7 +9,8 @@ identity ``i`` rendered with that motion. Reported per method:
   ``d`` being the distance to the reference's and to the driver's true parameters (0: the
   reference's identity, 0.5: half way, 1: the driver's).
 
-The regressor (a small CNN) is trained on the synthetic world itself, on fresh random draws.
+The regressor (a small CNN) is trained on the synthetic world itself, on fresh random draws,
+degraded (blur, noise) so that it reads motion rather than sharpness.
 """
 
 import json
@@ -21,50 +22,74 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+from torch.utils.data import DataLoader
 
 from ..loading import load_models
 from ..pipeline import AnimationSettings, XNeMoPipeline
-from ..synthetic import MOTION_FIELDS, random_identity, random_motion_clip, render, render_clip
+from ..synthetic import MOTION_FIELDS, random_identity, render, render_clip
 from .data import SyntheticFaces, to_tensor
 
 IDENTITY_SIZE = len(random_identity(np.random.default_rng(0)).vector())
 
 
 class WorldRegressor(nn.Module):
-    """Frame ``(N, 3, S, S)`` in [-1, 1] → (motion ``(N, 10)``, identity vector ``(N, IDENTITY_SIZE)``)."""
+    """Frame ``(N, 3, S, S)`` in [-1, 1] → (motion ``(N, 10)``, identity vector ``(N, IDENTITY_SIZE)``).
+
+    The last feature map is read as a 4×4 grid rather than pooled to one vector: gaze, brows and
+    head pose are positions, which a global average would blur away.
+    """
 
     def __init__(self, channels: int = 64):
         super().__init__()
         layers, width = [], 3
         for out in (channels, channels, 2 * channels, 2 * channels, 4 * channels):
-            layers += [nn.Conv2d(width, out, 3, stride=2, padding=1), nn.BatchNorm2d(out), nn.ReLU()]
+            layers += [_conv(width, out, stride=2), _conv(out, out, stride=1)]
             width = out
-        self.trunk = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.motion = nn.Linear(width, len(MOTION_FIELDS))
-        self.identity = nn.Linear(width, IDENTITY_SIZE)
+        self.trunk = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(4), nn.Flatten())
+        self.motion = nn.Linear(16 * width, len(MOTION_FIELDS))
+        self.identity = nn.Linear(16 * width, IDENTITY_SIZE)
 
     def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.trunk(frames)
         return self.motion(features), self.identity(features)
 
 
-def _random_frames(rng: np.random.Generator, count: int, size: int):
-    identities = [random_identity(rng) for _ in range(count)]
-    motions = np.stack([random_motion_clip(rng, 1)[0] for _ in range(count)])
-    frames = np.stack([render(who, motion, size) for who, motion in zip(identities, motions)])
-    return to_tensor(frames), torch.from_numpy(motions), torch.from_numpy(np.stack([i.vector() for i in identities]))
+def _conv(width: int, out: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(width, out, 3, stride=stride, padding=1), nn.BatchNorm2d(out), nn.ReLU())
 
 
-def train_regressor(size: int, steps: int = 1500, batch: int = 64, seed: int = 1234, device="cpu") -> WorldRegressor:
-    """Fit the regressor on fresh random frames (identities and motions disjoint from any dataset seed)."""
+def degrade(frames: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``(N, 3, S, S)`` frames with what a generated frame may suffer that is not motion: detail lost
+    (each one scaled down by a random factor up to 3 and back up) and noise. A regressor trained on
+    these reads the motion of a blurry frame instead of mistaking the blur for motion."""
+    size = frames.shape[-1]
+    factors = 1 + 2 * torch.rand(len(frames), generator=generator)
+    blurred = torch.cat(
+        [
+            F.interpolate(
+                F.interpolate(frame[None], size=round(size / float(f)), mode="area"), size=size, mode="bilinear"
+            )
+            for frame, f in zip(frames, factors)
+        ]
+    )
+    strength = 0.04 * torch.rand(len(frames), 1, 1, 1, generator=generator)
+    noise = torch.randn(frames.shape, generator=generator) * strength
+    return (blurred + noise.to(frames.device)).clamp(-1, 1)
+
+
+def train_regressor(
+    size: int, steps: int = 4000, batch: int = 128, seed: int = 1234, device="cpu", num_workers: int = 0
+) -> WorldRegressor:
+    """Fit the regressor on degraded random frames from a seed no dataset uses by default."""
     torch.manual_seed(seed)
-    rng = np.random.default_rng([seed, 99])
+    frames = SyntheticFaces(steps * batch, frames=1, size=size, seed=seed)
+    loader = DataLoader(frames, batch_size=batch, num_workers=num_workers)
     model = WorldRegressor().to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=steps)
-    for _ in range(steps):
-        frames, motion, identity = (t.to(device) for t in _random_frames(rng, batch, size))
-        predicted_motion, predicted_identity = model(frames)
+    for item in loader:
+        predicted_motion, predicted_identity = model(degrade(item["frames"][:, 0].to(device)))
+        motion, identity = item["motion"][:, 0].to(device), item["identity"].to(device)
         loss = F.mse_loss(predicted_motion, motion) + F.mse_loss(predicted_identity, identity)
         optimizer.zero_grad()
         loss.backward()
@@ -73,12 +98,12 @@ def train_regressor(size: int, steps: int = 1500, batch: int = 64, seed: int = 1
     return model.eval()
 
 
-def load_or_train_regressor(path: Path, size: int, device="cpu") -> WorldRegressor:
+def load_or_train_regressor(path: Path, size: int, device="cpu", num_workers: int = 0) -> WorldRegressor:
     if path.is_file():
         model = WorldRegressor()
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return model.to(device).eval()
-    model = train_regressor(size, device=device)
+    model = train_regressor(size, device=device, num_workers=num_workers)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({key: value.cpu() for key, value in model.state_dict().items()}, path)
     return model

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
+from diffusers.training_utils import compute_snr
 from einops import rearrange
 from torch import nn
 
@@ -58,6 +59,10 @@ class TrainConfig:
     reconstruction_weight: float = 1.0
     gan_weight: float = 0.05
     condition_drop: float = 0.1
+    snr_gamma: float | None = None
+    """Min-SNR loss weighting (Hang et al. 2023; 5 is their choice): low-noise timesteps, which
+    only refine detail, weigh less, so the model learns sooner to use the reference and the motion
+    at high noise, where sampling starts. ``None``: the plain noise MSE."""
     ema_decay: float = 0.999
     mixed_precision: str = "no"
     gradient_checkpointing: bool = False
@@ -96,6 +101,7 @@ class XNeMoTraining(nn.Module):
         self.motion_encoder = models.motion_encoder
         self.reference_unet = models.reference_unet
         self.denoising_unet = models.denoising_unet
+        self.denoising_unet.use_temporal_modules = config.stage == 2
         # The GAN decoders read motion tokens: the spatial comparison model has none.
         tokens = models.config.motion_guidance == "tokens"
         self.decoders = DualMotionDecoder() if config.stage == 1 and tokens else None
@@ -177,13 +183,22 @@ class XNeMoTraining(nn.Module):
             condition_motion.unflatten(0, (batch, count)),
             tokens,
         )
-        losses = {"diffusion": F.mse_loss(prediction.float(), rearrange(noise, "(b f) c h w -> b c f h w", b=batch))}
+        losses = {"diffusion": self._diffusion_loss(prediction, noise, timesteps)}
         if self.decoders is not None:
             fakes = self.decoders(reference.repeat_interleave(count, dim=0), motion)
             reals = self.decoders.targets(flat_targets)
             losses["reconstruction"] = sum(F.l1_loss(fake, real) for fake, real in zip(fakes, reals))
             losses["fakes"], losses["reals"] = fakes, reals
         return losses
+
+    def _diffusion_loss(self, prediction: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """``prediction`` ``(B, 4, F, h, w)``, ``noise`` ``((B F), 4, h, w)``, ``timesteps`` ``(B,)``."""
+        target = rearrange(noise, "(b f) c h w -> b c f h w", b=len(timesteps))
+        error = F.mse_loss(prediction.float(), target, reduction="none").mean(dim=(1, 2, 3, 4))
+        if self.config.snr_gamma is None:
+            return error.mean()
+        snr = compute_snr(self.scheduler, timesteps)
+        return (error * snr.clamp(max=self.config.snr_gamma) / snr).mean()
 
     def _denoise(self, noisy, timesteps, clip, motion, tokens) -> torch.Tensor:
         unet = self.denoising_unet
@@ -218,8 +233,8 @@ def initial_models(config: TrainConfig) -> XNeMoModels:
 
 
 def _start_temporal_modules_as_identity(unet: nn.Module) -> None:
-    """Rule-made weights would make the temporal modules act in stage 1 (one frame), and act
-    differently on several frames at sampling time; stage 1 must train an image model."""
+    """A stage-1 export samples with temporal modules that stage 1 neither runs nor trains:
+    rule-made weights there would act on the frames of a window untrained."""
     for name, module in unet.named_modules():
         if name.endswith("temporal_transformer.proj_out") and TEMPORAL in name:
             nn.init.zeros_(module.weight)
