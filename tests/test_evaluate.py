@@ -69,6 +69,7 @@ def test_evaluate_command_compares_models_with_their_vae_ceiling(regressor, tiny
     name = tiny_model_folder.name
     assert list(table) == ["repeat reference", f"truth through the VAE of {name}", name]
     assert all(np.isfinite(list(row.values())).all() for row in table.values())
+    assert 0 <= table[name]["motion_identity_share"] <= 1 and "motion_identity_share" not in table["repeat reference"]
     pair = ev.cross_pairs(1, 2, 64)[0]
     roundtrip = ev.vae_roundtrip_method(ev.load_pipeline(tiny_model_folder, "cpu"))(pair)
     assert roundtrip.shape == pair.truth.shape and roundtrip.dtype == np.uint8
@@ -84,3 +85,16 @@ def test_degraded_frames_lose_detail_and_keep_shape_and_range(pairs):
         return (x[..., 1:] - x[..., :-1]).abs().mean(dim=(1, 2, 3))
 
     assert (edges(degraded) < edges(frames)).float().mean() > 0.7
+
+
+def test_an_encoding_of_the_background_is_all_identity(pairs):
+    class BackgroundEncoder:  # the corner colour: who it is, whatever they do
+        def encode_motion(self, frames):
+            return torch.from_numpy(frames[:, :4, :4].astype(np.float32).mean(axis=(1, 2)))
+
+    assert ev.motion_identity_share(BackgroundEncoder(), pairs) > 0.9
+
+
+def test_table_marks_columns_a_method_lacks():
+    table = ev.format_table({"a": {"x": 1.0}, "b": {"x": 2.0, "y": 3.0}})
+    assert "| a | 1.0000 | – |" in table and "| b | 2.0000 | 3.0000 |" in table

@@ -127,6 +127,8 @@ def _evaluate(args) -> int:
         methods[f"truth through the VAE of {first}"] = ev.vae_roundtrip_method(pipelines[first])
     methods |= {label: ev.model_method(p, args.steps, args.size, args.denoise) for label, p in pipelines.items()}
     table = ev.evaluate(methods, pairs, regressor)
+    for label, pipeline in pipelines.items():
+        table[label]["motion_identity_share"] = ev.motion_identity_share(pipeline, pairs)
     print(ev.format_table(table))
     print(f"wrote {ev.write_json(table, args.out)}")
     return 0
