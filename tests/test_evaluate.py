@@ -98,3 +98,10 @@ def test_an_encoding_of_the_background_is_all_identity(pairs):
 def test_table_marks_columns_a_method_lacks():
     table = ev.format_table({"a": {"x": 1.0}, "b": {"x": 2.0, "y": 3.0}})
     assert "| a | 1.0000 | – |" in table and "| b | 2.0000 | 3.0000 |" in table
+
+
+def test_a_regressor_file_of_another_architecture_is_refused_with_its_path(tmp_path):
+    path = tmp_path / "old.pt"
+    torch.save({"trunk.0.weight": torch.zeros(1)}, path)
+    with pytest.raises(ValueError, match="old.pt is not a regressor of this version.*delete it"):
+        ev.load_or_train_regressor(path, 32)

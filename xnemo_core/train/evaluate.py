@@ -103,7 +103,13 @@ def train_regressor(
 def load_or_train_regressor(path: Path, size: int, device="cpu", num_workers: int = 0) -> WorldRegressor:
     if path.is_file():
         model = WorldRegressor()
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        try:
+            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        except RuntimeError as error:
+            raise ValueError(
+                f"{path} is not a regressor of this version ({str(error).splitlines()[0]}); "
+                "delete it and the evaluation trains a new one there"
+            ) from None
         return model.to(device).eval()
     model = train_regressor(size, device=device, num_workers=num_workers)
     path.parent.mkdir(parents=True, exist_ok=True)
