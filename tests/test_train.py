@@ -151,3 +151,11 @@ def test_min_snr_weighting_lowers_only_the_low_noise_timesteps():
 
     assert loss(plain, 10) == loss(plain, 900) == 1.0
     assert loss(weighted, 900) == 1.0 and loss(weighted, 10) < 0.1
+
+
+def test_training_can_log_the_identity_share_of_its_motion_encoding(tmp_path):
+    records = []
+    config = TrainConfig(str(tmp_path), steps=2, checkpoint_every=2, watch_identity_share=True, **SMALL)
+    train(config, on_log=records.append)
+    shares = [r["motion_identity_share"] for r in records if "motion_identity_share" in r]
+    assert len(shares) == 1 and 0 < shares[0] < 1

@@ -27,6 +27,7 @@ from ..synthetic_weights import preset_models
 from . import runs
 from .augment import augment_driving
 from .data import training_loader
+from .evaluate import cross_pairs, load_pipeline, motion_identity_share
 from .gan import DualDiscriminator, DualMotionDecoder, discriminator_loss, generator_loss
 
 TEMPORAL = "temporal_modules."
@@ -63,6 +64,9 @@ class TrainConfig:
     """Min-SNR loss weighting (Hang et al. 2023; 5 is their choice): low-noise timesteps, which
     only refine detail, weigh less, so the model learns sooner to use the reference and the motion
     at high noise, where sampling starts. ``None``: the plain noise MSE."""
+    watch_identity_share: bool = False
+    """Log, at each checkpoint, how much of the exported motion encoding is identity on held-out
+    synthetic pairs (:func:`~xnemo_core.train.evaluate.motion_identity_share`; 0: none)."""
     ema_decay: float = 0.999
     mixed_precision: str = "no"
     gradient_checkpointing: bool = False
@@ -291,10 +295,17 @@ def train(config: TrainConfig, on_log=None) -> Path:
                 log.write({"step": step, "stage": config.stage} | {k: v.item() for k, v in record.items()})
             if step % config.checkpoint_every == 0 or step == config.steps:
                 exported = _checkpoint(accelerator, output, step, ema, trainable, models, config)
+                if config.watch_identity_share and accelerator.is_main_process:
+                    log.write({"step": step, "motion_identity_share": _identity_share(exported, config.size)})
             if step >= config.steps:
                 break
     log.close()
     return exported
+
+
+def _identity_share(folder: Path, size: int) -> float:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return motion_identity_share(load_pipeline(folder, device), cross_pairs(4, 4, size))
 
 
 def _resume(accelerator, output: Path) -> int:
