@@ -173,13 +173,18 @@ class XNeMoPipeline:
             size = models.image_encoder.config.image_size
             pixels = clip_input(image, size).to(self.device, models.image_encoder.dtype)
             clip_embeds = models.image_encoder(pixels).image_embeds[:, None]
-        with self._on_device(models.vae):
-            pixels = vae_input(image, height, width).to(self.device, models.vae.dtype)
-            latents = models.vae.encode(pixels).latent_dist.mean * models.vae.config.scaling_factor
+        latents = self.encode_latents(vae_input(image, height, width))
         with self._on_device(models.reference_unet):
             tokens = capture_reference(models.reference_unet, latents.to(self.dtype), clip_embeds.to(self.dtype))
         unconditional = self.encode_motion(face[None]).to(self.device)
         return ReferenceCondition(clip_embeds, latents, tokens, unconditional)
+
+    @torch.no_grad()
+    def encode_latents(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Frames ``(N, 3, H, W)`` in [-1, 1] → scaled VAE latents ``(N, 4, H/8, W/8)`` (posterior means)."""
+        vae = self.models.vae
+        with self._on_device(vae):
+            return vae.encode(pixels.to(self.device, vae.dtype)).latent_dist.mean * vae.config.scaling_factor
 
     def start_latents(
         self, reference_latents: torch.Tensor, num_frames: int, scheduler: DDIMScheduler, noise: torch.Tensor

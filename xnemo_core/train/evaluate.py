@@ -220,12 +220,9 @@ def model_method(pipeline: XNeMoPipeline, steps: int, size: int, denoise: float 
 
 def vae_roundtrip_method(pipeline: XNeMoPipeline):
     """The truth encoded and decoded by a model's VAE: the best a model with that VAE can score."""
-    vae = pipeline.models.vae
 
-    @torch.no_grad()
     def roundtrip(pair: CrossPair) -> np.ndarray:
-        frames = to_tensor(pair.truth).to(pipeline.device)
-        latents = vae.encode(frames).latent_dist.mean * vae.config.scaling_factor
+        latents = pipeline.encode_latents(to_tensor(pair.truth))
         video = pipeline.decode(rearrange(latents, "f c h w -> 1 c f h w"), chunk=len(latents)).numpy()
         return (video * 255).round().astype(np.uint8)
 

@@ -296,16 +296,20 @@ def train(config: TrainConfig, on_log=None) -> Path:
             if step % config.checkpoint_every == 0 or step == config.steps:
                 exported = _checkpoint(accelerator, output, step, ema, trainable, models, config)
                 if config.watch_identity_share and accelerator.is_main_process:
-                    log.write({"step": step, "motion_identity_share": _identity_share(exported, config.size)})
+                    log.write(
+                        {
+                            "step": step,
+                            "motion_identity_share": _identity_share(exported, config.size, accelerator.device),
+                        }
+                    )
             if step >= config.steps:
                 break
     log.close()
     return exported
 
 
-def _identity_share(folder: Path, size: int) -> float:
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    return motion_identity_share(load_pipeline(folder, device), cross_pairs(4, 4, size))
+def _identity_share(folder: Path, size: int, device: torch.device) -> float:
+    return motion_identity_share(load_pipeline(folder, str(device)), cross_pairs(4, 4, size))
 
 
 def _resume(accelerator, output: Path) -> int:
