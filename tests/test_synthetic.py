@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 import torch
 
-from xnemo_core.synthetic import MOTION_FIELDS, random_identity, random_motion_clip, render, render_clip
+from xnemo_core.synthetic import (
+    LANDMARKS,
+    MOTION_FIELDS,
+    landmarks,
+    random_identity,
+    random_motion_clip,
+    render,
+    render_clip,
+)
 from xnemo_core.train.augment import augment_driving
 from xnemo_core.train.data import FaceVideoFolder, SyntheticFaces
 from xnemo_core.video import write_video
@@ -127,3 +135,24 @@ def test_a_video_folder_span_draws_distinct_frames_in_order(tmp_path):
     clip = FaceVideoFolder(tmp_path, frames=3, size=8, span=12)[0]["frames"]
     levels = clip.mean(dim=(1, 2, 3)).tolist()
     assert levels == sorted(levels) and len(set(levels)) == 3
+
+
+def test_landmarks_mark_the_rendered_features_and_turn_with_the_head():
+    face = random_identity(np.random.default_rng(7))
+    size = 256
+    frame = render(face, with_motion(gaze_x=0.8), size)
+    points = landmarks(face, with_motion(gaze_x=0.8))
+    assert points.shape == (LANDMARKS, 2) and ((0 < points) & (points < 1)).all()
+    for iris in points[[0, 5]]:  # the pupil at each iris landmark is near-black
+        x, y = (iris * size).astype(int)
+        assert frame[y, x].max() < 40
+    lips = frame[..., 0].astype(int) - frame[..., 1] > 60  # lips and their outline; skin is less red
+    for x, y in (points[11:15] * size).astype(int):  # mouth corners and lip centres
+        assert lips[y - 1 : y + 2, x - 1 : x + 2].any()
+    closed = landmarks(face, with_motion(blink_left=1.0))
+    assert np.allclose(closed[1], closed[2]) and not np.allclose(points[1], points[2])  # lids meet
+    tilted = landmarks(face, with_motion(roll=0.5))
+    centre = np.array([0.5, 0.55])
+    angle = np.deg2rad(10.0)  # 20° per unit of roll, counter-clockwise on screen (y down)
+    turn = np.array([[np.cos(angle), np.sin(angle)], [-np.sin(angle), np.cos(angle)]])
+    assert np.allclose(tilted, (landmarks(face, NEUTRAL) - centre) @ turn.T + centre, atol=1e-5)

@@ -1,6 +1,7 @@
 """Training smoke test on the CPU: both stages at the tiny size move the right weights, log their
 losses, export a model folder the loader reads, and resume."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 
 from xnemo_core.loading import load_models
 from xnemo_core.synthetic_weights import preset_models
+from xnemo_core.train.landmarks import LandmarkConfig, gaussian_heatmaps, peak_error, pretrain_motion_encoder
 from xnemo_core.train.trainer import TrainConfig, XNeMoTraining, read_settings, train
 
 SMALL = {"batch_size": 2, "log_every": 1, "synthetic_clips": 8, "clip_frames": 3, "size": 64}
@@ -159,3 +161,27 @@ def test_training_can_log_the_identity_share_of_its_motion_encoding(tmp_path):
     train(config, on_log=records.append)
     shares = [r["motion_identity_share"] for r in records if "motion_identity_share" in r]
     assert len(shares) == 1 and 0 < shares[0] < 1
+
+
+def test_heatmaps_peak_at_their_landmarks():
+    points = torch.tensor([[[0.25, 0.5], [0.8, 0.1]]])
+    heatmaps = gaussian_heatmaps(points, 16, sigma=1.0)
+    assert heatmaps.shape == (1, 2, 16, 16) and heatmaps.amax(dim=(2, 3)).min() > 0.75
+    assert float(peak_error(heatmaps, points)) < 0.5
+    assert abs(float(peak_error(heatmaps, points + torch.tensor([2 / 16, 0]))) - 2) < 0.5
+
+
+def test_motion_pretraining_replaces_only_the_encoder_and_stage_one_can_keep_its_alignment(tiny_model_folder, tmp_path):
+    records = []
+    config = LandmarkConfig(str(tmp_path / "landmarks"), str(tiny_model_folder), size=64, steps=12, batch_size=4)
+    folder = pretrain_motion_encoder(dataclasses.replace(config, log_every=1), on_log=records.append)
+    assert records[-1]["loss"] < records[0]["loss"]
+    start, pretrained = load_models(tiny_model_folder, dtype="fp32"), load_models(folder, dtype="fp32")
+    assert torch.equal(start.denoising_unet.conv_in.weight, pretrained.denoising_unet.conv_in.weight)
+    assert not torch.equal(start.motion_encoder.model.l0.weight, pretrained.motion_encoder.model.l0.weight)
+
+    stage_one = TrainConfig(str(tmp_path / "stage1"), init_from=str(folder), steps=2, **SMALL)
+    trained = load_models(train(dataclasses.replace(stage_one, train_motion_backbone=False)), dtype="fp32")
+    before, after = pretrained.motion_encoder.model, trained.motion_encoder.model
+    assert all(torch.equal(a, b) for a, b in zip(before.alignment_parameters(), after.alignment_parameters()))
+    assert not torch.equal(before.fc.weight, after.fc.weight)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m xnemo_core {animate,convert,synthesize,check-fixtures,train,train-vae,evaluate} ...``."""
+"""Command line: ``python -m xnemo_core {animate,convert,synthesize,check-fixtures,train,train-vae,pretrain-motion,evaluate} ...``."""
 
 import argparse
 import os
@@ -85,10 +85,15 @@ def _convert(args) -> int:
 
 
 def _train(args) -> int:
+    from .train.landmarks import LandmarkConfig, pretrain_motion_encoder
     from .train.trainer import TrainConfig, read_settings, train
     from .train.vae import VAETrainConfig, train_vae
 
-    kind, run = (VAETrainConfig, train_vae) if args.command == "train-vae" else (TrainConfig, train)
+    kind, run = {
+        "train": (TrainConfig, train),
+        "train-vae": (VAETrainConfig, train_vae),
+        "pretrain-motion": (LandmarkConfig, pretrain_motion_encoder),
+    }[args.command]
     overrides = dict(_setting(item) for item in args.set)
     if args.output_dir:
         overrides["output_dir"] = str(args.output_dir)
@@ -201,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, what, settings in (
         ("train", "train X-NeMo on the synthetic face world or face videos", "TrainConfig"),
         ("train-vae", "train a small SVD-style VAE for models of our own size", "VAETrainConfig"),
+        ("pretrain-motion", "pretrain a new motion encoder on synthetic face landmarks", "LandmarkConfig"),
     ):
         training = commands.add_parser(name, help=what)
         training.add_argument("--config", type=Path, help=f"YAML file of training settings (see {settings})")

@@ -145,15 +145,23 @@ class FaceMotionBackbone(nn.Module):
         self.att_2 = PatchSelfAttention(channels, sample_size=face_size // 4, patch_size=2, **attention)
         self.att_3 = PatchSelfAttention(channels, sample_size=face_size // 4, patch_size=2, **attention)
 
-    def forward(self, faces):
+    def heatmaps(self, faces: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, S, S)`` → landmark heatmaps ``(N, landmarks, S/4, S/4)``: the face-alignment part."""
         x = F.relu(self.bn1(self.conv1(faces)))
         x = self.att_1(self.conv2(x))
         x = self.conv4(self.conv3(F.max_pool2d(x, 2)))
         x = self.att_2(x)
         x = self.bn_end0(self.conv_last0(self.top_m_0(self.m0(x))))
         x = self.att_3(x)
-        heatmaps = F.relu(self.bn5(self.l0(F.relu(x))))
-        return self.fc(F.relu(self.conv6(heatmaps).flatten(1)))
+        return F.relu(self.bn5(self.l0(F.relu(x))))
+
+    def alignment_parameters(self) -> list[nn.Parameter]:
+        """The parameters behind :meth:`heatmaps` (all but the head that reads the heatmaps)."""
+        head = {id(p) for module in (self.conv6, self.fc) for p in module.parameters()}
+        return [p for p in self.parameters() if id(p) not in head]
+
+    def forward(self, faces):
+        return self.fc(F.relu(self.conv6(self.heatmaps(faces)).flatten(1)))
 
 
 class MotionEncoder(nn.Module):

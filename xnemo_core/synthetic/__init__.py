@@ -3,8 +3,10 @@ an exact measure of identity leakage, on any machine)."""
 
 from .faces import (
     IDENTITY_FIELDS,
+    LANDMARKS,
     MOTION_FIELDS,
     Identity,
+    landmarks,
     random_identity,
     random_motion_clip,
     render,
@@ -13,8 +15,10 @@ from .faces import (
 
 __all__ = [
     "IDENTITY_FIELDS",
+    "LANDMARKS",
     "MOTION_FIELDS",
     "Identity",
+    "landmarks",
     "random_identity",
     "random_motion_clip",
     "render",

@@ -26,6 +26,7 @@ MOTION_FIELDS = (
 _SIGNED = np.array([name in ("yaw", "pitch", "roll", "brow_raise", "gaze_x", "gaze_y") for name in MOTION_FIELDS])
 SUPERSAMPLING = 2
 HAIR_STYLES = 3  # bald, short, long
+LANDMARKS = 16
 
 
 @dataclass(frozen=True)
@@ -118,14 +119,37 @@ def render(identity: Identity, motion: np.ndarray, size: int = 128) -> np.ndarra
     head = np.zeros_like(image)
     mask = np.zeros((canvas, canvas), np.uint8)
     _draw_head(head, mask, identity, m, canvas)
-    angle = 20.0 * m["roll"]
-    centre = (canvas * (0.5 + 0.03 * m["yaw"]), canvas * 0.55)
-    warp = cv2.getRotationMatrix2D(centre, angle, 1.0)
+    warp = _roll_warp(m, canvas)
     head = cv2.warpAffine(head, warp, (canvas, canvas), flags=cv2.INTER_LINEAR)
     mask = cv2.warpAffine(mask, warp, (canvas, canvas), flags=cv2.INTER_LINEAR)
     alpha = mask[..., None].astype(np.float32) / 255.0
     image = (image * (1 - alpha) + head * alpha).round().astype(np.uint8)
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def landmarks(identity: Identity, motion: np.ndarray) -> np.ndarray:
+    """``(LANDMARKS, 2)`` x, y positions, as fractions of the image size, of the points a face
+    alignment network would mark: per eye the iris, the upper and lower lid and both brow ends;
+    the nose tip; the mouth's corners and lip centres; the chin."""
+    m = dict(zip(MOTION_FIELDS, np.asarray(motion, np.float64)))
+    cx, cy, _, height, fx, fy = _head_frame(identity, m)
+    points = []
+    for eye in _eyes(identity, m, fx, fy):
+        lid = identity.eye_size * eye.opening
+        ex, ey = eye.centre
+        points += [eye.iris, (ex, ey - lid), (ex, ey + lid), eye.brow_inner, eye.brow_outer]
+    upper, lower = _mouth_outline(identity, m, fx, fy)
+    points += [(fx + 0.05 * m["yaw"], fy + identity.nose_length), upper[0], upper[-1], upper[12], lower[12]]
+    points.append((cx, cy + height))
+    xy = np.asarray(points, np.float64)
+    warp = _roll_warp(m, 1.0)
+    return (xy @ warp[:, :2].T + warp[:, 2]).astype(np.float32)
+
+
+def _roll_warp(m: dict, canvas: float) -> np.ndarray:
+    """The ``(2, 3)`` rotation of the head about its neck (roll), in units of ``canvas``."""
+    centre = (canvas * (0.5 + 0.03 * m["yaw"]), canvas * 0.55)
+    return cv2.getRotationMatrix2D(centre, 20.0 * m["roll"], 1.0)
 
 
 def _background(identity: Identity, canvas: int) -> np.ndarray:
@@ -142,12 +166,7 @@ def _draw_head(image: np.ndarray, mask: np.ndarray, who: Identity, m: dict, canv
         draw(image, *args, colour, -1, cv2.LINE_AA)
         draw(mask, *args, 255, -1, cv2.LINE_AA)
 
-    cx = 0.5 + 0.03 * m["yaw"]
-    cy = 0.55
-    width = who.face_width * (1 - 0.12 * abs(m["yaw"]))
-    height = who.face_height + 0.03 * m["jaw_open"]
-    # Features turn with the head further than its outline does: a 2-D stand-in for yaw and pitch.
-    fx, fy = cx + 0.09 * m["yaw"], cy + 0.05 * m["pitch"]
+    cx, cy, width, height, fx, fy = _head_frame(who, m)
     darker = tuple(int(c * 0.8) for c in who.skin)
     if who.hair_style == 2:
         shape(cv2.ellipse, who.hair, (px(cx), px(cy + 0.05)), (px(width * 1.15), px(height * 1.2)), 0, 0, 360)
@@ -165,32 +184,62 @@ def _draw_head(image: np.ndarray, mask: np.ndarray, who: Identity, m: dict, canv
     _draw_mouth(image, who, m, fx, fy, px)
 
 
-def _draw_eyes(image: np.ndarray, who: Identity, m: dict, fx: float, fy: float, px) -> None:
+def _head_frame(who: Identity, m: dict) -> tuple[float, float, float, float, float, float]:
+    """Head centre, half-width and half-height of the face, and the centre of its features."""
+    cx = 0.5 + 0.03 * m["yaw"]
+    cy = 0.55
+    width = who.face_width * (1 - 0.12 * abs(m["yaw"]))
+    height = who.face_height + 0.03 * m["jaw_open"]
+    # Features turn with the head further than its outline does: a 2-D stand-in for yaw and pitch.
+    fx, fy = cx + 0.09 * m["yaw"], cy + 0.05 * m["pitch"]
+    return cx, cy, width, height, fx, fy
+
+
+@dataclass(frozen=True)
+class _Eye:
+    centre: tuple[float, float]
+    opening: float
+    iris: tuple[float, float]
+    brow_inner: tuple[float, float]
+    brow_outer: tuple[float, float]
+
+
+def _eyes(who: Identity, m: dict, fx: float, fy: float) -> list[_Eye]:
     eye_y = fy - 0.06
+    eyes = []
     for side, blink in ((-1, m["blink_left"]), (1, m["blink_right"])):
         ex = fx + side * who.eye_spacing / 2
-        opening = max(0.0, 1.0 - blink)
-        axes = (px(who.eye_size * 1.3), max(1, px(who.eye_size * opening)))
-        cv2.ellipse(image, (px(ex), px(eye_y)), axes, 0, 0, 360, (250, 250, 250), -1, cv2.LINE_AA)
-        if opening > 0.2:
-            iris = (px(ex + 0.5 * who.eye_size * m["gaze_x"]), px(eye_y + 0.4 * who.eye_size * m["gaze_y"]))
-            radius = max(1, px(who.eye_size * 0.6 * min(1.0, opening * 1.2)))
-            cv2.circle(image, iris, radius, who.iris, -1, cv2.LINE_AA)
-            cv2.circle(image, iris, max(1, radius // 2), (15, 15, 15), -1, cv2.LINE_AA)
         brow_y = eye_y - who.eye_size * 1.6 - 0.025 * m["brow_raise"]
-        inner, outer = ex - side * who.eye_size * 0.2, ex + side * who.eye_size * 1.5
         tilt = 0.01 * m["brow_raise"]
-        cv2.line(
-            image,
-            (px(inner), px(brow_y + tilt)),
-            (px(outer), px(brow_y - tilt)),
-            who.hair,
-            max(1, px(who.brow_thickness)),
-            cv2.LINE_AA,
+        eyes.append(
+            _Eye(
+                centre=(ex, eye_y),
+                opening=max(0.0, 1.0 - blink),
+                iris=(ex + 0.5 * who.eye_size * m["gaze_x"], eye_y + 0.4 * who.eye_size * m["gaze_y"]),
+                brow_inner=(ex - side * who.eye_size * 0.2, brow_y + tilt),
+                brow_outer=(ex + side * who.eye_size * 1.5, brow_y - tilt),
+            )
         )
+    return eyes
 
 
-def _draw_mouth(image: np.ndarray, who: Identity, m: dict, fx: float, fy: float, px) -> None:
+def _draw_eyes(image: np.ndarray, who: Identity, m: dict, fx: float, fy: float, px) -> None:
+    def point(xy):
+        return px(xy[0]), px(xy[1])
+
+    for eye in _eyes(who, m, fx, fy):
+        axes = (px(who.eye_size * 1.3), max(1, px(who.eye_size * eye.opening)))
+        cv2.ellipse(image, point(eye.centre), axes, 0, 0, 360, (250, 250, 250), -1, cv2.LINE_AA)
+        if eye.opening > 0.2:
+            radius = max(1, px(who.eye_size * 0.6 * min(1.0, eye.opening * 1.2)))
+            cv2.circle(image, point(eye.iris), radius, who.iris, -1, cv2.LINE_AA)
+            cv2.circle(image, point(eye.iris), max(1, radius // 2), (15, 15, 15), -1, cv2.LINE_AA)
+        thickness = max(1, px(who.brow_thickness))
+        cv2.line(image, point(eye.brow_inner), point(eye.brow_outer), who.hair, thickness, cv2.LINE_AA)
+
+
+def _mouth_outline(who: Identity, m: dict, fx: float, fy: float) -> tuple[np.ndarray, np.ndarray]:
+    """Upper lip left to right and lower lip right to left, ``(24, 2)`` each."""
     mouth_y = fy + who.nose_length + 0.05 + 0.01 * m["jaw_open"]
     half = who.mouth_width / 2 * (1 + 0.3 * m["smile"])
     opening = 0.005 + 0.05 * m["jaw_open"]
@@ -199,6 +248,10 @@ def _draw_mouth(image: np.ndarray, who: Identity, m: dict, fx: float, fy: float,
     curve = lift * (1 - (xs / half) ** 2)  # corners up relative to the centre when smiling
     upper = np.stack([fx + xs, mouth_y - curve * 0.3 - opening / 2], axis=1)
     lower = np.stack([fx + xs[::-1], mouth_y + curve[::-1] * 0.7 + opening / 2 * (1 - (xs[::-1] / half) ** 2)], axis=1)
-    outline = (np.concatenate([upper, lower]) * image.shape[0]).round().astype(np.int32)
+    return upper, lower
+
+
+def _draw_mouth(image: np.ndarray, who: Identity, m: dict, fx: float, fy: float, px) -> None:
+    outline = (np.concatenate(_mouth_outline(who, m, fx, fy)) * image.shape[0]).round().astype(np.int32)
     cv2.fillPoly(image, [outline], (110, 30, 40), cv2.LINE_AA)
     cv2.polylines(image, [outline], True, (150, 60, 70), max(1, px(0.006)), cv2.LINE_AA)

@@ -64,6 +64,9 @@ class TrainConfig:
     """Min-SNR loss weighting (Hang et al. 2023; 5 is their choice): low-noise timesteps, which
     only refine detail, weigh less, so the model learns sooner to use the reference and the motion
     at high noise, where sampling starts. ``None``: the plain noise MSE."""
+    train_motion_backbone: bool = True
+    """``false``: the motion encoder's face-alignment part (up to its landmark heatmaps) keeps its
+    weights, e.g. from ``pretrain-motion``; only the head that turns heatmaps into tokens learns."""
     watch_identity_share: bool = False
     """Log, at each checkpoint, how much of the exported motion encoding is identity on held-out
     synthetic pairs (:func:`~xnemo_core.train.evaluate.motion_identity_share`; 0: none)."""
@@ -117,6 +120,9 @@ class XNeMoTraining(nn.Module):
         self.scheduler = DDPMScheduler(**{k: v for k, v in OFFICIAL_SCHEDULER.items() if k != "steps_offset"})
         for name, parameter in self.named_parameters():
             parameter.requires_grad_(self._trains(name))
+        if tokens and not config.train_motion_backbone:
+            for parameter in self.motion_encoder.model.alignment_parameters():
+                parameter.requires_grad_(False)
         self.train()
 
     def _trains(self, name: str) -> bool:
