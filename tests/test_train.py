@@ -167,7 +167,7 @@ def test_heatmaps_peak_at_their_landmarks():
     points = torch.tensor([[[0.25, 0.5], [0.8, 0.1]]])
     heatmaps = gaussian_heatmaps(points, 16, sigma=1.0)
     assert heatmaps.shape == (1, 2, 16, 16) and heatmaps.amax(dim=(2, 3)).min() > 0.75
-    assert float(peak_error(heatmaps, points)) < 0.5
+    assert float(peak_error(heatmaps, points)) < 0.75  # argmax finds the pixel: within half a pixel per axis
     assert abs(float(peak_error(heatmaps, points + torch.tensor([2 / 16, 0]))) - 2) < 0.5
 
 

@@ -125,7 +125,9 @@ def pretrain_motion_encoder(config: LandmarkConfig, on_log=None) -> Path:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if step % config.log_every == 0 or step == config.steps:
-            log.write({"step": step, "loss": loss.item(), "peak_error": peak_error(predicted, batch["landmarks"]).item()})
+            log.write(
+                {"step": step, "loss": loss.item(), "peak_error": peak_error(predicted, batch["landmarks"]).item()}
+            )
     log.close()
     models.motion_encoder = encoder.cpu().eval()
     folder = output / "model"
