@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..convert import write_parts
@@ -93,6 +94,17 @@ def peak_error(heatmaps: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     return (peaks - points * resolution).norm(dim=-1).mean()
 
 
+class _Alignment(nn.Module):
+    """The backbone's heatmap part as a module's ``forward``, which accelerate wraps (DDP, autocast)."""
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, faces: torch.Tensor) -> torch.Tensor:
+        return self.backbone.heatmaps(faces)
+
+
 def pretrain_motion_encoder(config: LandmarkConfig, on_log=None) -> Path:
     """Train a new motion encoder's heatmaps on synthetic landmarks; returns the written model folder."""
     output, accelerator = runs.start(config.output_dir, config.mixed_precision, config.seed)
@@ -104,21 +116,22 @@ def pretrain_motion_encoder(config: LandmarkConfig, on_log=None) -> Path:
         sizes["face_size"] = config.face_size
     models.config = dataclasses.replace(models.config, motion_encoder=sizes)
     encoder = build_motion_encoder(models.config)
-    backbone = encoder.model
-    optimizer = torch.optim.AdamW(backbone.alignment_parameters(), lr=config.learning_rate)
+    trained = encoder.model.alignment_parameters()
+    encoder.requires_grad_(False)  # DDP refuses parameters that get no gradient (the token head)
+    alignment = _Alignment(encoder.model)
+    optimizer = torch.optim.AdamW([p.requires_grad_() for p in trained], lr=config.learning_rate)
     loader = DataLoader(
         LandmarkFrames(config.steps * config.batch_size, config.size, config.seed),
         config.batch_size,
         num_workers=config.num_workers,
         worker_init_fn=single_threaded_worker,
     )
-    backbone, optimizer, loader = accelerator.prepare(backbone, optimizer, loader)
-    backbone.train()
+    alignment, optimizer, loader = accelerator.prepare(alignment, optimizer, loader)
+    alignment.train()
     log = runs.RunLog(output / "log.jsonl", on_log)
     for step, batch in enumerate(loader, start=1):
         faces = F.interpolate(augment_driving(batch["frames"]), size=encoder.face_size, mode="bilinear")
-        with accelerator.autocast():
-            predicted = accelerator.unwrap_model(backbone).heatmaps(faces)
+        predicted = alignment(faces)
         target = gaussian_heatmaps(batch["landmarks"], predicted.shape[-1], config.sigma)
         loss = heatmap_loss(predicted.float(), target, config.foreground_weight)
         accelerator.backward(loss)
