@@ -179,6 +179,10 @@ def test_motion_pretraining_replaces_only_the_encoder_and_stage_one_can_keep_its
     start, pretrained = load_models(tiny_model_folder, dtype="fp32"), load_models(folder, dtype="fp32")
     assert torch.equal(start.denoising_unet.conv_in.weight, pretrained.denoising_unet.conv_in.weight)
     assert not torch.equal(start.motion_encoder.model.l0.weight, pretrained.motion_encoder.model.l0.weight)
+    faces = torch.rand(16, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        spread = float(pretrained.motion_encoder(faces).std(dim=0).mean())
+    assert 0.1 < spread < 0.6  # calibrated to 0.25 on the last training batch; untouched heads give ~0.002
 
     stage_one = TrainConfig(str(tmp_path / "stage1"), init_from=str(folder), steps=2, **SMALL)
     trained = load_models(train(dataclasses.replace(stage_one, train_motion_backbone=False)), dtype="fp32")

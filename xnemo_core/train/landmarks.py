@@ -45,6 +45,8 @@ class LandmarkConfig:
     steps: int = 3000
     batch_size: int = 128
     learning_rate: float = 1e-3
+    token_spread: float = 0.25
+    """Standard deviation the new tokens start with across faces (see :func:`calibrate_token_head`)."""
     mixed_precision: str = "no"
     log_every: int = 50
     seed: int = 0
@@ -92,6 +94,19 @@ def peak_error(heatmaps: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     index = heatmaps.flatten(2).argmax(dim=2)
     peaks = torch.stack([index % resolution, index // resolution], dim=-1).to(points.dtype) + 0.5
     return (peaks - points * resolution).norm(dim=-1).mean()
+
+
+@torch.no_grad()
+def calibrate_token_head(encoder: nn.Module, faces: torch.Tensor, spread: float) -> None:
+    """Rescale the new token head so that, over ``faces``, its output is centred with standard
+    deviation ``spread`` (data-dependent initialisation). Freshly initialised, the head's tokens
+    hardly vary from face to face (spread about 0.002): a denoiser sees constant tokens, gives
+    them no gradient, and they stay constant."""
+    projection = encoder.final_proj
+    raw = encoder(faces) - encoder.pe
+    mean, scale = raw.flatten(1).mean(dim=0), spread / raw.std(dim=0).mean()
+    projection.weight.mul_(scale)
+    projection.bias.sub_(mean).mul_(scale)
 
 
 class _Alignment(nn.Module):
@@ -143,6 +158,7 @@ def pretrain_motion_encoder(config: LandmarkConfig, on_log=None) -> Path:
             )
     log.close()
     models.motion_encoder = encoder.cpu().eval()
+    calibrate_token_head(models.motion_encoder, faces.cpu(), config.token_spread)
     folder = output / "model"
     write_parts(models, folder)
     return folder
