@@ -136,7 +136,7 @@ def pretrain_motion_encoder(config: LandmarkConfig, on_log=None) -> Path:
     alignment = _Alignment(encoder.model)
     optimizer = torch.optim.AdamW([p.requires_grad_() for p in trained], lr=config.learning_rate)
     loader = DataLoader(
-        LandmarkFrames(config.steps * config.batch_size, config.size, config.seed),
+        LandmarkFrames(config.steps * config.batch_size * accelerator.num_processes, config.size, config.seed),
         config.batch_size,
         num_workers=config.num_workers,
         worker_init_fn=single_threaded_worker,
