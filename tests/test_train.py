@@ -1,7 +1,6 @@
 """Training smoke test on the CPU: both stages at the tiny size move the right weights, log their
 losses, export a model folder the loader reads, and resume."""
 
-import dataclasses
 import json
 
 import numpy as np
@@ -173,8 +172,10 @@ def test_heatmaps_peak_at_their_landmarks():
 
 def test_motion_pretraining_replaces_only_the_encoder_and_stage_one_can_keep_its_alignment(tiny_model_folder, tmp_path):
     records = []
-    config = LandmarkConfig(str(tmp_path / "landmarks"), str(tiny_model_folder), size=64, steps=12, batch_size=4)
-    folder = pretrain_motion_encoder(dataclasses.replace(config, log_every=1), on_log=records.append)
+    config = LandmarkConfig(
+        str(tmp_path / "landmarks"), str(tiny_model_folder), size=64, steps=12, batch_size=4, log_every=1
+    )
+    folder = pretrain_motion_encoder(config, on_log=records.append)
     assert records[-1]["loss"] < records[0]["loss"]
     start, pretrained = load_models(tiny_model_folder, dtype="fp32"), load_models(folder, dtype="fp32")
     assert torch.equal(start.denoising_unet.conv_in.weight, pretrained.denoising_unet.conv_in.weight)
@@ -184,8 +185,10 @@ def test_motion_pretraining_replaces_only_the_encoder_and_stage_one_can_keep_its
         spread = float(pretrained.motion_encoder(faces).std(dim=0).mean())
     assert 0.1 < spread < 0.6  # calibrated to 0.25 on the last training batch; untouched heads give ~0.002
 
-    stage_one = TrainConfig(str(tmp_path / "stage1"), init_from=str(folder), steps=2, **SMALL)
-    trained = load_models(train(dataclasses.replace(stage_one, train_motion_backbone=False)), dtype="fp32")
+    stage_one = TrainConfig(
+        str(tmp_path / "stage1"), init_from=str(folder), steps=2, train_motion_backbone=False, **SMALL
+    )
+    trained = load_models(train(stage_one), dtype="fp32")
     before, after = pretrained.motion_encoder.model, trained.motion_encoder.model
     assert all(torch.equal(a, b) for a, b in zip(before.alignment_parameters(), after.alignment_parameters()))
     assert not torch.equal(before.fc.weight, after.fc.weight)
