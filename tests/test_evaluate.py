@@ -105,3 +105,15 @@ def test_a_regressor_file_of_another_architecture_is_refused_with_its_path(tmp_p
     torch.save({"trunk.0.weight": torch.zeros(1)}, path)
     with pytest.raises(ValueError, match="old.pt is not a regressor of this version.*delete it"):
         ev.load_or_train_regressor(path, 32)
+
+
+def test_motion_reliance_is_zero_for_a_denoiser_that_cannot_see_the_motion(tiny_model_folder):
+    from xnemo_core.pipeline import XNeMoPipeline
+    from xnemo_core.train.trainer import TrainConfig, initial_models
+
+    pairs = ev.cross_pairs(1, 2, 64)
+    seeing = ev.motion_reliance(ev.load_pipeline(tiny_model_folder, "cpu"), pairs)
+    blind_models = initial_models(TrainConfig("unused", init_from=str(tiny_model_folder), reset_motion_modules=True))
+    blind = ev.motion_reliance(XNeMoPipeline(blind_models), pairs)
+    assert blind == {"self": 0.0, "cross": 0.0}
+    assert seeing["self"] != 0 and seeing["cross"] != 0

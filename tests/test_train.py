@@ -6,11 +6,20 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from xnemo_core.loading import load_models
 from xnemo_core.synthetic_weights import preset_models
-from xnemo_core.train.landmarks import LandmarkConfig, gaussian_heatmaps, peak_error, pretrain_motion_encoder
-from xnemo_core.train.trainer import TrainConfig, XNeMoTraining, read_settings, train
+from xnemo_core.train.landmarks import (
+    LandmarkConfig,
+    calibrate_token_head,
+    calibration_clips,
+    gaussian_heatmaps,
+    peak_error,
+    pretrain_motion_encoder,
+)
+from xnemo_core.train.trainer import TrainConfig, XNeMoTraining, initial_models, read_settings, train
 
 SMALL = {"batch_size": 2, "log_every": 1, "synthetic_clips": 8, "clip_frames": 3, "size": 64}
 
@@ -154,12 +163,21 @@ def test_min_snr_weighting_lowers_only_the_low_noise_timesteps():
     assert loss(weighted, 900) == 1.0 and loss(weighted, 10) < 0.1
 
 
-def test_training_can_log_the_identity_share_of_its_motion_encoding(tmp_path):
+def test_training_can_watch_its_motion_encoding_and_the_denoiser_reliance_on_it(tmp_path):
     records = []
-    config = TrainConfig(str(tmp_path), steps=2, checkpoint_every=2, watch_identity_share=True, **SMALL)
+    config = TrainConfig(str(tmp_path), steps=2, checkpoint_every=2, watch_motion=True, **SMALL)
     train(config, on_log=records.append)
-    shares = [r["motion_identity_share"] for r in records if "motion_identity_share" in r]
-    assert len(shares) == 1 and 0 < shares[0] < 1
+    watched = [r for r in records if "motion_identity_share" in r]
+    assert len(watched) == 1 and 0 < watched[0]["motion_identity_share"] < 1
+    assert np.isfinite([watched[0]["motion_reliance_self"], watched[0]["motion_reliance_cross"]]).all()
+
+
+def test_motion_modules_can_restart_as_the_identity(tiny_model_folder):
+    models = initial_models(TrainConfig("unused", init_from=str(tiny_model_folder), reset_motion_modules=True))
+    projections = {k: v for k, v in models.denoising_unet.state_dict().items() if k.endswith("proj_out.weight")}
+    motion = [v for k, v in projections.items() if "motion_modules." in k]
+    assert motion and all(not v.any() for v in motion)
+    assert any(v.any() for k, v in projections.items() if "motion_modules." not in k)
 
 
 def test_heatmaps_peak_at_their_landmarks():
@@ -173,17 +191,24 @@ def test_heatmaps_peak_at_their_landmarks():
 def test_motion_pretraining_replaces_only_the_encoder_and_stage_one_can_keep_its_alignment(tiny_model_folder, tmp_path):
     records = []
     config = LandmarkConfig(
-        str(tmp_path / "landmarks"), str(tiny_model_folder), size=64, steps=12, batch_size=4, log_every=1
+        str(tmp_path / "landmarks"),
+        str(tiny_model_folder),
+        size=64,
+        steps=12,
+        batch_size=4,
+        log_every=1,
+        calibration_people=24,
     )
     folder = pretrain_motion_encoder(config, on_log=records.append)
-    assert records[-1]["loss"] < records[0]["loss"]
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert losses[-1] < losses[0] and len(records[-1]["motion_to_identity_variance"]) == 16
     start, pretrained = load_models(tiny_model_folder, dtype="fp32"), load_models(folder, dtype="fp32")
     assert torch.equal(start.denoising_unet.conv_in.weight, pretrained.denoising_unet.conv_in.weight)
     assert not torch.equal(start.motion_encoder.model.l0.weight, pretrained.motion_encoder.model.l0.weight)
-    faces = torch.rand(16, 3, 64, 64) * 2 - 1
+    clips = calibration_clips(24, 64, config.seed + 1)
     with torch.no_grad():
-        spread = float(pretrained.motion_encoder(faces).std(dim=0).mean())
-    assert 0.1 < spread < 0.6  # calibrated to 0.25 on the last training batch; untouched heads give ~0.002
+        tokens = torch.stack([pretrained.motion_encoder(F.interpolate(clip, size=64)) for clip in clips])
+    assert 0.4 < float(tokens.std(dim=1).mean()) < 0.6  # its calibration; untouched heads give ~0.002
 
     stage_one = TrainConfig(
         str(tmp_path / "stage1"), init_from=str(folder), steps=2, train_motion_backbone=False, **SMALL
@@ -192,3 +217,31 @@ def test_motion_pretraining_replaces_only_the_encoder_and_stage_one_can_keep_its
     before, after = pretrained.motion_encoder.model, trained.motion_encoder.model
     assert all(torch.equal(a, b) for a, b in zip(before.alignment_parameters(), after.alignment_parameters()))
     assert not torch.equal(before.fc.weight, after.fc.weight)
+
+
+class _FeatureEncoder(nn.Module):
+    """Stands in for a motion encoder whose head inputs are the 2×2×2 "faces" themselves."""
+
+    face_size = 2
+
+    def __init__(self):
+        super().__init__()
+        self.final_proj = nn.Linear(8, 64)
+
+    def fused_features(self, faces):
+        return faces.flatten(1)
+
+
+def test_token_head_calibration_keeps_what_varies_within_a_person_and_drops_who_it_is():
+    generator = torch.Generator().manual_seed(0)
+    people, frames = 400, 16
+    who = torch.randn(people, 1, 8, generator=generator) * torch.tensor([3.0, 3, 3, 3, 3, 0, 0, 1])
+    expressions = torch.randn(frames, 8, generator=generator) * torch.tensor([0.0, 0, 0, 0, 0, 1, 1, 0.3])
+    features = who + expressions  # every person performs the same expressions
+    encoder = _FeatureEncoder()
+    ratios = calibrate_token_head(encoder, features.view(people, frames, 2, 2, 2), spread=0.5, directions=2)
+    with torch.no_grad():
+        tokens = encoder.final_proj(features)
+    assert 0.45 < float(tokens.std(dim=1).mean()) < 0.55
+    assert float(tokens.std(dim=0).mean()) < 0.05  # the same expression by different people: one encoding
+    assert ratios[0] > ratios[1] > 1  # motion variance over the (shrunk) identity variance

@@ -133,7 +133,7 @@ def _evaluate(args) -> int:
     methods |= {label: ev.model_method(p, args.steps, args.size, args.denoise) for label, p in pipelines.items()}
     table = ev.evaluate(methods, pairs, regressor)
     for label, pipeline in pipelines.items():
-        table[label]["motion_identity_share"] = ev.motion_identity_share(pipeline, pairs)
+        table[label] |= ev.motion_measures(pipeline, pairs)
     print(ev.format_table(table))
     print(f"wrote {ev.write_json(table, args.out)}")
     return 0

@@ -193,9 +193,12 @@ class MotionEncoder(nn.Module):
         """The backbone's 512-d face-motion vector ``(N, 512)``, before the box fusion."""
         return self.model(faces)
 
-    def forward(self, faces: torch.Tensor, box: torch.Tensor | None = None) -> torch.Tensor:
+    def fused_features(self, faces: torch.Tensor, box: torch.Tensor | None = None) -> torch.Tensor:
+        """The face-motion vector and the projected box, ``(N, 576)``: what ``final_proj`` reads."""
         if box is None:
             box = self.neutral_box(faces.shape[0], dtype=faces.dtype, device=faces.device)
-        fused = torch.cat([self.face_motion(faces), self.bbox_proj(box)], dim=1)
-        tokens = rearrange(self.final_proj(fused), "n (l c) -> n l c", c=TOKEN_DIM)
+        return torch.cat([self.face_motion(faces), self.bbox_proj(box)], dim=1)
+
+    def forward(self, faces: torch.Tensor, box: torch.Tensor | None = None) -> torch.Tensor:
+        tokens = rearrange(self.final_proj(self.fused_features(faces, box)), "n (l c) -> n l c", c=TOKEN_DIM)
         return tokens + self.pe.to(tokens.dtype)

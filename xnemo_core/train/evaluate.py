@@ -9,7 +9,8 @@ identity ``i`` rendered with that motion. Reported per method:
   ``d`` being the distance to the reference's and to the driver's true parameters (0: the
   reference's identity, 0.5: half way, 1: the driver's);
 - for models, the identity share of the motion encoding (:func:`motion_identity_share`): where
-  leakage comes from.
+  leakage comes from; and the denoiser's reliance on the motion (:func:`motion_reliance`): whether
+  the driving motion reaches the output at all.
 
 The regressor (a small CNN) is trained on the synthetic world itself, on fresh random draws,
 degraded (blur, noise) so that it reads motion rather than sharpness.
@@ -22,12 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers import DDIMScheduler
 from einops import rearrange
 from torch import nn
 from torch.utils.data import DataLoader
 
 from ..loading import load_models
-from ..pipeline import AnimationSettings, XNeMoPipeline
+from ..pipeline import OFFICIAL_SCHEDULER, AnimationSettings, XNeMoPipeline
 from ..synthetic import MOTION_FIELDS, random_identity, render, render_clip
 from .data import SyntheticFaces, to_tensor
 
@@ -246,6 +248,59 @@ def motion_identity_share(pipeline: XNeMoPipeline, pairs: list[CrossPair]) -> fl
         to_driver, to_reference = (truth - driving).norm(dim=1), (truth - reference).norm(dim=1)
         shares.append(float((to_driver / (to_driver + to_reference + 1e-8)).mean()))
     return float(np.mean(shares))
+
+
+@torch.no_grad()
+def motion_reliance(
+    pipeline: XNeMoPipeline, pairs: list[CrossPair], timesteps: tuple[int, ...] = (200, 400, 600, 800)
+) -> dict[str, float]:
+    """How much the denoiser's noise prediction on the truth frames gains from being told the motion.
+
+    Measured as the relative rise of its error when the motion encoding is replaced by the
+    reference's own (the unconditional motion of guidance): ``self``, told by the truth frames
+    themselves; ``cross``, told by the driving frames (the same motion performed by another
+    person), as in use. 0: the motion is ignored; below 0: the encoding misleads (a driver's face
+    shape, say). A model that follows the driver gains most at high noise, where the pose cannot be
+    read off the latents.
+    """
+    unet = pipeline.models.denoising_unet
+    scheduler = DDIMScheduler(**OFFICIAL_SCHEDULER)
+    generator = torch.Generator().manual_seed(0)
+    errors = {"truth": 0.0, "driver": 0.0, "reference": 0.0}
+    for pair in pairs:
+        size = pair.reference.shape[0]
+        condition = pipeline.encode_reference(pair.reference, pair.reference, size, size)
+        truth = rearrange(pipeline.encode_latents(to_tensor(pair.truth)).float(), "f c h w -> 1 c f h w")
+        reference_motion = condition.unconditional_motion.cpu()
+        motions = {
+            "truth": pipeline.encode_motion(pair.truth),
+            "driver": pipeline.encode_motion(pair.driving),
+            "reference": reference_motion.expand(len(pair.truth), *reference_motion.shape[1:]),
+        }
+        for timestep in timesteps:
+            noise = torch.randn(truth.shape, generator=generator).to(truth.device)
+            noisy = scheduler.add_noise(truth, noise, torch.tensor([timestep]))
+            for name, motion in motions.items():
+                prediction = unet(
+                    noisy.to(pipeline.dtype),
+                    timestep,
+                    condition.clip_embeds.to(pipeline.dtype),
+                    motion[None].to(truth.device, pipeline.dtype),
+                    condition.tokens,
+                )
+                errors[name] += F.mse_loss(prediction.float(), noise).item()
+        unet.forget_reference()  # its cached projections belong to this pair's reference
+    return {"self": errors["reference"] / errors["truth"] - 1, "cross": errors["reference"] / errors["driver"] - 1}
+
+
+def motion_measures(pipeline: XNeMoPipeline, pairs: list[CrossPair]) -> dict[str, float]:
+    """A model's identity share of the motion encoding and its reliance on the motion, by name."""
+    reliance = motion_reliance(pipeline, pairs)
+    return {
+        "motion_identity_share": motion_identity_share(pipeline, pairs),
+        "motion_reliance_self": reliance["self"],
+        "motion_reliance_cross": reliance["cross"],
+    }
 
 
 def repeat_reference(pair: CrossPair) -> np.ndarray:

@@ -26,7 +26,7 @@ from ..loading import build_motion_encoder, load_models
 from ..synthetic import LANDMARKS, landmarks, random_identity, random_motion_clip, render
 from . import runs
 from .augment import augment_driving
-from .data import single_threaded_worker, to_tensor
+from .data import SyntheticFaces, single_threaded_worker, to_tensor
 
 
 @dataclass
@@ -45,8 +45,11 @@ class LandmarkConfig:
     steps: int = 3000
     batch_size: int = 128
     learning_rate: float = 1e-3
-    token_spread: float = 0.25
-    """Standard deviation the new tokens start with across faces (see :func:`calibrate_token_head`)."""
+    token_spread: float = 0.5
+    """Standard deviation the new tokens start with across one person's expressions (see
+    :func:`calibrate_token_head`)."""
+    calibration_people: int = 1024
+    """How many people (4 frames each) the token head's calibration sees."""
     mixed_precision: str = "no"
     log_every: int = 50
     seed: int = 0
@@ -96,17 +99,60 @@ def peak_error(heatmaps: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     return (peaks - points * resolution).norm(dim=-1).mean()
 
 
+def calibration_clips(people: int, size: int, seed: int, frames: int = 4) -> torch.Tensor:
+    """``(people, frames, 3, size, size)``: moments of each person's performance, every clip
+    augmented as the driving input is in training, alike across its frames (so that augmentation
+    counts as a difference between people, not as motion)."""
+    world = SyntheticFaces(people, frames, size, seed=seed, span=250)
+    clips = []
+    for index in range(people):
+        same_draw = [torch.Generator().manual_seed(index) for _ in range(frames)]
+        clips.append(torch.cat([augment_driving(f[None], g) for f, g in zip(world[index]["frames"], same_draw)]))
+    return torch.stack(clips)
+
+
 @torch.no_grad()
-def calibrate_token_head(encoder: nn.Module, faces: torch.Tensor, spread: float) -> None:
-    """Rescale the new token head so that, over ``faces``, its output is centred with standard
-    deviation ``spread`` (data-dependent initialisation). Freshly initialised, the head's tokens
-    hardly vary from face to face (spread about 0.002): a denoiser sees constant tokens, gives
-    them no gradient, and they stay constant."""
+def calibrate_token_head(
+    encoder: nn.Module, clips: torch.Tensor, spread: float, directions: int = 16, shrinkage: float = 0.1
+) -> torch.Tensor:
+    """Restart the token head (``final_proj``) so that its tokens vary with motion, not with identity.
+
+    ``clips`` ``(C, F, 3, S, S)`` hold several frames of each of ``C`` people. Over their head
+    inputs this finds the ``directions`` feature directions in which frames of one person vary
+    most relative to how people differ (linear discriminant analysis with the roles swapped:
+    within-clip scatter against between-clip scatter, the latter shrunk towards its mean variance),
+    and spreads them over the 512 token channels with a fixed random rotation, so that each token
+    channel varies within a clip with standard deviation ``spread``.
+
+    A freshly initialised head hardly varies from face to face (about 0.002), and what varies is
+    mostly identity, which differs far more between people than one person's expressions do: a
+    denoiser that cross-attends to such tokens sees no motion, never gives them a gradient, and
+    they stay constant. Returns the motion-to-identity variance ratio of each kept direction.
+    """
+    people, frames = clips.shape[:2]
+    size = encoder.face_size
+    faces = F.interpolate(clips.flatten(0, 1), size=(size, size), mode="bilinear")
+    features = torch.cat([encoder.fused_features(chunk) for chunk in faces.split(64)]).double()
+    features = features.unflatten(0, (people, frames))
+    means = features.mean(dim=1)
+    motion = features - means[:, None]
+    within = torch.einsum("cfi,cfj->ij", motion, motion) / (people * frames)
+    between = torch.cov(means.T)
+    between += shrinkage * between.diagonal().mean() * torch.eye(len(between), dtype=between.dtype)
+    lower = torch.linalg.cholesky(between)
+    inverse = torch.linalg.solve_triangular(lower, torch.eye(len(lower), dtype=lower.dtype), upper=False)
+    ratios, vectors = torch.linalg.eigh(inverse @ within @ inverse.T)
+    ratios, vectors = ratios[-directions:].flip(0), vectors[:, -directions:].flip(1)
+    axes = inverse.T @ vectors  # feature directions, each of unit between-clip variance
+    whitened = axes / (axes.T @ within @ axes).diagonal().sqrt()  # unit within-clip variance
+    channels = encoder.final_proj.out_features
+    generator = torch.Generator().manual_seed(0)
+    rotation, _ = torch.linalg.qr(torch.randn(channels, directions, generator=generator, dtype=whitened.dtype))
+    weight = spread * (channels / directions) ** 0.5 * rotation @ whitened.T
     projection = encoder.final_proj
-    raw = encoder(faces) - encoder.pe
-    mean, scale = raw.flatten(1).mean(dim=0), spread / raw.std(dim=0).mean()
-    projection.weight.mul_(scale)
-    projection.bias.sub_(mean).mul_(scale)
+    projection.weight.copy_(weight)
+    projection.bias.copy_(-weight @ features.flatten(0, 1).mean(dim=0))
+    return ratios.float()
 
 
 class _Alignment(nn.Module):
@@ -156,9 +202,11 @@ def pretrain_motion_encoder(config: LandmarkConfig, on_log=None) -> Path:
             log.write(
                 {"step": step, "loss": loss.item(), "peak_error": peak_error(predicted, batch["landmarks"]).item()}
             )
-    log.close()
     models.motion_encoder = encoder.cpu().eval()
-    calibrate_token_head(models.motion_encoder, faces.cpu(), config.token_spread)
+    clips = calibration_clips(config.calibration_people, config.size, config.seed + 1)
+    ratios = calibrate_token_head(models.motion_encoder, clips, config.token_spread)
+    log.write({"step": config.steps, "motion_to_identity_variance": [round(r, 3) for r in ratios.tolist()]})
+    log.close()
     folder = output / "model"
     write_parts(models, folder)
     return folder

@@ -27,10 +27,10 @@ from ..synthetic_weights import preset_models
 from . import runs
 from .augment import augment_driving
 from .data import training_loader
-from .evaluate import cross_pairs, load_pipeline, motion_identity_share
+from .evaluate import cross_pairs, load_pipeline, motion_measures
 from .gan import DualDiscriminator, DualMotionDecoder, discriminator_loss, generator_loss
 
-TEMPORAL = "temporal_modules."
+TEMPORAL, MOTION = "temporal_modules.", "motion_modules."
 
 
 @dataclass
@@ -67,9 +67,14 @@ class TrainConfig:
     train_motion_backbone: bool = True
     """``false``: the motion encoder's face-alignment part (up to its landmark heatmaps) keeps its
     weights, e.g. from ``pretrain-motion``; only the head that turns heatmaps into tokens learns."""
-    watch_identity_share: bool = False
-    """Log, at each checkpoint, how much of the exported motion encoding is identity on held-out
-    synthetic pairs (:func:`~xnemo_core.train.evaluate.motion_identity_share`; 0: none)."""
+    reset_motion_modules: bool = False
+    """Start the denoiser's motion modules as the identity (zero output projection), as the
+    official training does: for a new motion encoder, whose tokens the old modules never learned."""
+    watch_motion: bool = False
+    """Log, at each checkpoint, on held-out synthetic pairs: how much of the exported motion
+    encoding is identity (:func:`~xnemo_core.train.evaluate.motion_identity_share`; 0: none) and
+    how much the denoiser relies on the motion (:func:`~xnemo_core.train.evaluate.motion_reliance`;
+    0: it ignores it)."""
     ema_decay: float = 0.999
     mixed_precision: str = "no"
     gradient_checkpointing: bool = False
@@ -233,7 +238,9 @@ def initial_models(config: TrainConfig) -> XNeMoModels:
         models = load_models(config.init_from, dtype="fp32", allow_missing=("temporal_modules",))
     else:
         models = preset_models(config.preset, device="cpu")
-        _start_temporal_modules_as_identity(models.denoising_unet)
+        _start_frame_modules_as_identity(models.denoising_unet, TEMPORAL)
+    if config.reset_motion_modules:
+        _start_frame_modules_as_identity(models.denoising_unet, MOTION)
     if config.vae_from:
         models.vae, models.part_configs["vae"] = load_vae(config.vae_from)
     if config.motion_guidance == "spatial" and models.config.motion_guidance != "spatial":
@@ -242,11 +249,13 @@ def initial_models(config: TrainConfig) -> XNeMoModels:
     return models
 
 
-def _start_temporal_modules_as_identity(unet: nn.Module) -> None:
-    """A stage-1 export samples with temporal modules that stage 1 neither runs nor trains:
-    rule-made weights there would act on the frames of a window untrained."""
+def _start_frame_modules_as_identity(unet: nn.Module, kind: str) -> None:
+    """Zero the output projections of the ``kind`` (``TEMPORAL`` or ``MOTION``) frame modules.
+
+    Also how rule-made temporal modules start: a stage-1 export samples with temporal modules
+    that stage 1 neither runs nor trains, and rule-made weights there would act untrained."""
     for name, module in unet.named_modules():
-        if name.endswith("temporal_transformer.proj_out") and TEMPORAL in name:
+        if name.endswith("temporal_transformer.proj_out") and kind in name:
             nn.init.zeros_(module.weight)
             nn.init.zeros_(module.bias)
 
@@ -301,21 +310,17 @@ def train(config: TrainConfig, on_log=None) -> Path:
                 log.write({"step": step, "stage": config.stage} | {k: v.item() for k, v in record.items()})
             if step % config.checkpoint_every == 0 or step == config.steps:
                 exported = _checkpoint(accelerator, output, step, ema, trainable, models, config)
-                if config.watch_identity_share and accelerator.is_main_process:
-                    log.write(
-                        {
-                            "step": step,
-                            "motion_identity_share": _identity_share(exported, config.size, accelerator.device),
-                        }
-                    )
+                if config.watch_motion and accelerator.is_main_process:
+                    log.write({"step": step} | _motion_watch(exported, config.size, accelerator.device))
             if step >= config.steps:
                 break
     log.close()
     return exported
 
 
-def _identity_share(folder: Path, size: int, device: torch.device) -> float:
-    return motion_identity_share(load_pipeline(folder, str(device)), cross_pairs(4, 4, size))
+def _motion_watch(folder: Path, size: int, device: torch.device) -> dict[str, float]:
+    pipeline, pairs = load_pipeline(folder, str(device)), cross_pairs(4, 4, size)
+    return motion_measures(pipeline, pairs)
 
 
 def _resume(accelerator, output: Path) -> int:
