@@ -83,7 +83,7 @@ ANIMATE_PORTRAIT = Node(
             minimum=0.05,
             maximum=1.0,
             step=0.05,
-            tooltip="fraction of the steps run; below 1 more of the portrait is kept (bundled model: 0.6)",
+            tooltip="fraction of the steps run; below 1 more of the portrait is kept (bundled model: 0.8)",
         ),
         Socket("schedule", "COMBO", default="official", options=SCHEDULES),
         Socket("context_frames", "INT", default=24, minimum=1, maximum=32),

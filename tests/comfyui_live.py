@@ -28,7 +28,7 @@ _DRIVER = {
 _COMMON = {
     "portrait": ("LoadImage", [40, 640], {"image": "xnemo_demo_portrait.png"}),
     "model": ("LoadXNeMo", [40, 60], {"model": "xnemo-synthetic-128", "precision": "auto"}),
-    "animate": ("AnimatePortrait", [1400, 300], {"steps": 25, "denoise": 0.6, "size": 128, "crop": "none"}),
+    "animate": ("AnimatePortrait", [1400, 300], {"steps": 25, "denoise": 0.8, "size": 128, "crop": "none"}),
     "create": ("CreateVideo", [1800, 300], {"fps": 25}),
     "save": ("SaveVideo", [2100, 300], {"filename_prefix": "xnemo/animated"}),
 }

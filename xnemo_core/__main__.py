@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     animate.add_argument("--out", type=Path, required=True, help="output .mp4 or .gif, or a folder for PNG frames")
     animate.add_argument("--steps", type=int, help="sampling steps (default 35; bundled model: 25)")
     animate.add_argument("--cfg", type=float, default=2.5, help="classifier-free guidance scale")
-    animate.add_argument("--denoise", type=float, help="fraction of the schedule run (default 1; bundled model: 0.6)")
+    animate.add_argument("--denoise", type=float, help="fraction of the schedule run (default 1; bundled model: 0.8)")
     animate.add_argument("--seed", type=int, default=42)
     animate.add_argument("--size", type=int, help="output height and width, multiple of 64 (default 512; bundled: 128)")
     animate.add_argument("--frames", type=int, help="use at most this many driving frames")

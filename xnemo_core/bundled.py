@@ -11,7 +11,7 @@ DEMO_PORTRAIT = BUNDLED / "demo" / "portrait.png"
 DEMO_DRIVING = BUNDLED / "demo" / "driving.mp4"
 DEMO_FPS = 25.0
 
-MODEL_SETTINGS = {"size": 128, "steps": 25, "denoise": 0.6, "crop": "none"}
+MODEL_SETTINGS = {"size": 128, "steps": 25, "denoise": 0.8, "crop": "none"}
 """Sampling settings the bundled model was checked with (its inputs are face crops already)."""
 
 
