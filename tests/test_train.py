@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xnemo_core.__main__ import main
 from xnemo_core.loading import load_models
 from xnemo_core.synthetic_weights import preset_models
 from xnemo_core.train.landmarks import (
@@ -17,7 +18,6 @@ from xnemo_core.train.landmarks import (
     calibration_clips,
     gaussian_heatmaps,
     peak_error,
-    pretrain_motion_encoder,
 )
 from xnemo_core.train.trainer import TrainConfig, XNeMoTraining, initial_models, read_settings, train
 
@@ -189,23 +189,18 @@ def test_heatmaps_peak_at_their_landmarks():
 
 
 def test_motion_pretraining_replaces_only_the_encoder_and_stage_one_can_keep_its_alignment(tiny_model_folder, tmp_path):
-    records = []
-    config = LandmarkConfig(
-        str(tmp_path / "landmarks"),
-        str(tiny_model_folder),
-        size=64,
-        steps=12,
-        batch_size=4,
-        log_every=1,
-        calibration_people=24,
-    )
-    folder = pretrain_motion_encoder(config, on_log=records.append)
+    output = tmp_path / "landmarks"
+    settings = {"init_from": tiny_model_folder, "size": 64, "steps": 12, "batch_size": 4, "calibration_people": 24}
+    arguments = [f"--set={key}={value}" for key, value in settings.items()]
+    assert main(["pretrain-motion", "--output-dir", str(output), "--set=log_every=1", *arguments]) == 0
+    records = [json.loads(line) for line in (output / "log.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in records if "loss" in r]
     assert losses[-1] < losses[0] and len(records[-1]["motion_to_identity_variance"]) == 16
+    folder = output / "model"
     start, pretrained = load_models(tiny_model_folder, dtype="fp32"), load_models(folder, dtype="fp32")
     assert torch.equal(start.denoising_unet.conv_in.weight, pretrained.denoising_unet.conv_in.weight)
     assert not torch.equal(start.motion_encoder.model.l0.weight, pretrained.motion_encoder.model.l0.weight)
-    clips = calibration_clips(24, 64, config.seed + 1)
+    clips = calibration_clips(24, 64, LandmarkConfig.seed + 1)
     with torch.no_grad():
         tokens = torch.stack([pretrained.motion_encoder(F.interpolate(clip, size=64)) for clip in clips])
     assert 0.4 < float(tokens.std(dim=1).mean()) < 0.6  # its calibration; untouched heads give ~0.002

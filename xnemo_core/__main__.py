@@ -102,7 +102,7 @@ def _train(args) -> int:
 
         def show(record: dict) -> None:
             bar.update(record["step"] - bar.n)
-            bar.set_postfix({k: round(v, 4) for k, v in record.items() if k not in ("step", "stage")})
+            bar.set_postfix({k: round(v, 4) for k, v in record.items() if isinstance(v, float)})
 
         folder = run(config, on_log=show)
     print(f"wrote {folder}")
