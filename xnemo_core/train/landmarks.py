@@ -7,8 +7,10 @@ weights together with the diffusion model has no such prior; ours learned an enc
 mostly appearance and that the denoiser then ignored. This step gives the small encoder the same
 start: its heatmap layer learns the synthetic world's landmarks (:func:`~xnemo_core.synthetic.landmarks`).
 
-The result is the ``init_from`` model folder with the new encoder in place, ready for stage 1
-(``TrainConfig.train_motion_backbone: false`` keeps the alignment part as pretrained).
+The result is the ``init_from`` model folder with the new encoder in place, its token head
+started from the data (:func:`calibrate_token_head`), ready for stage 1
+(``TrainConfig.train_motion_backbone: false`` keeps the alignment part as pretrained,
+``reset_motion_modules: true`` lets the denoiser learn the new tokens afresh).
 """
 
 import dataclasses
