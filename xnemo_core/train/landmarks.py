@@ -106,11 +106,12 @@ def calibration_clips(people: int, size: int, seed: int, frames: int = 4) -> tor
     augmented as the driving input is in training, alike across its frames (so that augmentation
     counts as a difference between people, not as motion)."""
     world = SyntheticFaces(people, frames, size, seed=seed, span=250)
-    clips = []
-    for index in range(people):
-        same_draw = [torch.Generator().manual_seed(index) for _ in range(frames)]
-        clips.append(torch.cat([augment_driving(f[None], g) for f, g in zip(world[index]["frames"], same_draw)]))
-    return torch.stack(clips)
+    return torch.stack([_augmented_alike(world[index]["frames"], seed=index) for index in range(people)])
+
+
+def _augmented_alike(frames: torch.Tensor, seed: int) -> torch.Tensor:
+    """``frames`` ``(F, 3, S, S)``, each augmented with the same random draw."""
+    return torch.cat([augment_driving(frame[None], torch.Generator().manual_seed(seed)) for frame in frames])
 
 
 @torch.no_grad()
