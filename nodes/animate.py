@@ -1,8 +1,11 @@
 """AnimatePortrait: reference IMAGE + XNEMO_MOTION → animated frames."""
 
+import logging
+
 import numpy as np
 import torch
 
+from xnemo_core import bundled
 from xnemo_core.face import CROP_MODES, FaceDetector, paste_back, reference_crops
 from xnemo_core.motion import check_compatible
 from xnemo_core.pipeline import SCHEDULES, AnimationSettings, XNeMoPipeline
@@ -32,6 +35,8 @@ def animate(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     check_compatible(motion, model.motion_id, f"the loaded model '{model.name}'")
     image = to_frames(reference, "reference")[0]
+    if model.is_bundled and not bundled.is_demo_portrait(image):
+        logging.warning("X-NeMo: %s", bundled.OUTSIDE_ITS_WORLD)
     crops = reference_crops(image, FaceDetector() if crop == "detect" else None)
     settings = AnimationSettings(
         steps=steps,

@@ -2,13 +2,13 @@
 tested) without ComfyUI: model folders, device and VRAM management, progress, interruption."""
 
 import os
-import shutil
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from xnemo_core import bundled
+from xnemo_core.files import copy_if_missing
 
 try:
     import comfy.model_management as model_management
@@ -37,17 +37,12 @@ def register_with_comfyui() -> None:
 
 
 def install_demo_inputs() -> list[Path]:
-    """Copy the demo portrait and driving clip into the input folder where missing, so that the
-    example workflows run as opened; returns the files copied."""
+    """Copy the demo portrait and driving clip into the input folder where nothing of that name is
+    (a file, a folder or a symlink is left as it is), so that the example workflows run as opened;
+    returns the files copied."""
     inputs = directory("input")
-    copied = []
-    for source, name in DEMO_INPUTS.items():
-        target = inputs / name
-        if source.is_file() and not target.exists():
-            inputs.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
-            copied.append(target)
-    return copied
+    inputs.mkdir(parents=True, exist_ok=True)
+    return [inputs / name for source, name in DEMO_INPUTS.items() if copy_if_missing(source, inputs / name)]
 
 
 def model_roots() -> list[Path]:

@@ -2,8 +2,9 @@
 
 from dataclasses import dataclass
 
+from xnemo_core import bundled
 from xnemo_core.loading import XNeMoModels, load_models
-from xnemo_core.motion import motion_encoder_id
+from xnemo_core.motion import MotionEncoderId
 
 from . import comfy_bridge
 from .comfy_parts import ComfyImageEncoder, ComfyVAE
@@ -20,8 +21,10 @@ class XNeMoModel:
 
     models: XNeMoModels
     managed: comfy_bridge.ManagedModules
-    motion_id: str
+    motion_id: MotionEncoderId
     name: str
+    is_bundled: bool = False
+    """The bundled synthetic-world model (warns when it animates other images)."""
 
 
 def model_dropdown() -> list[str]:
@@ -44,7 +47,7 @@ def load(model: str, precision: str, vae=None, clip_vision=None) -> tuple[XNeMoM
     if vae is not None:
         models.vae = ComfyVAE(vae, models.config.unet["in_channels"])
     managed = comfy_bridge.ManagedModules(models.modules())
-    return (XNeMoModel(models, managed, motion_encoder_id(models.motion_encoder), model),)
+    return (XNeMoModel(models, managed, models.motion_id, model, found[model] == bundled.MODEL),)
 
 
 LOAD_XNEMO = Node(

@@ -1,8 +1,11 @@
 """Motion latent nodes: extract from driving frames, blend / edit, save and load."""
 
+from pathlib import Path
+
 import torch
 
 from xnemo_core import motion as core
+from xnemo_core.files import OutsideFolderError, inside
 from xnemo_core.face import CROP_MODES, FaceDetector, driving_crops
 from xnemo_core.pipeline import XNeMoPipeline
 
@@ -23,7 +26,7 @@ def extract(model, frames, crop: str, fps: float = 25.0) -> tuple[core.MotionLat
     tokens = XNeMoPipeline(model.models, device).encode_motion(crops.faces)
     latent = core.MotionLatent(
         tokens=tokens,
-        model_id=model.motion_id,
+        model_id=model.motion_id.current,
         fps=fps or None,
         source_size=tuple(pixels.shape[1:3]),
         boxes=torch.from_numpy(crops.boxes).float() if crop == "detect" else None,
@@ -50,20 +53,32 @@ def blend(
 def save(motion, filename_prefix: str) -> dict:
     folder = comfy_bridge.directory("output")
     index = 0
-    while (path := folder / f"{filename_prefix}_{index:05d}.safetensors").exists():
+    while (path := inside(folder, f"{filename_prefix}_{index:05d}.safetensors", "filename prefix")).exists():
         index += 1
-    core.save_motion(motion, path)
-    return {"ui": {"text": [str(path.relative_to(folder))]}}
+    core.save_motion(motion, path, folder)
+    return {"ui": {"text": [str(path.relative_to(folder.resolve()))]}}
 
 
 def saved_motions() -> list[str]:
     folder = comfy_bridge.directory("input")
-    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*.safetensors")) if folder.is_dir() else []
+    files = (
+        sorted(str(p.relative_to(folder)) for p in folder.rglob("*.safetensors") if _stays_inside(folder, p))
+        if folder.is_dir()
+        else []
+    )
     return files or [NO_MOTIONS]
 
 
+def _stays_inside(folder: Path, path: Path) -> bool:
+    try:
+        inside(folder, path.relative_to(folder))
+    except OutsideFolderError:
+        return False
+    return True
+
+
 def load(file: str) -> tuple[core.MotionLatent]:
-    return (core.load_motion(comfy_bridge.directory("input") / file),)
+    return (core.load_motion(file, comfy_bridge.directory("input")),)
 
 
 EXTRACT_MOTION_LATENT = Node(

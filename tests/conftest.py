@@ -1,17 +1,16 @@
 """Shared fixtures: the project's ../shared folder (skipped when absent) and small model folders."""
 
+import functools
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
 from xnemo_core.checkpoints import save_safetensors
-from xnemo_core.check_fixtures import small_unets
 from xnemo_core.convert import write_parts
-from xnemo_core.synthetic_weights import preset_models, with_synthesized_weights
 from xnemo_core.models.motion_encoder import MotionEncoder
+from xnemo_core.synthetic_weights import preset_models, with_synthesized_weights
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FIXTURES = SHARED / "fixtures"
@@ -31,41 +30,37 @@ def golden_settings(fixtures_dir) -> dict:
 
 
 @pytest.fixture(scope="session")
-def small_models(golden_settings):
-    """(reference UNet, denoising UNet, motion encoder) with the fixture rule's weights."""
-    reference, denoiser = small_unets(golden_settings)
-    return reference, denoiser, with_synthesized_weights(MotionEncoder(), "motion encoder")
-
-
-@pytest.fixture(scope="session")
-def official_layout(tmp_path_factory, golden_settings, small_models, fixtures_dir) -> Path:
-    """A model folder laid out like the official release, at the fixtures' small size.
+def official_layout(tmp_path_factory, tiny_models) -> Path:
+    """A model folder laid out like the official release, at the tiny preset's UNet, CLIP and VAE
+    sizes (the motion encoder has no size option in the official layout: full size).
 
     The denoiser is split as published: spatial and motion weights in the denoising file,
     temporal modules in their own file. Pickles are tensors-only, as torch.save writes them.
     """
     folder = tmp_path_factory.mktemp("official")
-    reference, denoiser, encoder = small_models
-    denoising = denoiser.state_dict()
+    denoising = tiny_models.denoising_unet.state_dict()
     temporal = {k: v for k, v in denoising.items() if "temporal_modules." in k}
     torch.save({k: v for k, v in denoising.items() if k not in temporal}, folder / "xnemo_denoising_unet.pth")
     torch.save(temporal, folder / "xnemo_temporal_module.pth")
-    torch.save(reference.state_dict(), folder / "xnemo_reference_unet.pth")
-    torch.save(encoder.state_dict(), folder / "xnemo_motion_encoder.pth")
+    torch.save(tiny_models.reference_unet.state_dict(), folder / "xnemo_reference_unet.pth")
+    torch.save(official_motion_encoder().state_dict(), folder / "xnemo_motion_encoder.pth")
     unet = folder / "sd-image-variations-diffusers" / "unet"
     unet.mkdir(parents=True)
-    (unet / "config.json").write_text(json.dumps(golden_settings["small_unet_config"]))
-    pipeline = golden_settings["pipeline"]
-    for sub, name, config in [
-        ("sd-image-variations-diffusers/image_encoder", "golden_tiny_clip", pipeline["clip_config"]),
-        ("stable-video-diffusion-img2vid-xt/vae", "golden_tiny_vae", pipeline["vae_config"]),
+    (unet / "config.json").write_text(json.dumps(tiny_models.config.unet))
+    for sub, weights, part in [
+        ("sd-image-variations-diffusers/image_encoder", "model.safetensors", "image_encoder"),
+        ("stable-video-diffusion-img2vid-xt/vae", "diffusion_pytorch_model.safetensors", "vae"),
     ]:
         target = folder / sub
         target.mkdir(parents=True)
-        (target / "config.json").write_text(json.dumps(config))
-        weights = "model.safetensors" if "clip" in name else "diffusion_pytorch_model.safetensors"
-        shutil.copy(fixtures_dir / f"{name}.safetensors", target / weights)
+        (target / "config.json").write_text(json.dumps(tiny_models.part_configs[part]))
+        save_safetensors(target / weights, getattr(tiny_models, part).state_dict(), {})
     return folder
+
+
+@functools.cache
+def official_motion_encoder() -> MotionEncoder:
+    return with_synthesized_weights(MotionEncoder(), "motion encoder")
 
 
 def write_state(path: Path, tensors: dict) -> Path:

@@ -9,16 +9,21 @@ import torch
 from conftest import write_state
 from xnemo_core.checkpoints import CheckpointError, load_into, read_sources, read_state_dict
 from xnemo_core.check_fixtures import small_unets
+from xnemo_core.models.unet3d import DenoisingUNet
+
+
+@pytest.fixture(scope="module")
+def small_denoiser_file(tmp_path_factory, tiny_models):
+    """The tiny denoiser's weights by the fixture rule, in one file."""
+    return write_state(
+        tmp_path_factory.mktemp("denoiser") / "denoiser.safetensors", tiny_models.denoising_unet.state_dict()
+    )
 
 
 @pytest.fixture
-def small_denoiser_file(fixtures_dir):
-    return fixtures_dir / "golden_small_denoising_unet.safetensors"
-
-
-@pytest.fixture
-def fresh_denoiser(golden_settings):
-    return small_unets(golden_settings)[1]
+def fresh_denoiser(tiny_models):
+    config = tiny_models.config
+    return DenoisingUNet(config.unet, config.frame_modules)
 
 
 def snapshot(module):
@@ -65,10 +70,12 @@ def test_extra_key_is_reported(tmp_path, small_denoiser_file, fresh_denoiser):
 
 def test_wrong_shape_names_key_and_both_shapes(tmp_path, small_denoiser_file, fresh_denoiser):
     tensors = read_state_dict(small_denoiser_file)
-    tensors["conv_in.weight"] = torch.zeros(32, 4, 1, 1)
+    expected = tuple(tensors["conv_in.weight"].shape)
+    tensors["conv_in.weight"] = torch.zeros(*expected[:2], 1, 1)
     path = write_state(tmp_path / "shape.safetensors", tensors)
     before = snapshot(fresh_denoiser)
-    with pytest.raises(CheckpointError, match=r"conv_in.weight has shape \(32, 4, 1, 1\).*\(32, 4, 3, 3\)"):
+    shapes = rf"conv_in.weight has shape \({expected[0]}, 4, 1, 1\).*\({expected[0]}, 4, 3, 3\)"
+    with pytest.raises(CheckpointError, match=shapes):
         load_into(fresh_denoiser, read_sources([path]), what="denoising UNet")
     assert_untouched(fresh_denoiser, before)
 
@@ -125,3 +132,21 @@ def test_meta_built_module_with_uncomputable_buffers_is_refused():
         encoder = MotionEncoder()
     with pytest.raises(ValueError, match="build this module on a real device"):
         load_into(encoder, [("synthetic", synthesized_state_dict(encoder))], what="motion encoder")
+
+
+def test_a_legacy_format_pickle_of_tensors_loads(tmp_path, small_denoiser_file):
+    tensors = read_state_dict(small_denoiser_file)
+    path = tmp_path / "legacy.pth"
+    torch.save(tensors, path, _use_new_zipfile_serialization=False)
+    loaded = read_state_dict(path)
+    assert loaded.keys() == tensors.keys() and all(torch.equal(loaded[k], v) for k, v in tensors.items())
+
+
+def test_a_legacy_format_pickle_that_runs_code_is_still_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil_legacy.pth"
+    payload = {"conv_in.weight": torch.zeros(1), "payload": _RunsCode(marker)}
+    torch.save(payload, path, pickle_module=pickle, _use_new_zipfile_serialization=False)
+    with pytest.raises(CheckpointError, match="refused to unpickle"):
+        read_state_dict(path)
+    assert not marker.exists()

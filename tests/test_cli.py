@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 from xnemo_core.__main__ import main
 from xnemo_core.video import read_frames, write_video
@@ -80,3 +81,115 @@ def test_missing_model_folder_is_named(inputs, tmp_path, capsys):
     args = animate_args(tmp_path / "nomodel", inputs / "portrait.png", inputs / "driving.mp4", tmp_path / "x.mp4")
     assert main([*args, "--crop", "none"]) == 2
     assert "nomodel" in capsys.readouterr().err
+
+
+def test_frame_counts_below_one_name_the_flag(tiny_model_folder, inputs, tmp_path, capsys):
+    frames_folder = tmp_path / "driving_frames"
+    write_video(frames_folder, np.zeros((6, 64, 64, 3), np.uint8))
+    for driving in (inputs / "driving.mp4", frames_folder):
+        for count in ("0", "-5"):
+            args = animate_args(tiny_model_folder, inputs / "portrait.png", driving, tmp_path / "x.mp4")
+            assert main([*args, "--crop", "none", "--frames", count]) == 2
+            assert f"--frames must be at least 1, got {count}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--cfg", "nan", "--cfg: guidance scale must be a number from 1"),
+        ("--cfg", "-1", "--cfg: guidance scale"),
+        ("--denoise", "inf", "--denoise: denoise must be in (0, 1]"),
+        ("--seed", "-1", "--seed: seed must be a whole number from 0"),
+        ("--seed", str(2**64), "--seed: seed"),
+        ("--size", "0", "--size: height 0 must be a positive multiple of 64"),
+        ("--steps", "0", "--steps: steps must be a whole number at least 1"),
+        ("--context-overlap", "-1", "--context-overlap: context overlap"),
+        ("--device", "gpu", "unknown device 'gpu'"),
+    ],
+)
+def test_bad_settings_are_refused_before_anything_loads(inputs, tmp_path, capsys, flag, value, message):
+    args = animate_args(tmp_path / "no_model_here", inputs / "portrait.png", inputs / "driving.mp4", tmp_path / "x.mp4")
+    assert main([*args, flag, value]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "no_model_here" not in err and "denoising" not in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is present")
+def test_cuda_without_a_gpu_is_one_clear_line(inputs, tmp_path, capsys):
+    args = animate_args(tmp_path / "m", inputs / "portrait.png", inputs / "driving.mp4", tmp_path / "x.mp4")
+    args[args.index("--device") + 1] = "cuda"
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "device 'cuda': this PyTorch is built" in err and "Traceback" not in err
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_anything_loads(inputs, tmp_path, capsys):
+    (tmp_path / "plain").write_text("keep me")
+    cases = {
+        tmp_path / "plain": "is a file; a path without suffix is written as a folder",
+        tmp_path / "plain" / "x.mp4": "because",
+        tmp_path / "notes.txt": "unknown output type '.txt'",
+        tmp_path: "holds other files than earlier frames",
+    }
+    for out, message in cases.items():
+        args = animate_args(tmp_path / "no_model_here", inputs / "portrait.png", inputs / "driving.mp4", out)
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert message in err and "no_model_here" not in err
+    assert (tmp_path / "plain").read_text() == "keep me"
+
+
+def test_a_frame_folder_of_an_earlier_run_is_replaced_not_mixed(tiny_model_folder, inputs, tmp_path, capsys):
+    out = tmp_path / "frames"
+    write_video(out, np.zeros((5, 8, 8, 3), np.uint8))
+    args = animate_args(tiny_model_folder, inputs / "portrait.png", inputs / "driving.mp4", out, "--crop", "none")
+    assert main([*args, "--frames", "2"]) == 0
+    assert "replaced the 5 frames of an earlier run" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames"]
+    assert sorted(p.name for p in out.iterdir()) == ["frame_00000.png", "frame_00001.png"]
+    assert read_frames(out)[0].shape == (2, 64, 64, 3)
+
+
+def test_an_unreadable_face_detector_model_is_named(tiny_model_folder, inputs, tmp_path, capsys):
+    fake = tmp_path / "yunet.onnx"
+    fake.write_bytes(b"not a network")
+    args = animate_args(tiny_model_folder, inputs / "portrait.png", inputs / "driving.mp4", tmp_path / "x.mp4")
+    assert main([*args, "--face-model", str(fake)]) == 2
+    err = capsys.readouterr().err
+    assert "yunet.onnx: OpenCV cannot read it as a YuNet" in err and "Traceback" not in err
+
+
+def test_a_synthesized_model_animates_the_demo_media_as_they_are(tmp_path, capsys):
+    assert main(["synthesize", str(tmp_path / "tiny")]) == 0
+    out = tmp_path / "demo.mp4"
+    args = ["animate", "--models", str(tmp_path / "tiny"), "--out", str(out), "--frames", "2", "--steps", "1"]
+    assert main([*args, "--size", "64"]) == 0
+    assert read_frames(out)[0].shape == (2, 64, 64, 3)
+
+
+def test_the_bundled_model_warns_on_images_of_another_world(inputs, tmp_path, capsys):
+    args = ["animate", "--reference", str(inputs / "portrait.png"), "--driving", str(inputs / "driving.mp4")]
+    assert main([*args, "--out", str(tmp_path / "x.gif"), "--frames", "1", "--steps", "1"]) == 0
+    assert "the bundled model knows only the synthetic cartoon faces" in capsys.readouterr().err
+
+
+def test_convert_refuses_outputs_the_loader_could_not_find_or_would_overwrite(tiny_model_folder, tmp_path, capsys):
+    convert = ["convert", str(tiny_model_folder)]
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "plain").write_text("keep me")
+    for out in (tmp_path / "folder", tmp_path / "plain"):
+        assert main([*convert, str(out), "--bundle"]) == 2
+        assert "a bundle must be a file ending in .safetensors" in capsys.readouterr().err
+    (tmp_path / "dir.safetensors").mkdir()
+    assert main([*convert, str(tmp_path / "dir.safetensors"), "--bundle"]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert main([*convert, str(tmp_path / "plain")]) == 2
+    assert "is a file; the parts are written into a folder" in capsys.readouterr().err
+    bundle = tmp_path / "x.safetensors"
+    assert main([*convert, str(bundle), "--bundle"]) == 0
+    written = bundle.stat().st_mtime_ns
+    assert main([*convert, str(bundle), "--bundle"]) == 2
+    assert "pass --force" in capsys.readouterr().err and bundle.stat().st_mtime_ns == written
+    assert main([*convert, str(bundle), "--bundle", "--force"]) == 0
+    assert (tmp_path / "plain").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.safetensors", "folder", "plain", "x.safetensors"]

@@ -24,10 +24,10 @@ def states_equal(a, b):
             assert torch.equal(value, other[key]), f"{name}.{key}"
 
 
-def test_official_layout_loads_every_part(official_layout, small_models):
+def test_official_layout_loads_every_part(official_layout, tiny_models):
     models = load_models(official_layout, dtype="fp32")
     assert set(models.modules()) == {"motion_encoder", "reference_unet", "denoising_unet", "image_encoder", "vae"}
-    expected = small_models[1].state_dict()
+    expected = tiny_models.denoising_unet.state_dict()
     loaded = models.denoising_unet.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in expected.items())
     assert not any(p.requires_grad for p in models.denoising_unet.parameters())
@@ -92,11 +92,12 @@ def test_single_file_vae_without_config_uses_the_svd_config(official_layout, tmp
     assert models.image_encoder is None
 
 
-def test_single_file_vae_of_another_size_names_the_mismatch(official_layout, tmp_path, fixtures_dir):
+def test_single_file_vae_of_another_size_names_the_mismatch(official_layout, tmp_path):
     folder = tmp_path / "wrong_vae"
     folder.mkdir()
     link_xnemo_files(official_layout, folder)
-    (folder / "xnemo_vae.safetensors").symlink_to(fixtures_dir / "golden_tiny_vae.safetensors")
+    tiny_vae = official_layout / "stable-video-diffusion-img2vid-xt" / "vae" / "diffusion_pytorch_model.safetensors"
+    (folder / "xnemo_vae.safetensors").symlink_to(tiny_vae)
     with pytest.raises(CheckpointError, match=r"cannot load the VAE.*\n.*has shape") as error:
         load_models(folder, dtype="fp16")
     assert "more tensors of other shapes" in str(error.value)

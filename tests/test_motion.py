@@ -2,8 +2,10 @@
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from xnemo_core import motion as core
+from xnemo_core.loading import load_models
 
 
 def latent(frames, seed=0, model_id="me-a"):
@@ -67,7 +69,7 @@ def test_latents_of_different_encoders_do_not_mix():
     with pytest.raises(ValueError, match="different motion encoders"):
         core.interpolate(latent(2), latent(2, model_id="me-b"), 0.5)
     with pytest.raises(ValueError, match="another motion encoder"):
-        core.check_compatible(latent(2), "me-b")
+        core.check_compatible(latent(2), core.MotionEncoderId("me-b"))
 
 
 def test_files_round_trip_and_bad_files_are_named(tmp_path):
@@ -80,3 +82,50 @@ def test_files_round_trip_and_bad_files_are_named(tmp_path):
         core.load_motion(tmp_path / "bad.safetensors")
     with pytest.raises(FileNotFoundError, match="none.safetensors"):
         core.load_motion(tmp_path / "none.safetensors")
+
+
+def test_fingerprint_names_the_weights_not_the_precision(tiny_model_folder):
+    ids = {dtype: load_models(tiny_model_folder, dtype=dtype).motion_id for dtype in ("fp32", "fp16", "bf16")}
+    assert len(set(ids.values())) == 1
+    other = load_models(tiny_model_folder, dtype="fp32")
+    with torch.no_grad():
+        other.motion_encoder.final_proj.weight[0, 0] += 0.01
+    assert core.MotionEncoderId.of(other.motion_encoder) != ids["fp32"]
+
+
+def test_files_written_with_the_old_fingerprint_keep_loading_in_any_precision(tiny_model_folder, tmp_path):
+    fp16 = load_models(tiny_model_folder, dtype="fp16")
+    weight = fp16.motion_encoder.final_proj.weight.detach().float()
+    old_id = f"me-{weight.sum().item():.6e}-{weight.abs().sum().item():.6e}"  # how fp16 motion was stamped
+    path = core.save_motion(core.MotionLatent(torch.randn(2, 32, 16), old_id), tmp_path / "old.safetensors")
+    for dtype in ("fp32", "bf16", "fp16"):
+        core.check_compatible(core.load_motion(path), load_models(tiny_model_folder, dtype=dtype).motion_id)
+
+
+@pytest.mark.parametrize(
+    "metadata, message",
+    [({"fps": "abc"}, "damaged motion file metadata"), ({"source_size": "[1"}, "damaged"), ({"fps": "-3"}, "above 0")],
+)
+def test_malformed_metadata_is_named_with_the_file(tmp_path, metadata, message):
+    path = tmp_path / "m.safetensors"
+    stamp = {"format": core.FORMAT, "model_id": "me-a", "fps": "25.0", "source_size": "null"}
+    save_file({"tokens": torch.zeros(2, 32, 16)}, str(path), metadata=stamp | metadata)
+    with pytest.raises(ValueError, match=f"m.safetensors: .*{message}"):
+        core.load_motion(path)
+
+
+def test_non_finite_tokens_are_refused_in_files_and_latents(tmp_path):
+    tokens = torch.zeros(2, 32, 16)
+    tokens[1, 3, 4] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        core.MotionLatent(tokens, "me-a")
+    path = tmp_path / "nan.safetensors"
+    save_file({"tokens": tokens}, str(path), metadata={"format": core.FORMAT, "model_id": "me-a"})
+    with pytest.raises(ValueError, match="nan.safetensors: .*NaN"):
+        core.load_motion(path)
+
+
+@pytest.mark.parametrize("fps", [0.0, -1.0, float("nan"), float("inf")])
+def test_motion_frame_rates_must_be_positive_and_finite(fps):
+    with pytest.raises(ValueError, match="frames per second"):
+        core.MotionLatent(torch.zeros(1, 32, 16), "me-a", fps=fps)

@@ -1,13 +1,14 @@
 """The ComfyUI nodes without ComfyUI: declarations, and each node run on the tiny model."""
 
 import inspect
+from pathlib import Path
 
 import pytest
 import torch
 
 import nodes
 from nodes import comfy_bridge
-from xnemo_core.motion import MotionLatent
+from xnemo_core.motion import MotionLatent, check_compatible, save_motion
 
 
 def run(node_id: str, **inputs):
@@ -103,7 +104,7 @@ def test_loader_lists_models_and_names_a_missing_one(model, tiny_model_folder):
 def test_extract_gives_one_latent_per_frame_and_the_crops(motion, driving, model):
     latent, crops = motion
     assert isinstance(latent, MotionLatent) and latent.tokens.shape == (5, 32, 16)
-    assert latent.fps == 12.0 and latent.source_size == (48, 40) and latent.model_id == model.motion_id
+    assert latent.fps == 12.0 and latent.source_size == (48, 40) and latent.model_id == model.motion_id.current
     assert crops.shape == (5, 224, 224, 3) and crops.dtype == torch.float32
 
 
@@ -159,3 +160,65 @@ def test_bridge_falls_back_to_cpu_services_without_comfyui():
     assert comfy_bridge.model_management is None
     assert comfy_bridge.auto_precision(torch.device("cpu")) == "fp32"
     assert comfy_bridge.Progress(3)(1, 3) is None
+
+
+@pytest.fixture
+def comfy_folders(tmp_path, monkeypatch):
+    """ComfyUI-like input and output folders, with a folder beside them that must stay untouched."""
+    for kind in ("input", "output", "private"):
+        (tmp_path / kind).mkdir()
+    monkeypatch.setattr(comfy_bridge, "directory", lambda kind: tmp_path / kind)
+    return tmp_path
+
+
+@pytest.mark.parametrize("prefix", ["../private/escaped", "xnemo/../../private/escaped", "/tmp/xnemo_escaped"])
+def test_save_refuses_a_prefix_leading_outside_the_output_folder(motion, comfy_folders, prefix):
+    latent, _ = motion
+    with pytest.raises(ValueError, match="leads outside the folder"):
+        run("SaveMotionLatent", motion=latent, filename_prefix=prefix)
+    assert list((comfy_folders / "private").iterdir()) == [] and not list(Path("/tmp").glob("xnemo_escaped*"))
+
+
+def test_save_refuses_a_symlinked_subfolder_leading_out(motion, comfy_folders):
+    latent, _ = motion
+    (comfy_folders / "output" / "shared").symlink_to(comfy_folders / "private")
+    with pytest.raises(ValueError, match="leads outside the folder"):
+        run("SaveMotionLatent", motion=latent, filename_prefix="shared/walk")
+    assert list((comfy_folders / "private").iterdir()) == []
+
+
+def test_save_into_a_subfolder_numbers_the_files(motion, comfy_folders):
+    latent, _ = motion
+    names = [run("SaveMotionLatent", motion=latent, filename_prefix="xnemo/walk")["ui"]["text"][0] for _ in range(2)]
+    assert names == ["xnemo/walk_00000.safetensors", "xnemo/walk_00001.safetensors"]
+
+
+def test_load_refuses_names_leading_outside_the_input_folder(motion, comfy_folders):
+    latent, _ = motion
+    save_motion(latent, comfy_folders / "private" / "secret.safetensors")
+    (comfy_folders / "input" / "linked").symlink_to(comfy_folders / "private")
+    for name in ("../private/secret.safetensors", str(comfy_folders / "private" / "secret.safetensors")):
+        with pytest.raises(ValueError, match="leads outside the folder"):
+            run("LoadMotionLatent", file=name)
+    with pytest.raises(ValueError, match="leads outside the folder"):
+        run("LoadMotionLatent", file="linked/secret.safetensors")
+    listed = nodes.NODE_CLASS_MAPPINGS["LoadMotionLatent"].INPUT_TYPES()["required"]["file"][0]
+    assert not any("secret" in name for name in listed)
+
+
+def test_demo_media_never_replace_or_write_through_what_is_there(comfy_folders):
+    victim = comfy_folders / "private" / "victim.png"
+    victim.write_bytes(b"precious")
+    portrait, driving = (comfy_folders / "input" / name for name in comfy_bridge.DEMO_INPUTS.values())
+    portrait.symlink_to(victim)
+    driving.write_bytes(b"the user's own clip")
+    assert comfy_bridge.install_demo_inputs() == []
+    assert victim.read_bytes() == b"precious" and driving.read_bytes() == b"the user's own clip"
+
+
+def test_motion_of_the_same_weights_loaded_in_another_precision_is_accepted(model, motion, tiny_model_folder):
+    latent, _ = motion
+    for precision in ("fp16", "bf16"):
+        (other,) = run("LoadXNeMo", model=tiny_model_folder.name, precision=precision)
+        assert other.motion_id == model.motion_id
+        check_compatible(latent, other.motion_id)

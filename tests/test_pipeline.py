@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from xnemo_core import check_fixtures
-from xnemo_core.pipeline import AnimationSettings, XNeMoPipeline
+from xnemo_core.pipeline import SettingError, AnimationSettings, XNeMoPipeline
 
 FRAMES = 6
 
@@ -104,6 +104,41 @@ def test_decode_gives_frames_in_unit_range(pipeline, condition, motion):
 def test_bad_settings_are_named(pipeline, condition, motion, overrides, message):
     with pytest.raises(ValueError, match=message):
         pipeline.denoise(condition, motion, settings(**overrides))
+
+
+@pytest.mark.parametrize(
+    "overrides, setting",
+    [
+        ({"guidance_scale": float("nan")}, "guidance_scale"),
+        ({"guidance_scale": float("inf")}, "guidance_scale"),
+        ({"guidance_scale": -2.0}, "guidance_scale"),
+        ({"guidance_scale": 0.5}, "guidance_scale"),
+        ({"denoise": float("nan")}, "denoise"),
+        ({"seed": -1}, "seed"),
+        ({"seed": 2**64}, "seed"),
+        ({"steps": 0}, "steps"),
+        ({"height": 0}, "height"),
+        ({"decode_chunk": 0}, "decode_chunk"),
+        ({"context_overlap": -1}, "context_overlap"),
+    ],
+)
+def test_out_of_range_settings_are_refused_before_any_work(overrides, setting):
+    with pytest.raises(SettingError) as error:
+        settings(**overrides).validate()
+    assert error.value.setting == setting
+
+
+def test_the_whole_seed_range_is_accepted():
+    for seed in (0, 2**63, 2**64 - 1):
+        settings(seed=seed).validate(max_window=32)
+        torch.Generator().manual_seed(seed)
+
+
+def test_non_finite_motion_is_refused(pipeline, condition, motion):
+    broken = motion.clone()
+    broken[0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        pipeline.denoise(condition, broken, settings())
 
 
 def test_empty_motion_is_a_clear_error(pipeline, condition):

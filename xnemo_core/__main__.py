@@ -5,31 +5,57 @@ import os
 import sys
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from . import bundled, check_fixtures
-from .checkpoints import CheckpointError
-from .convert import write_bundle, write_parts
-from .face import CROP_MODES, FaceDetector, FaceNotFoundError, driving_crops, reference_crops
+from .convert import check_output, write_bundle, write_parts
+from .devices import default_precision, resolve_device
+from .face import CROP_MODES, FaceDetector, driving_crops, reference_crops
 from .loading import DTYPES, load_models
-from .pipeline import SCHEDULES, AnimationSettings, XNeMoPipeline
+from .pipeline import SCHEDULES, AnimationSettings, SettingError, XNeMoPipeline
 from .synthetic_weights import PRESETS, preset_models
-from .video import MediaError, read_frames, read_image, write_video
+from .video import old_frames, output_kind, read_frames, read_image, write_video
+
+
+SETTING_FLAGS = {
+    "guidance_scale": "--cfg",
+    "height": "--size",
+    "width": "--size",
+    "context_frames": "--context",
+    "context_overlap": "--context-overlap",
+}
 
 
 def _animate(args) -> int:
     _fill_defaults(args)
+    settings = _settings(args)
+    if args.frames is not None and args.frames < 1:
+        raise ValueError(f"--frames must be at least 1, got {args.frames}")
+    output_kind(args.out)
+    device = resolve_device(args.device)
+    detector = FaceDetector(args.face_model) if args.crop == "detect" else None
     reference = read_image(args.reference)
     driving, fps = read_frames(args.driving, args.frames)
-    detector = FaceDetector(args.face_model) if args.crop == "detect" else None
+    if args.models == bundled.MODEL and not bundled.is_demo_portrait(reference):
+        print(f"warning: {bundled.OUTSIDE_ITS_WORLD}", file=sys.stderr)
     faces = driving_crops(driving, detector)
     crops = reference_crops(reference, detector)
     if faces.undetected:
         print(f"note: no face in {len(faces.undetected)} driving frames; neighbouring boxes reused", file=sys.stderr)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = args.dtype or ("fp16" if device.startswith("cuda") else "fp32")
-    pipeline = XNeMoPipeline(load_models(args.models, dtype=dtype), device=device, offload=args.offload)
+    models = load_models(args.models, dtype=args.dtype or default_precision(device))
+    settings.validate(models.config.max_window)
+    pipeline = XNeMoPipeline(models, device=device, offload=args.offload)
+    motion = pipeline.encode_motion(faces.faces)
+    with tqdm(total=settings.steps - settings.skipped_steps, desc="denoising", unit="step") as bar:
+        animation = pipeline.animate(crops.portrait, crops.face, motion, settings, on_step=lambda *_: bar.update())
+    if stale := old_frames(args.out):
+        print(f"note: replaced the {len(stale)} frames of an earlier run in {args.out}", file=sys.stderr)
+    print(f"wrote {write_video(args.out, animation.video.numpy(), fps)}")
+    return 0
+
+
+def _settings(args) -> AnimationSettings:
+    """The sampling settings of the flags, checked before any work."""
     settings = AnimationSettings(
         steps=args.steps,
         guidance_scale=args.cfg,
@@ -39,14 +65,12 @@ def _animate(args) -> int:
         width=args.size,
         schedule=args.schedule,
         context_frames=args.context,
+        context_overlap=args.context_overlap,
         window_batch=args.window_batch,
         decode_chunk=args.decode_chunk,
     )
-    motion = pipeline.encode_motion(faces.faces)
-    with tqdm(total=settings.steps - settings.skipped_steps, desc="denoising", unit="step") as bar:
-        animation = pipeline.animate(crops.portrait, crops.face, motion, settings, on_step=lambda *_: bar.update())
-    print(f"wrote {write_video(args.out, animation.video.numpy(), fps)}")
-    return 0
+    settings.validate()
+    return settings
 
 
 OFFICIAL_SETTINGS = {"size": 512, "steps": 35, "denoise": 1.0, "crop": "detect"}
@@ -54,10 +78,13 @@ OFFICIAL_SETTINGS = {"size": 512, "steps": 35, "denoise": 1.0, "crop": "detect"}
 
 def _fill_defaults(args) -> None:
     """Unset options: the bundled model with its demo inputs and settings, or the official recipe's
-    settings for any other model."""
+    settings for any other model. The demo media are face crops already, whatever the model."""
+    demo = args.reference is None and args.driving is None
     args.reference = args.reference or bundled.DEMO_PORTRAIT
     args.driving = args.driving or bundled.DEMO_DRIVING
     defaults = bundled.MODEL_SETTINGS if args.models is None else OFFICIAL_SETTINGS
+    if demo:
+        defaults = defaults | {"crop": bundled.MODEL_SETTINGS["crop"]}
     args.models = args.models or bundled.MODEL
     for name, value in defaults.items():
         if getattr(args, name) is None:
@@ -65,8 +92,9 @@ def _fill_defaults(args) -> None:
 
 
 def _synthesize(args) -> int:
+    check_output(args.out, args.bundle, args.force)
     models = preset_models(args.preset)
-    written = [write_bundle(models, args.out)] if args.bundle else write_parts(models, args.out)
+    written = _write(models, args)
     print(f"wrote {len(written)} file(s) of a {args.preset}-size model with synthesized (untrained) weights:")
     for path in written:
         print(f"  {path}")
@@ -74,14 +102,17 @@ def _synthesize(args) -> int:
 
 
 def _convert(args) -> int:
+    check_output(args.out, args.bundle, args.force)
     models = load_models(args.models, dtype=args.dtype, allow_missing=tuple(args.allow_missing))
-    if args.bundle:
-        written = [write_bundle(models, args.out)]
-    else:
-        written = write_parts(models, args.out)
-    for path in written:
+    for path in _write(models, args):
         print(f"wrote {path}")
     return 0
+
+
+def _write(models, args) -> list[Path]:
+    if args.bundle:
+        return [write_bundle(models, args.out, overwrite=args.force)]
+    return write_parts(models, args.out, overwrite=args.force)
 
 
 def _train(args) -> int:
@@ -121,7 +152,7 @@ def _setting(item: str) -> tuple[str, object]:
 def _evaluate(args) -> int:
     from .train import evaluate as ev
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     pairs = ev.cross_pairs(args.pairs, args.frames, args.size)
     workers = (os.cpu_count() or 1) - 1
     regressor = ev.load_or_train_regressor(args.regressor, args.size, device, num_workers=workers)
@@ -156,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     convert.add_argument("models", type=Path, help="model folder (official layout) or bundle file")
     convert.add_argument("out", type=Path, help="output folder, or output file with --bundle")
     convert.add_argument("--dtype", choices=sorted(DTYPES), default="fp16")
-    convert.add_argument("--bundle", action="store_true", help="write one file instead of one per part")
+    convert.add_argument("--bundle", action="store_true", help="write one .safetensors file instead of one per part")
+    convert.add_argument("--force", action="store_true", help="replace files an earlier conversion wrote")
     convert.add_argument(
         "--allow-missing",
         action="append",
@@ -186,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     animate.add_argument("--device", help="default: cuda if available, else cpu")
     animate.add_argument("--schedule", choices=SCHEDULES, default="official")
     animate.add_argument("--context", type=int, help="context window length (default 24 official, 32 long)")
+    animate.add_argument("--context-overlap", type=int, default=4, help="frames shared by neighbouring windows")
     animate.add_argument("--window-batch", type=int, default=1, help="context windows per denoiser call")
     animate.add_argument(
         "--decode-chunk", type=int, default=25, help="frames per VAE decode (25 official; lower saves memory)"
@@ -201,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     synthesize.add_argument("out", type=Path, help="output folder, or output file with --bundle")
     synthesize.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     synthesize.add_argument("--bundle", action="store_true")
+    synthesize.add_argument("--force", action="store_true", help="replace files written before")
     synthesize.set_defaults(run=_synthesize)
 
     for name, what, settings in (
@@ -229,7 +263,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (CheckpointError, MediaError, FaceNotFoundError, FileNotFoundError, ValueError) as error:
+    except SettingError as error:
+        print(
+            f"error: {SETTING_FLAGS.get(error.setting, '--' + error.setting.replace('_', '-'))}: {error}",
+            file=sys.stderr,
+        )
+        return 2
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

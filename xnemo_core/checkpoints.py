@@ -65,7 +65,7 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        loaded = _unpickle_tensors(path)
     except torch.serialization.pickle.UnpicklingError as error:
         raise CheckpointError(
             f"{path}: refused to unpickle: the file holds more than tensors (possibly code). "
@@ -78,6 +78,14 @@ def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(loaded, dict) or not all(torch.is_tensor(v) for v in loaded.values()):
         raise CheckpointError(f"{path}: expected a dict of tensors (a state dict)")
     return loaded
+
+
+def _unpickle_tensors(path: Path):
+    """``torch.load(weights_only=True)``, memory-mapped where the format allows: files of the
+    legacy (pre-zip) format cannot be mapped and are read whole."""
+    with path.open("rb") as handle:
+        is_zip = handle.read(4) == b"PK\x03\x04"
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
 
 
 def _is_computed(key: str) -> bool:

@@ -82,7 +82,10 @@ def _haar_detector():
 
 
 def _yunet_detector(model_path: Path):
-    detector = cv2.FaceDetectorYN.create(str(model_path), "", (320, 320))
+    try:
+        detector = cv2.FaceDetectorYN.create(str(model_path), "", (320, 320))
+    except cv2.error:
+        raise ValueError(f"{model_path}: OpenCV cannot read it as a YuNet face detector (.onnx) model") from None
 
     def detect(frame):
         detector.setInputSize((frame.shape[1], frame.shape[0]))

@@ -31,6 +31,7 @@ from .models.motion_encoder import MotionEncoder
 from .models.reference import ReferenceUNet
 from .models.spatial_guider import SpatialMotionGuider
 from .models.unet3d import DenoisingUNet
+from .motion import MotionEncoderId
 
 PARTS = ("motion_encoder", "reference_unet", "denoising_unet", "image_encoder", "vae")
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
@@ -52,6 +53,15 @@ class XNeMoModels:
     image_encoder: CLIPVisionModelWithProjection | None = None
     vae: AutoencoderKLTemporalDecoder | None = None
     part_configs: dict = field(default_factory=dict)
+    stored_motion_id: MotionEncoderId | None = None
+    """Fingerprint of the motion encoder's weights as stored, taken at load before any cast."""
+
+    @property
+    def motion_id(self) -> MotionEncoderId:
+        """What motion latents this model accepts (see :class:`~xnemo_core.motion.MotionEncoderId`)."""
+        if self.stored_motion_id is None:
+            self.stored_motion_id = MotionEncoderId.of(self.motion_encoder)
+        return self.stored_motion_id
 
     def modules(self) -> dict[str, nn.Module]:
         return {name: getattr(self, name) for name in PARTS if getattr(self, name) is not None}
@@ -92,9 +102,10 @@ def load_models(
         raise CheckpointError(f"model path not found: {path}")
     layout = _BundleLayout(path) if path.is_file() else _FolderLayout(path)
     config = layout.config()
+    motion_encoder = _load_motion_encoder(layout, config)
     models = XNeMoModels(
         config=config,
-        motion_encoder=_load_motion_encoder(layout, config),
+        motion_encoder=motion_encoder,
         reference_unet=_load_unet(layout, "reference_unet", config, allow_missing=()),
         denoising_unet=_load_unet(layout, "denoising_unet", config, allow_missing),
         **{
@@ -104,6 +115,7 @@ def load_models(
         },
     )
     models.part_configs = layout.part_configs
+    models.stored_motion_id = MotionEncoderId.of(motion_encoder)
     for module in models.modules().values():
         module.eval().requires_grad_(False)
     return models.to(device=device, dtype=parse_dtype(dtype))

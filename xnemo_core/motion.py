@@ -5,6 +5,7 @@ affine with weights summing to one, so the motion encoder's fixed position table
 token row carries, is preserved.
 """
 
+import hashlib
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,6 +15,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .face import gaussian_smooth
+from .files import inside, replacing
+from .video import check_fps
 
 LENGTH_MODES = ("trim", "loop", "ping-pong", "resample")
 BLEND_MODES = ("interpolate", "relative", "intensity", "smooth")
@@ -32,6 +35,12 @@ class MotionLatent:
     boxes: torch.Tensor | None = None
     """``(F, 4)`` face crop boxes in the driving frames, when faces were detected."""
 
+    def __post_init__(self):
+        if self.fps is not None:
+            check_fps(self.fps)
+        if not torch.isfinite(self.tokens).all():
+            raise ValueError("the motion tokens hold NaN or infinite values; extract the motion again")
+
     def __len__(self) -> int:
         return self.tokens.shape[0]
 
@@ -41,16 +50,54 @@ class MotionLatent:
 
 
 def motion_encoder_id(encoder: torch.nn.Module) -> str:
-    """Short fingerprint of a motion encoder's weights (sums of its output projection)."""
-    weight = encoder.final_proj.weight.detach().float()
-    return f"me-{weight.sum().item():.6e}-{weight.abs().sum().item():.6e}"
+    """Fingerprint of a motion encoder's weights as stored, whatever precision they run in.
+
+    A hash of every tensor rounded to fp16, so an fp32 file and its fp16 conversion share it; take
+    it before a cast to bf16 (:func:`~xnemo_core.loading.load_models` does), since bf16 rounds coarser.
+    """
+    digest = hashlib.sha256()
+    for key, tensor in sorted(encoder.state_dict().items()):
+        if not tensor.is_floating_point():  # BatchNorm step counters: no part of what it computes
+            continue
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().half().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return f"me2-{digest.hexdigest()[:24]}"
 
 
-def check_compatible(motion: MotionLatent, model_id: str, what: str = "this model") -> None:
-    if motion.model_id != model_id:
+def legacy_motion_encoder_ids(encoder: torch.nn.Module) -> set[str]:
+    """The fingerprints motion files written before ``me2`` carry: sums of the output projection
+    after the cast to the precision it was loaded in, for each precision."""
+    weight = getattr(encoder, "final_proj", None)
+    if weight is None:
+        return set()
+    weight = weight.weight.detach().float()
+    ids = set()
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        cast = weight.to(dtype).float()
+        ids.add(f"me-{cast.sum().item():.6e}-{cast.abs().sum().item():.6e}")
+    return ids
+
+
+@dataclass(frozen=True)
+class MotionEncoderId:
+    """What a loaded model accepts as the motion encoder that made a motion latent."""
+
+    current: str
+    legacy: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, encoder: torch.nn.Module) -> "MotionEncoderId":
+        return cls(motion_encoder_id(encoder), frozenset(legacy_motion_encoder_ids(encoder)))
+
+    def accepts(self, model_id: str) -> bool:
+        return model_id == self.current or model_id in self.legacy
+
+
+def check_compatible(motion: MotionLatent, encoder_id: MotionEncoderId, what: str = "this model") -> None:
+    if not encoder_id.accepts(motion.model_id):
         raise ValueError(
             f"the motion latent was extracted with another motion encoder ({motion.model_id}) than "
-            f"{what} ({model_id}); extract it again with the model you animate with"
+            f"{what} ({encoder_id.current}); extract it again with the model you animate with"
         )
     if len(motion) == 0:
         raise ValueError("the motion latent has no frames")
@@ -129,9 +176,10 @@ def _frame_index(motion: MotionLatent, index: int) -> int:
     return index
 
 
-def save_motion(motion: MotionLatent, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def save_motion(motion: MotionLatent, path: str | Path, folder: str | Path | None = None) -> Path:
+    """Write ``motion`` as ``.safetensors``; with ``folder``, ``path`` is taken within it and refused
+    when it leads outside (``..``, absolute, symlinks)."""
+    path = inside(folder, path, "motion file") if folder is not None else Path(path)
     tensors = {"tokens": motion.tokens.float().contiguous()}
     if motion.boxes is not None:
         tensors["boxes"] = torch.as_tensor(motion.boxes, dtype=torch.float32).contiguous()
@@ -141,12 +189,14 @@ def save_motion(motion: MotionLatent, path: str | Path) -> Path:
         "fps": json.dumps(motion.fps),
         "source_size": json.dumps(list(motion.source_size) if motion.source_size else None),
     }
-    save_file(tensors, str(path), metadata=metadata)
+    with replacing(path) as temporary:
+        save_file(tensors, str(temporary), metadata=metadata)
     return path
 
 
-def load_motion(path: str | Path) -> MotionLatent:
-    path = Path(path)
+def load_motion(path: str | Path, folder: str | Path | None = None) -> MotionLatent:
+    """Read a motion file; with ``folder``, ``path`` must lie within it (as for :func:`save_motion`)."""
+    path = inside(folder, path, "motion file") if folder is not None else Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"motion file not found: {path}")
     try:
@@ -160,11 +210,16 @@ def load_motion(path: str | Path) -> MotionLatent:
     tokens = tensors["tokens"]
     if tokens.dim() != 3 or tuple(tokens.shape[1:]) != (32, 16):
         raise ValueError(f"{path}: tokens have shape {tuple(tokens.shape)}, expected (frames, 32, 16)")
-    size = json.loads(metadata.get("source_size", "null"))
-    return MotionLatent(
-        tokens=tokens,
-        model_id=metadata.get("model_id", ""),
-        fps=json.loads(metadata.get("fps", "null")),
-        source_size=tuple(size) if size else None,
-        boxes=tensors.get("boxes"),
-    )
+    if not torch.isfinite(tokens).all():
+        raise ValueError(f"{path}: the motion tokens hold NaN or infinite values; extract the motion again")
+    try:
+        size = json.loads(metadata.get("source_size", "null"))
+        return MotionLatent(
+            tokens=tokens,
+            model_id=metadata.get("model_id", ""),
+            fps=json.loads(metadata.get("fps", "null")),
+            source_size=tuple(int(side) for side in size) if size else None,
+            boxes=tensors.get("boxes"),
+        )
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"{path}: damaged motion file metadata ({error})") from None

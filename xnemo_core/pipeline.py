@@ -16,6 +16,7 @@ Every random draw (start noise, window offsets) comes from one ``torch.Generator
 injected instead (``noise=``, ``offsets=``), which is how the golden fixture is reproduced.
 """
 
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,6 +41,9 @@ OFFICIAL_SCHEDULER = {
 }
 SCHEDULES = ("official", "long")
 SIZE_MULTIPLE = 64
+MAX_GUIDANCE = 100.0
+SEED_LIMIT = 2**64
+"""Seeds are the CPU generator's: whole numbers below 2**64."""
 
 StepCallback = Callable[[int, int], None]
 """Called after each denoising step with ``(steps done, total steps)``; may raise to interrupt."""
@@ -82,24 +86,60 @@ class AnimationSettings:
             return official_windows(num_frames, window, self.context_overlap, offset)
         return long_windows(num_frames, window, self.context_overlap)
 
-    def validate(self, max_window: int) -> None:
+    def validate(self, max_window: int | None = None) -> None:
+        """Refuse settings that cannot give a meaningful video, naming the setting
+        (:class:`SettingError`); the context length is checked when ``max_window`` is known."""
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-        if self.steps < 1:
-            raise ValueError(f"steps must be at least 1, got {self.steps}")
-        if not 0 < self.denoise <= 1:
-            raise ValueError(f"denoise must be in (0, 1], got {self.denoise}")
+            raise SettingError("schedule", f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        _check_whole("steps", self.steps, 1)
+        if not _is_number(self.guidance_scale) or not 1 <= self.guidance_scale <= MAX_GUIDANCE:
+            raise SettingError(
+                "guidance_scale",
+                f"guidance scale must be a number from 1 (no guidance) to {MAX_GUIDANCE}, got {self.guidance_scale!r}",
+            )
+        if not _is_number(self.denoise) or not 0 < self.denoise <= 1:
+            raise SettingError("denoise", f"denoise must be in (0, 1], got {self.denoise!r}")
+        _check_whole("seed", self.seed, 0, SEED_LIMIT)
         for name in ("height", "width"):
             value = getattr(self, name)
-            if value < SIZE_MULTIPLE or value % SIZE_MULTIPLE:
-                raise ValueError(f"{name} {value} must be a positive multiple of {SIZE_MULTIPLE}")
-        if not 1 <= self.window_length(max_window) <= max_window:
-            raise ValueError(
-                f"context length {self.window_length(max_window)} must be between 1 and {max_window} "
-                "(the temporal position encoding's limit)"
+            if not isinstance(value, int) or value < SIZE_MULTIPLE or value % SIZE_MULTIPLE:
+                raise SettingError(name, f"{name} {value!r} must be a positive multiple of {SIZE_MULTIPLE}")
+        for name in ("window_batch", "decode_chunk"):
+            _check_whole(name, getattr(self, name), 1)
+        _check_whole("context_overlap", self.context_overlap, 0)
+        if self.context_frames is not None:
+            _check_whole("context_frames", self.context_frames, 1)
+        if max_window is None:
+            return
+        window = self.window_length(max_window)
+        if window > max_window:
+            raise SettingError(
+                "context_frames",
+                f"context length {window} must be between 1 and {max_window} (the temporal position encoding's limit)",
             )
-        if self.window_batch < 1 or self.decode_chunk < 1:
-            raise ValueError("window_batch and decode_chunk must be at least 1")
+        if self.context_overlap >= window:
+            raise SettingError(
+                "context_overlap", f"context overlap {self.context_overlap} must be below the window length {window}"
+            )
+
+
+class SettingError(ValueError):
+    """An :class:`AnimationSettings` value out of range; ``setting`` names the field."""
+
+    def __init__(self, setting: str, message: str):
+        super().__init__(message)
+        self.setting = setting
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_whole(name: str, value, minimum: int, limit: int | None = None) -> None:
+    """``value`` must be an integer ``minimum <= value < limit``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (limit and value >= limit):
+        bound = f"from {minimum} to {limit - 1}" if limit else f"at least {minimum}"
+        raise SettingError(name, f"{name.replace('_', ' ')} must be a whole number {bound}, got {value!r}")
 
 
 @dataclass
@@ -210,6 +250,8 @@ class XNeMoPipeline:
         num_frames = len(motion)
         if num_frames < 1:
             raise ValueError("no driving frames: the motion is empty")
+        if not torch.isfinite(motion).all():
+            raise ValueError("the motion tokens hold NaN or infinite values")
         shape = (1, 4, num_frames, settings.height // 8, settings.width // 8)
         generator = torch.Generator("cpu").manual_seed(settings.seed)
         if noise is None:

@@ -1,11 +1,17 @@
 """Reading portraits and driving clips, writing results (OpenCV; frames are RGB ``uint8``)."""
 
+import math
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from .files import check_parent_is_folder, replacing, replacing_folder
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv"}
+OUTPUT_KINDS = "an .mp4 / .avi / .mov / .mkv video, a .gif, or a path without suffix for a folder of PNG frames"
+FRAME_PATTERN = "frame_*.png"
 DEFAULT_FPS = 25.0
 
 
@@ -23,7 +29,10 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def read_frames(path: str | Path, max_frames: int | None = None) -> tuple[np.ndarray, float]:
-    """Frames ``(N, H, W, 3)`` RGB uint8 and frames per second of a video file or image folder."""
+    """Frames ``(N, H, W, 3)`` RGB uint8 and frames per second of a video file or image folder
+    (the first ``max_frames``, a positive number, when given)."""
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"the number of driving frames to use must be at least 1, got {max_frames}")
     path = _existing(path)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:max_frames]
@@ -52,26 +61,67 @@ def read_frames(path: str | Path, max_frames: int | None = None) -> tuple[np.nda
 def write_image(path: str | Path, image: np.ndarray) -> Path:
     """Write one ``(H, W, 3)`` RGB uint8 image (PNG, JPEG, ... by the suffix)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-        raise MediaError(f"{path}: OpenCV cannot write this image format")
+    with replacing(path) as temporary:
+        if not cv2.imwrite(str(temporary), cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+            raise MediaError(f"{path}: OpenCV cannot write this image format")
     return path
 
 
-def write_video(path: str | Path, frames: np.ndarray, fps: float = DEFAULT_FPS) -> Path:
-    """Write ``(N, H, W, 3)`` RGB frames (uint8, or float in [0, 1]) as an ``.mp4`` (or ``.avi``,
-    ``.mov``, ``.mkv``) file, an animated ``.gif``, or numbered PNG files when ``path`` has no
-    such suffix (a folder)."""
+def output_kind(path: str | Path) -> str:
+    """``"video"``, ``"gif"`` or ``"frames"`` (a folder) for an output path, refusing one that could
+    not be written or would mix with other files; call it before any work."""
     path = Path(path)
+    suffix = path.suffix.lower()
+    kind = "video" if suffix in VIDEO_SUFFIXES else "gif" if suffix == ".gif" else "frames" if not suffix else None
+    if kind is None:
+        raise MediaError(f"{path}: unknown output type {path.suffix!r}; write {OUTPUT_KINDS}")
+    check_parent_is_folder(path)
+    if kind != "frames" and path.is_dir():
+        raise MediaError(f"{path}: is a folder; give a file name ending in {path.suffix}")
+    if kind == "frames" and path.exists():
+        if not path.is_dir():
+            raise MediaError(f"{path}: is a file; a path without suffix is written as a folder of PNG frames")
+        others = sorted(p.name for p in path.iterdir() if not p.match(FRAME_PATTERN))
+        if others:
+            raise MediaError(
+                f"{path}: the folder holds other files than earlier frames ({', '.join(others[:3])}); "
+                "choose a new or empty folder"
+            )
+    return kind
+
+
+def old_frames(path: str | Path) -> list[Path]:
+    """The ``frame_*.png`` files of an earlier run in an output folder (replaced when writing)."""
+    path = Path(path)
+    return sorted(path.glob(FRAME_PATTERN)) if path.is_dir() else []
+
+
+def write_video(path: str | Path, frames: np.ndarray, fps: float = DEFAULT_FPS) -> Path:
+    """Write ``(N, H, W, 3)`` RGB frames (uint8, or float in [0, 1]) as a video, an animated GIF,
+    or numbered PNG files in a folder (see :func:`output_kind`). The result appears only once
+    complete; a folder's frames of an earlier run are replaced."""
+    path = Path(path)
+    kind = output_kind(path)
+    check_fps(fps)
     frames = to_uint8(frames)
-    if path.suffix.lower() == ".gif":
-        return _write_gif(path, frames, fps)
-    if path.suffix.lower() not in {".mp4", ".avi", ".mov", ".mkv"}:
-        path.mkdir(parents=True, exist_ok=True)
-        for index, frame in enumerate(frames):
-            write_image(path / f"frame_{index:05d}.png", frame)
+    if kind == "frames":
+        with replacing_folder(path) as folder:
+            for index, frame in enumerate(frames):
+                write_image(folder / f"frame_{index:05d}.png", frame)
+            for old in old_frames(path):
+                old.unlink()
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with replacing(path) as temporary:
+        (_write_gif if kind == "gif" else _write_video_file)(temporary, frames, fps)
+    return path
+
+
+def check_fps(fps: float) -> None:
+    if isinstance(fps, bool) or not (isinstance(fps, (int, float)) and math.isfinite(fps) and fps > 0):
+        raise ValueError(f"frames per second must be a finite number above 0, got {fps!r}")
+
+
+def _write_video_file(path: Path, frames: np.ndarray, fps: float) -> None:
     height, width = frames.shape[1:3]
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
     if not writer.isOpened():
@@ -81,16 +131,13 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = DEFAULT_FPS) 
             writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     finally:
         writer.release()
-    return path
 
 
-def _write_gif(path: Path, frames: np.ndarray, fps: float) -> Path:
+def _write_gif(path: Path, frames: np.ndarray, fps: float) -> None:
     from PIL import Image
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     images = [Image.fromarray(frame) for frame in frames]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
-    return path
+    images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
 
 
 def to_uint8(frames: np.ndarray) -> np.ndarray:

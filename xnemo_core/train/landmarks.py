@@ -211,5 +211,5 @@ def pretrain_motion_encoder(config: LandmarkConfig, on_log=None) -> Path:
     log.write({"step": config.steps, "motion_to_identity_variance": [round(r, 3) for r in ratios.tolist()]})
     log.close()
     folder = output / "model"
-    write_parts(models, folder)
+    write_parts(models, folder, overwrite=True)
     return folder

@@ -339,6 +339,6 @@ def _checkpoint(accelerator, output: Path, step: int, ema, trainable, models: XN
         (output / "state" / "progress.json").write_text(json.dumps({"step": step, "config": asdict(config)}))
         ema.store(trainable)
         ema.copy_to(trainable)
-        write_parts(models, folder)
+        write_parts(models, folder, overwrite=True)
         ema.restore(trainable)
     return folder
