@@ -15,7 +15,7 @@ import torch
 
 from xnemo_core.config import XNeMoConfig
 from xnemo_core.models.motion_encoder import MotionEncoder
-from xnemo_core.models.reference import ReferenceUNet, capture_reference
+from xnemo_core.models.reference import ReferenceUNet, capture_reference, project_reference
 from xnemo_core.models.unet3d import DenoisingUNet
 from xnemo_core.synthetic_weights import with_synthesized_weights
 
@@ -81,7 +81,7 @@ def main():
         cast = lambda t: t.to("cuda", dtype)
         tokens = encoder(cast(faces))
         motion = torch.stack([tokens[:1].expand(args.frames, -1, -1), tokens[1:]])
-        bank = capture_reference(reference_unet, cast(ref_latents), cast(clip))
+        bank = project_reference(denoiser, capture_reference(reference_unet, cast(ref_latents), cast(clip)))
         guided_clip = torch.cat([torch.zeros_like(cast(clip)), cast(clip)])
 
         def forward(timestep=torch.tensor(981)):

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from xnemo_core import bundled
+from xnemo_core.compiling import COMPILE_MODES
 from xnemo_core.face import CROP_MODES, FaceDetector, paste_back, reference_crops
 from xnemo_core.motion import check_compatible
 from xnemo_core.pipeline import SCHEDULES, AnimationSettings, XNeMoPipeline
@@ -32,6 +33,7 @@ def animate(
     crop,
     decode_chunk,
     release_vram,
+    compile="auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     check_compatible(motion, model.motion_id, f"the loaded model '{model.name}'")
     image = to_frames(reference, "reference")[0]
@@ -53,7 +55,7 @@ def animate(
     settings.validate(model.models.config.max_window)
     device = model.managed.load()
     try:
-        pipeline = XNeMoPipeline(model.models, device)
+        pipeline = XNeMoPipeline(model.models, device, compile=compile)
         animation = pipeline.animate(
             crops.portrait,
             crops.face,
@@ -104,6 +106,15 @@ ANIMATE_PORTRAIT = Node(
             tooltip="25 is the official value; lower saves VRAM",
         ),
         Socket("release_vram", "BOOLEAN", default=False, tooltip="unload the model from VRAM when done"),
+        Socket(
+            "compile",
+            "COMBO",
+            default="auto",
+            options=COMPILE_MODES,
+            optional=True,
+            tooltip="compile the denoiser (auto: on NVIDIA GPUs with Triton); the first run of a size compiles, "
+            "later runs of that size are faster; off: no compilation",
+        ),
     ),
     outputs=(
         Socket("frames", "IMAGE", tooltip="the animated face crop"),

@@ -8,6 +8,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from . import bundled, check_fixtures
+from .compiling import COMPILE_MODES
 from .convert import check_output, write_bundle, write_parts
 from .devices import default_precision, resolve_device
 from .face import CROP_MODES, FaceDetector, driving_crops, reference_crops
@@ -44,7 +45,7 @@ def _animate(args) -> int:
         print(f"note: no face in {len(faces.undetected)} driving frames; neighbouring boxes reused", file=sys.stderr)
     models = load_models(args.models, dtype=args.dtype or default_precision(device))
     settings.validate(models.config.max_window)
-    pipeline = XNeMoPipeline(models, device=device, offload=args.offload)
+    pipeline = XNeMoPipeline(models, device=device, offload=args.offload, compile=args.compile)
     motion = pipeline.encode_motion(faces.faces)
     with tqdm(total=settings.steps - settings.skipped_steps, desc="denoising", unit="step") as bar:
         animation = pipeline.animate(crops.portrait, crops.face, motion, settings, on_step=lambda *_: bar.update())
@@ -228,6 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     animate.add_argument("--face-model", type=Path, help="YuNet .onnx or BlazeFace .tflite (default: OpenCV Haar)")
     animate.add_argument("--offload", action="store_true", help="keep once-run modules on the CPU")
+    animate.add_argument(
+        "--compile",
+        choices=COMPILE_MODES,
+        default="auto",
+        help="compile the denoiser (auto: on CUDA with Triton; the first video of a size pays the compilation)",
+    )
     animate.set_defaults(run=_animate)
 
     synthesize = commands.add_parser("synthesize", help="write an untrained model with rule-made weights")

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from .config import VAE_SCALING_FACTOR, XNeMoConfig
 from .loading import XNeMoModels
 from .models.motion_encoder import MotionEncoder
-from .models.reference import ReferenceUNet, capture_reference
+from .models.reference import ReferenceUNet, capture_reference, project_reference
 from .models.unet3d import DenoisingUNet
 from .pipeline import AnimationSettings, XNeMoPipeline
 from .synthetic_weights import synthesized_models, with_synthesized_weights
@@ -94,7 +94,9 @@ def check_unet_step(golden: dict, settings: dict, path: Path) -> list[Comparison
     guided_clip = torch.cat([torch.zeros_like(clip), clip])
     latents, timestep, motion = golden["noisy_latents"], golden["timestep"], golden["motion_tokens"]
     uncond_rows = latents.shape[0] // 2
-    noise = denoiser(latents, timestep, guided_clip, motion, tokens, slice(uncond_rows, None))
+    noise = denoiser(
+        latents, timestep, guided_clip, motion, project_reference(denoiser, tokens), slice(uncond_rows, None)
+    )
     plain = denoiser(latents, timestep, guided_clip, torch.zeros_like(motion))
     return [
         compare_relative(name, "noise_pred", noise, golden["noise_pred"], 1e-5),

@@ -26,8 +26,9 @@ import torch
 from diffusers import DDIMScheduler
 from einops import rearrange
 
+from .compiling import compile_wanted, compiled
 from .loading import XNeMoModels
-from .models.reference import ReferenceTokens, capture_reference
+from .models.reference import ReferenceBank, ReferenceTokens, capture_reference, project_reference
 from .preprocess import clip_input, gaussian_blur, motion_input, vae_input
 from .windows import long_windows, official_windows
 
@@ -170,14 +171,24 @@ class XNeMoPipeline:
     With ``offload=True`` the modules that run once (CLIP, VAE, reference UNet, motion encoder)
     stay on the CPU and visit the device only while they run, and the denoiser leaves the device
     before decoding, which keeps peak GPU memory to the denoiser plus activations.
+
+    ``compile`` (``auto``, ``on``, ``off``; see :mod:`~xnemo_core.compiling`) runs the denoiser
+    compiled, with CUDA graphs unless offloading moves its weights between calls.
     """
 
-    def __init__(self, models: XNeMoModels, device: str | torch.device = "cpu", offload: bool = False):
+    def __init__(
+        self, models: XNeMoModels, device: str | torch.device = "cpu", offload: bool = False, compile: str = "off"
+    ):
         if models.image_encoder is None or models.vae is None:
             missing = [name for name in ("image_encoder", "vae") if getattr(models, name) is None]
             raise ValueError(f"the model has no {' and no '.join(missing)}; animation needs both")
         self.models, self.device, self.offload = models, torch.device(device), offload
         self.dtype = models.denoising_unet.dtype
+        self.denoiser = models.denoising_unet
+        self.cuda_graphs = False
+        if compile_wanted(compile, self.device):
+            self.cuda_graphs = self.device.type == "cuda" and not offload
+            self.denoiser = compiled(models.denoising_unet, self.cuda_graphs)
         placement = "cpu" if offload else self.device
         models.to(device=placement)
 
@@ -267,25 +278,23 @@ class XNeMoPipeline:
         latents = self.start_latents(condition.latents, num_frames, scheduler, noise)
         motion = motion.to(self.device)
         with self._on_device(self.models.denoising_unet):
-            try:
-                for step, timestep in enumerate(scheduler.timesteps):
-                    windows = settings.windows(num_frames, config.max_window, offsets[step])
-                    noise_pred = self._guided_prediction(condition, latents, motion, timestep, windows, settings)
-                    latents = scheduler.step(noise_pred, timestep, latents, eta=0.0).prev_sample
-                    if on_step is not None:
-                        on_step(step + 1, len(scheduler.timesteps))
-            finally:
-                self.models.denoising_unet.forget_reference()
+            reference = project_reference(self.models.denoising_unet, condition.tokens)
+            for step, timestep in enumerate(scheduler.timesteps):
+                windows = settings.windows(num_frames, config.max_window, offsets[step])
+                noise_pred = self._guided_prediction(reference, condition, latents, motion, timestep, windows, settings)
+                latents = scheduler.step(noise_pred, timestep, latents, eta=0.0).prev_sample
+                if on_step is not None:
+                    on_step(step + 1, len(scheduler.timesteps))
         return latents
 
-    def _guided_prediction(self, condition, latents, motion, timestep, windows, settings) -> torch.Tensor:
+    def _guided_prediction(self, reference, condition, latents, motion, timestep, windows, settings) -> torch.Tensor:
         """Window-averaged noise prediction of every frame, with classifier-free guidance applied."""
         guided = settings.guidance_scale > 1.0
         rows = 2 if guided else 1
         total = torch.zeros((rows, *latents.shape[1:]), device=self.device)
         counter = torch.zeros(latents.shape[2], device=self.device)
         for batch in _batches(windows, settings.window_batch):
-            prediction = self._predict(condition, latents, motion, timestep, batch, guided)
+            prediction = self._predict(reference, condition, latents, motion, timestep, batch, guided)
             for row, frames in enumerate(batch):
                 rows_of_window = prediction[row :: len(batch)]
                 total[:, :, frames] += rows_of_window.float()
@@ -296,7 +305,9 @@ class XNeMoPipeline:
         unconditional, conditional = mean.chunk(2)
         return unconditional + settings.guidance_scale * (conditional - unconditional)
 
-    def _predict(self, condition, latents, motion, timestep, batch: list[list[int]], guided: bool) -> torch.Tensor:
+    def _predict(
+        self, reference: ReferenceBank, condition, latents, motion, timestep, batch: list[list[int]], guided: bool
+    ) -> torch.Tensor:
         """One denoiser call on ``len(batch)`` equal-length windows: rows ``[uncond…, cond…]``."""
         windows = torch.tensor(batch, device=self.device)
         window_latents = rearrange(latents[0][:, windows], "c w f h x -> w c f h x")
@@ -307,12 +318,14 @@ class XNeMoPipeline:
             unconditional = condition.unconditional_motion.expand_as(window_motion)
             window_motion = torch.cat([unconditional, window_motion])
             clip = torch.cat([torch.zeros_like(clip), clip])
-        return self.models.denoising_unet(
+        if self.cuda_graphs:  # the previous call's output has been consumed: its memory may be reused
+            torch.compiler.cudagraph_mark_step_begin()
+        return self.denoiser(
             window_latents.to(self.dtype),
             timestep,
             clip.to(self.dtype),
             window_motion.to(self.dtype),
-            condition.tokens,
+            reference,
             reference_rows=slice(len(batch), None) if guided else slice(None),
         )
 

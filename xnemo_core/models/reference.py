@@ -5,15 +5,16 @@ reference latents. :func:`capture_reference` records, for every spatial transfor
 normalized tokens entering its self-attention (``attn1``). In the denoising UNet the same-named
 ``attn1`` layers carry a :class:`ReferenceAttnProcessor`, which lets the chosen batch rows attend
 over ``[own tokens ‖ reference tokens]`` while the other rows (the unconditional half under
-classifier-free guidance) do plain self-attention.
+classifier-free guidance) do plain self-attention. The reference tokens are projected to keys and
+values once per video (:func:`project_reference`); the caller owns that bank and passes it with
+every denoiser call, so no state stays on the modules between calls.
 
 Both sides swap attention processors (diffusers' mechanism for changing attention behaviour)
 instead of replacing module ``forward`` methods.
 """
 
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from functools import partial
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -83,76 +84,70 @@ def capture_reference(reference_unet: nn.Module, latents: torch.Tensor, clip_emb
     return store
 
 
-@dataclass
-class ReferenceState:
-    """What the denoiser's reference processors read during one forward call.
+ReferenceBank = dict[str, tuple[torch.Tensor, torch.Tensor]]
+"""Reference keys and values of each denoiser ``attn1`` layer, by module name: ``(R, L, C)`` each.
+Projected once per video (:func:`project_reference`) and passed to every denoiser call."""
 
-    ``rows`` selects the batch rows (before frames are folded in) that attend to the reference.
-    ``projections`` caches each layer's reference keys and values: the reference tokens are
-    fixed for a whole video, so they are projected once instead of once per frame and step.
-    """
 
-    tokens: ReferenceTokens = field(default_factory=dict)
-    rows: slice = field(default_factory=lambda: slice(None))
-    num_frames: int = 1
-    projections: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
-    projected_from: ReferenceTokens | None = None
+def project_reference(denoiser: nn.Module, tokens: ReferenceTokens) -> ReferenceBank:
+    """The denoiser's key and value projections of the captured reference tokens."""
+    bank = {}
+    for name, layer_tokens in tokens.items():
+        attn = denoiser.get_submodule(name)
+        layer_tokens = layer_tokens.to(attn.to_k.weight.dtype)
+        bank[name] = (attn.to_k(layer_tokens), attn.to_v(layer_tokens))
+    return bank
 
-    def keys_values(self, name: str, attn) -> tuple[torch.Tensor, torch.Tensor] | None:
-        tokens = self.tokens.get(name)
-        if tokens is None:
-            return None
-        if self.projected_from is not self.tokens:
-            self.projections, self.projected_from = {}, self.tokens
-        if name not in self.projections:
-            tokens = tokens.to(attn.to_k.weight.dtype)
-            self.projections[name] = (attn.to_k(tokens), attn.to_v(tokens))
-        return self.projections[name]
 
-    def forget(self) -> None:
-        """Drop the cached projections (they hold device memory until the next video)."""
-        self.projections, self.projected_from = {}, None
+class AttentionReference(NamedTuple):
+    """What one ``attn1`` layer reads of the reference in one call: its keys and values, and which
+    rows of the (frames-folded) batch attend to them."""
+
+    key: torch.Tensor
+    value: torch.Tensor
+    rows: slice
 
 
 class ReferenceAttnProcessor:
     """``attn1`` processor of the denoising UNet.
 
-    The selected rows attend over ``[own tokens ‖ reference tokens]`` (with the reference keys and
-    values projected once per video); the other rows, and every row when no reference is set, do
-    plain self-attention. Supports the plain attention of SD-style transformer blocks.
+    The rows ``reference.rows`` attend over ``[own tokens ‖ reference tokens]``; the other rows,
+    and every row when ``reference`` is ``None``, do plain self-attention. It holds no state: what
+    it reads comes with each call (``cross_attention_kwargs``).
     """
 
-    def __init__(self, name: str, state: ReferenceState):
-        self.name, self.state = name, state
-
-    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, **kw):
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, reference=None):
         query, key, value = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
-        reference = self.state.keys_values(self.name, attn)
         if reference is None:
             out = _attend(attn, query, key, value)
         else:
-            frames = self.state.num_frames
-            start, stop, _ = self.state.rows.indices(hidden_states.shape[0] // frames)
-            rows = slice(start * frames, stop * frames)
+            rows = reference.rows
             parts = []
             if rows.start > 0:
                 parts.append(_attend(attn, query[: rows.start], key[: rows.start], value[: rows.start]))
-            parts.append(_attend(attn, query[rows], *_with_reference(key[rows], value[rows], reference, frames)))
+            parts.append(_attend(attn, query[rows], *_with_reference(key[rows], value[rows], reference)))
             if rows.stop < hidden_states.shape[0]:
                 parts.append(_attend(attn, query[rows.stop :], key[rows.stop :], value[rows.stop :]))
             out = torch.cat(parts) if len(parts) > 1 else parts[0]
         return attn.to_out[1](attn.to_out[0](out))
 
 
-def _with_reference(key, value, reference, frames):
+class CrossAttnProcessor(AttnProcessor2_0):
+    """diffusers' ``attn2`` processor, which also receives (and ignores) the call's reference."""
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, reference=None):
+        return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask)
+
+
+def _with_reference(key, value, reference: AttentionReference):
     """Append the reference keys / values (one per batch row, shared by its frames) to each frame's."""
-    ref_key, ref_value = reference
+    count = key.shape[0]
+    ref_key, ref_value = reference.key, reference.value
     if ref_key.shape[0] == 1:
-        ref_key = ref_key.expand(key.shape[0], -1, -1)
-        ref_value = ref_value.expand(key.shape[0], -1, -1)
+        ref_key, ref_value = ref_key.expand(count, -1, -1), ref_value.expand(count, -1, -1)
     else:
-        ref_key = ref_key.repeat_interleave(frames, dim=0)
-        ref_value = ref_value.repeat_interleave(frames, dim=0)
+        frames = count // ref_key.shape[0]
+        ref_key, ref_value = ref_key.repeat_interleave(frames, dim=0), ref_value.repeat_interleave(frames, dim=0)
     return torch.cat([key, ref_key.to(key.dtype)], dim=1), torch.cat([value, ref_value.to(value.dtype)], dim=1)
 
 
@@ -163,19 +158,9 @@ def _attend(attn, query, key, value):
     return rearrange(out, "n h l d -> n l (h d)")
 
 
-def install_reference_processors(unet: nn.Module, state: ReferenceState) -> None:
+def install_reference_processors(unet: nn.Module) -> None:
+    """Stateless processors on every spatial transformer of the denoiser: reference-reading
+    ``attn1``, and ``attn2`` that accepts the same call arguments."""
     for name, layer in self_attention_layers(unet).items():
-        layer.set_processor(ReferenceAttnProcessor(name, state))
-
-
-@contextmanager
-def reading(state: ReferenceState, tokens: ReferenceTokens | None, rows: slice, num_frames: int):
-    """Point the processors at ``tokens`` for the duration of one forward call.
-
-    The projected reference keys / values stay cached while the same ``tokens`` dict is passed.
-    """
-    state.tokens, state.rows, state.num_frames = tokens or {}, rows, num_frames
-    try:
-        yield
-    finally:
-        state.tokens, state.rows, state.num_frames = {}, slice(None), 1
+        layer.set_processor(ReferenceAttnProcessor())
+        unet.get_submodule(name.removesuffix("attn1") + "attn2").set_processor(CrossAttnProcessor())

@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..loading import load_models
+from ..models.reference import project_reference
 from ..pipeline import OFFICIAL_SCHEDULER, AnimationSettings, XNeMoPipeline
 from ..synthetic import MOTION_FIELDS, random_identity, render, render_clip
 from .data import SyntheticFaces, to_tensor
@@ -271,6 +272,7 @@ def motion_reliance(
         size = pair.reference.shape[0]
         condition = pipeline.encode_reference(pair.reference, pair.reference, size, size)
         truth = rearrange(pipeline.encode_latents(to_tensor(pair.truth)).float(), "f c h w -> 1 c f h w")
+        reference = project_reference(unet, condition.tokens)
         reference_motion = condition.unconditional_motion.cpu()
         motions = {
             "truth": pipeline.encode_motion(pair.truth),
@@ -286,10 +288,9 @@ def motion_reliance(
                     timestep,
                     condition.clip_embeds.to(pipeline.dtype),
                     motion[None].to(truth.device, pipeline.dtype),
-                    condition.tokens,
+                    reference,
                 )
                 errors[name] += F.mse_loss(prediction.float(), noise).item()
-        unet.forget_reference()  # its cached projections belong to this pair's reference
     return {"self": errors["reference"] / errors["truth"] - 1, "cross": errors["reference"] / errors["driver"] - 1}
 
 

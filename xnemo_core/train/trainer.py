@@ -20,7 +20,7 @@ from torch import nn
 
 from ..convert import write_parts
 from ..loading import XNeMoModels, build_motion_encoder, load_models, load_vae
-from ..models.reference import capture_reference
+from ..models.reference import capture_reference, project_reference
 from ..pipeline import OFFICIAL_SCHEDULER, SIZE_MULTIPLE
 from ..preprocess import clip_normalize
 from ..synthetic_weights import preset_models
@@ -217,20 +217,14 @@ class XNeMoTraining(nn.Module):
 
     def _denoise(self, noisy, timesteps, clip, motion, tokens) -> torch.Tensor:
         unet = self.denoising_unet
-        try:
-            if self.config.gradient_checkpointing and self.training:
-                # The whole denoiser is recomputed in backward; its cached reference projections
-                # must not outlive the forward, or the recomputation would skip them.
-                def run(*inputs):
-                    try:
-                        return unet(*inputs, tokens)
-                    finally:
-                        unet.forget_reference()
 
-                return torch.utils.checkpoint.checkpoint(run, noisy, timesteps, clip, motion, use_reentrant=False)
-            return unet(noisy, timesteps, clip, motion, tokens)
-        finally:
-            unet.forget_reference()
+        def run(noisy, timesteps, clip, motion):
+            reference = project_reference(unet, tokens) if tokens is not None else None
+            return unet(noisy, timesteps, clip, motion, reference)
+
+        if self.config.gradient_checkpointing and self.training:
+            return torch.utils.checkpoint.checkpoint(run, noisy, timesteps, clip, motion, use_reentrant=False)
+        return run(noisy, timesteps, clip, motion)
 
 
 def initial_models(config: TrainConfig) -> XNeMoModels:

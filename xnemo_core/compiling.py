@@ -1,0 +1,35 @@
+"""The denoiser compiled once per model (``torch.compile``, one static graph), replayed with CUDA
+graphs where the weights stay put on a GPU.
+
+The denoiser's forward keeps no state between calls and has no graph break, so one graph serves
+every step, window and video of a size; a new size (or a shorter last window) compiles once more.
+"""
+
+import importlib.util
+import weakref
+
+import torch
+from torch import nn
+
+COMPILE_MODES = ("auto", "on", "off")
+_COMPILED: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def compile_wanted(mode: str, device: torch.device) -> bool:
+    """``on``, ``off``, or ``auto``: on for CUDA devices where Triton (inductor's GPU compiler) is installed."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"unknown compile mode {mode!r}; choose one of {', '.join(COMPILE_MODES)}")
+    if mode == "auto":
+        return device.type == "cuda" and importlib.util.find_spec("triton") is not None
+    return mode == "on"
+
+
+def compiled(denoiser: nn.Module, cuda_graphs: bool) -> nn.Module:
+    """``denoiser`` compiled fullgraph with static shapes, kept with the module so that every
+    pipeline of the same model reuses the compiled code. ``cuda_graphs`` replays each call as a
+    CUDA graph (needs the weights to stay on one device between calls)."""
+    per_module = _COMPILED.setdefault(denoiser, {})
+    if cuda_graphs not in per_module:
+        mode = "reduce-overhead" if cuda_graphs else "default"
+        per_module[cuda_graphs] = torch.compile(denoiser, fullgraph=True, dynamic=False, mode=mode)
+    return per_module[cuda_graphs]
