@@ -4,12 +4,16 @@ Each run animates a random 512×512 portrait with random driving faces end to en
 encoding, motion tokens, DDIM with guidance, temporal VAE decode) and prints seconds per frame,
 achieved TFLOP/s (FLOPs from the architecture doc's FlopCounter figures) and peak GPU memory.
 
-    python bench/pipeline_speed.py --runs fp16:official:48 bf16:official:48 fp16:long:240 \
-        [--steps 35] [--size 512] [--offload] [--window-batch 1] [--compare-frames 24] [--json out.json]
+    python bench/pipeline_speed.py --runs fp16:official:48 fp16:official:48:compiled fp16:long:240 \
+        [--steps 35] [--size 512] [--offload] [--window-batch 1] [--compare-frames 24] \
+        [--official-json official.json] [--json out.json]
 
-A run is ``dtype:schedule:frames``, optionally followed by ``:wbN`` (windows per call) and
-``:offload`` / ``:resident``. ``--compare-frames N`` also runs fp32 on N frames and reports each
-precision's video error against it.
+A run is ``dtype:schedule:frames``, optionally followed by ``:wbN`` (windows per call),
+``:offload`` / ``:resident`` and ``:compiled`` (the denoiser through ``torch.compile``, with CUDA
+graphs when resident). Each run first animates 24 frames for 2 steps (same window shapes):
+``warmup_s`` is that, compilation included. ``--compare-frames N`` also runs fp32 on N frames and
+reports each precision's video error against it, eager and compiled. ``--official-json`` reads
+``bench_official.py``'s result of the same machine and prints each run's speed as a ratio to it.
 """
 
 import argparse
@@ -43,11 +47,14 @@ def parse_run(spec: str, defaults) -> dict:
     run = {"dtype": dtype, "schedule": schedule, "frames": int(frames)}
     run["window_batch"] = defaults.window_batch
     run["offload"] = defaults.offload
+    run["compiled"] = False
     for option in options:
         if option.startswith("wb"):
             run["window_batch"] = int(option[2:])
         elif option in ("offload", "resident"):
             run["offload"] = option == "offload"
+        elif option == "compiled":
+            run["compiled"] = True
         else:
             raise SystemExit(f"unknown run option {option!r} in {spec!r}")
     return run
@@ -87,7 +94,7 @@ def animate_timed(pipeline: XNeMoPipeline, frames: int, settings: AnimationSetti
     return video, phase.figures
 
 
-def run_one(master, run: dict, args) -> dict:
+def run_one(master, run: dict, args, official: dict | None) -> dict:
     dtype = parse_dtype(run["dtype"])
     models = copy.deepcopy(master).to(dtype=dtype)
     settings = AnimationSettings(
@@ -98,9 +105,12 @@ def run_one(master, run: dict, args) -> dict:
         window_batch=run["window_batch"],
         decode_chunk=args.decode_chunk,
     )
-    pipeline = XNeMoPipeline(models, device="cuda", offload=run["offload"])
+    compile = "on" if run["compiled"] else "off"
+    pipeline = XNeMoPipeline(models, device="cuda", offload=run["offload"], compile=compile)
     warmup = AnimationSettings(**{**settings.__dict__, "steps": 2})
+    start = time.perf_counter()
     animate_timed(pipeline, min(run["frames"], 24), warmup)
+    warmup_s = time.perf_counter() - start
     torch.cuda.empty_cache()
     video, phases = animate_timed(pipeline, run["frames"], settings)
     total = sum(v for k, v in phases.items() if k.endswith("_s"))
@@ -110,6 +120,7 @@ def run_one(master, run: dict, args) -> dict:
         "steps": args.steps,
         "size": args.size,
         **{k: round(v, 2) for k, v in phases.items()},
+        "warmup_s": round(warmup_s, 1),
         "total_s": round(total, 2),
         "s_per_frame": round(total / run["frames"], 4),
         "tflop": round(tflop),
@@ -117,6 +128,8 @@ def run_one(master, run: dict, args) -> dict:
         "peak_gib": round(max(v for k, v in phases.items() if k.endswith("_peak_gib")), 2),
         "finite": bool(torch.isfinite(video).all()),
     }
+    if official is not None:
+        result["x_official"] = round(official["s_per_frame"] / result["s_per_frame"], 2)
     print(json.dumps(result), flush=True)
     del pipeline, models
     torch.cuda.empty_cache()
@@ -124,21 +137,26 @@ def run_one(master, run: dict, args) -> dict:
 
 
 def compare_precisions(master, frames: int, args) -> list[dict]:
-    """Video error of fp16 / bf16 against fp32, same seed, official schedule, 10 steps."""
+    """Video error of fp16 / bf16, eager and compiled, against eager fp32: same seed, official
+    schedule, 10 steps, resident (CUDA graphs when compiled)."""
     settings = AnimationSettings(steps=10, height=args.size, width=args.size)
     videos = {}
-    for name in ("fp32", "fp16", "bf16"):
-        pipeline = XNeMoPipeline(copy.deepcopy(master).to(dtype=parse_dtype(name)), device="cuda", offload=True)
-        videos[name] = animate_timed(pipeline, frames, settings)[0]
-        del pipeline
+    for name, compile in (("fp32", "off"), ("fp16", "off"), ("fp16", "on"), ("bf16", "off"), ("bf16", "on")):
+        models = copy.deepcopy(master).to(dtype=parse_dtype(name))
+        pipeline = XNeMoPipeline(models, device="cuda", compile=compile)
+        videos[name, compile] = animate_timed(pipeline, frames, settings)[0]
+        del pipeline, models
         torch.cuda.empty_cache()
     results = []
-    for name in ("fp16", "bf16"):
-        error = (videos[name] - videos["fp32"]).abs()
+    for name, compile in videos:
+        if name == "fp32":
+            continue
+        error = (videos[name, compile] - videos["fp32", "off"]).abs()
         results.append(
             {
                 "compare": name,
-                "vs": "fp32",
+                "compiled": compile == "on",
+                "vs": "fp32 eager",
                 "frames": frames,
                 "steps": 10,
                 "video_max_abs": round(error.max().item(), 4),
@@ -158,6 +176,7 @@ def main():
     parser.add_argument("--offload", action="store_true", help="default for runs without :offload / :resident")
     parser.add_argument("--compare-frames", type=int, default=0)
     parser.add_argument("--json", help="also write every result here")
+    parser.add_argument("--official-json", help="bench_official.py's JSON line of this machine, for ratios")
     parser.add_argument("--decode-chunk", type=int, default=25, help="25 is the official (output-defining) value")
     parser.add_argument("--cudnn-benchmark", action="store_true", help="measured slower here: new shapes re-tune")
     args = parser.parse_args()
@@ -166,7 +185,8 @@ def main():
     start = time.perf_counter()
     master = preset_models("official")
     print(f"synthesized full-size models in {time.perf_counter() - start:.0f} s on {torch.cuda.get_device_name()}")
-    results = [run_one(master, run, args) for run in runs]
+    official = json.loads(open(args.official_json).read().strip().splitlines()[-1]) if args.official_json else None
+    results = [run_one(master, run, args, official) for run in runs]
     if args.compare_frames:
         results += compare_precisions(master, args.compare_frames, args)
     if args.json:
