@@ -9,7 +9,7 @@ achieved TFLOP/s (FLOPs from the architecture doc's FlopCounter figures) and pea
         [--official-json official.json] [--json out.json]
 
 A run is ``dtype:schedule:frames``, optionally followed by ``:wbN`` (windows per call),
-``:offload`` / ``:resident`` and ``:compiled`` (the denoiser through ``torch.compile``, with CUDA
+``:offload`` / ``:resident``, ``:cudnn`` (cuDNN attention first) and ``:compiled`` (the denoiser through ``torch.compile``, with CUDA
 graphs when resident). Each run first animates 24 frames for 2 steps (same window shapes):
 ``warmup_s`` is that, compilation included. ``--compare-frames N`` also runs fp32 on N frames and
 reports each precision's video error against it, eager and compiled. ``--official-json`` reads
@@ -17,12 +17,14 @@ reports each precision's video error against it, eager and compiled. ``--officia
 """
 
 import argparse
+import contextlib
 import copy
 import json
 import time
 
 import numpy as np
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from xnemo_core.loading import parse_dtype
 from xnemo_core.pipeline import AnimationSettings, XNeMoPipeline
@@ -48,6 +50,7 @@ def parse_run(spec: str, defaults) -> dict:
     run["window_batch"] = defaults.window_batch
     run["offload"] = defaults.offload
     run["compiled"] = False
+    run["attention"] = "default"
     for option in options:
         if option.startswith("wb"):
             run["window_batch"] = int(option[2:])
@@ -55,6 +58,8 @@ def parse_run(spec: str, defaults) -> dict:
             run["offload"] = option == "offload"
         elif option == "compiled":
             run["compiled"] = True
+        elif option == "cudnn":
+            run["attention"] = "cudnn"
         else:
             raise SystemExit(f"unknown run option {option!r} in {spec!r}")
     return run
@@ -94,6 +99,14 @@ def animate_timed(pipeline: XNeMoPipeline, frames: int, settings: AnimationSetti
     return video, phase.figures
 
 
+def attention_backends(choice: str):
+    """``cudnn``: cuDNN's fused attention first (then flash, memory-efficient), else PyTorch's order."""
+    if choice == "default":
+        return contextlib.nullcontext()
+    order = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]
+    return sdpa_kernel(order, set_priority=True)
+
+
 def run_one(master, run: dict, args, official: dict | None) -> dict:
     dtype = parse_dtype(run["dtype"])
     models = copy.deepcopy(master).to(dtype=dtype)
@@ -108,11 +121,12 @@ def run_one(master, run: dict, args, official: dict | None) -> dict:
     compile = "on" if run["compiled"] else "off"
     pipeline = XNeMoPipeline(models, device="cuda", offload=run["offload"], compile=compile)
     warmup = AnimationSettings(**{**settings.__dict__, "steps": 2})
-    start = time.perf_counter()
-    animate_timed(pipeline, min(run["frames"], 24), warmup)
-    warmup_s = time.perf_counter() - start
-    torch.cuda.empty_cache()
-    video, phases = animate_timed(pipeline, run["frames"], settings)
+    with attention_backends(run["attention"]):
+        start = time.perf_counter()
+        animate_timed(pipeline, min(run["frames"], 24), warmup)
+        warmup_s = time.perf_counter() - start
+        torch.cuda.empty_cache()
+        video, phases = animate_timed(pipeline, run["frames"], settings)
     total = sum(v for k, v in phases.items() if k.endswith("_s"))
     tflop = estimated_tflop(run["frames"], settings, master.config.max_window)
     result = {
@@ -186,9 +200,8 @@ def main():
     master = preset_models("official")
     print(f"synthesized full-size models in {time.perf_counter() - start:.0f} s on {torch.cuda.get_device_name()}")
     official = json.loads(open(args.official_json).read().strip().splitlines()[-1]) if args.official_json else None
-    results = [run_one(master, run, args, official) for run in runs]
-    if args.compare_frames:
-        results += compare_precisions(master, args.compare_frames, args)
+    results = compare_precisions(master, args.compare_frames, args) if args.compare_frames else []
+    results += [run_one(master, run, args, official) for run in runs]
     if args.json:
         with open(args.json, "w") as file:
             json.dump(results, file, indent=1)

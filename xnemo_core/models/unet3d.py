@@ -123,7 +123,7 @@ class DenoisingUNet(UNet2DConditionModel):
         spatial = None
         if motion.ndim == 4:
             spatial, motion = motion, motion.new_zeros(len(motion), 1, self._motion_token_dim)
-        first, last, _ = reference_rows.indices(batch)
+        first, last = _row_range(reference_rows, batch)
         call = _Call(
             num_frames=frames,
             motion_tokens=motion,
@@ -211,6 +211,14 @@ def _attach_frame_modules(block: nn.Module, motion, temporal) -> None:
     channels = [layer.out_channels for layer in layers]
     block.motion_modules = nn.ModuleList(FrameModule(c, motion) for c in channels)
     block.temporal_modules = nn.ModuleList(FrameModule(c, temporal) for c in channels)
+
+
+def _row_range(rows: slice, count: int) -> tuple[int, int]:
+    """``rows.indices(count)`` for unit steps, in plain arithmetic (which torch.compile traces on
+    every PyTorch version)."""
+    start, stop = rows.start or 0, count if rows.stop is None else rows.stop
+    start, stop = (start + count if start < 0 else start), (stop + count if stop < 0 else stop)
+    return min(max(start, 0), count), min(max(stop, 0), count)
 
 
 def _check_supported(unet: UNet2DConditionModel) -> None:
