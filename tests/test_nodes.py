@@ -1,6 +1,8 @@
 """The ComfyUI nodes without ComfyUI: declarations, and each node run on the tiny model."""
 
+import dataclasses
 import inspect
+import logging
 from pathlib import Path
 
 import pytest
@@ -222,3 +224,11 @@ def test_motion_of_the_same_weights_loaded_in_another_precision_is_accepted(mode
         (other,) = run("LoadXNeMo", model=tiny_model_folder.name, precision=precision)
         assert other.motion_id == model.motion_id
         check_compatible(latent, other.motion_id)
+
+
+def test_the_bundled_model_warns_on_images_of_another_world(model, motion, caplog):
+    latent, _ = motion
+    bundled_model = dataclasses.replace(model, is_bundled=True)
+    with caplog.at_level(logging.WARNING):
+        run("AnimatePortrait", **animate_inputs(bundled_model, torch.rand(1, 64, 64, 3), latent))
+    assert "the bundled model knows only the synthetic cartoon faces" in caplog.text

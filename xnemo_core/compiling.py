@@ -6,13 +6,12 @@ every step, window and video of a size; a new size (or a shorter last window) co
 """
 
 import importlib.util
-import weakref
 
 import torch
 from torch import nn
 
 COMPILE_MODES = ("auto", "on", "off")
-_COMPILED: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+_CACHE = "_xnemo_compiled"
 
 
 def compile_wanted(mode: str, device: torch.device) -> bool:
@@ -28,7 +27,12 @@ def compiled(denoiser: nn.Module, cuda_graphs: bool) -> nn.Module:
     """``denoiser`` compiled fullgraph with static shapes, kept with the module so that every
     pipeline of the same model reuses the compiled code. ``cuda_graphs`` replays each call as a
     CUDA graph (needs the weights to stay on one device between calls)."""
-    per_module = _COMPILED.setdefault(denoiser, {})
+    per_module = denoiser.__dict__.get(_CACHE)
+    if per_module is None:
+        # Set past nn.Module's attribute hook: a compiled wrapper is no submodule (no state-dict keys),
+        # and the cycle it makes with the module is freed with the module.
+        per_module = {}
+        object.__setattr__(denoiser, _CACHE, per_module)
     if cuda_graphs not in per_module:
         mode = "reduce-overhead" if cuda_graphs else "default"
         per_module[cuda_graphs] = torch.compile(denoiser, fullgraph=True, dynamic=False, mode=mode)
