@@ -1,5 +1,7 @@
 """Files stay inside their folders and appear only once complete."""
 
+import os
+
 import pytest
 
 from xnemo_core.files import OutsideFolderError, copy_if_missing, inside, replacing, replacing_folder
@@ -37,6 +39,9 @@ def test_a_failed_write_leaves_neither_target_nor_temporary(tmp_path):
         assert temporary.suffix == ".mp4" and temporary.parent == tmp_path
         temporary.write_bytes(b"whole")
     assert target.read_bytes() == b"whole" and list(tmp_path.iterdir()) == [target]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask  # the permissions of a plainly created file
 
 
 def test_a_failed_folder_write_keeps_the_old_folder(tmp_path):

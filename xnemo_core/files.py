@@ -46,6 +46,7 @@ def replacing(target: str | Path) -> Iterator[Path]:
     handle, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".partial{target.suffix}", dir=target.parent)
     os.close(handle)
     temporary = Path(name)
+    temporary.chmod(0o666 & ~_umask())  # mkstemp's private 0600 would stay on the result
     try:
         yield temporary
         os.replace(temporary, target)
@@ -61,6 +62,7 @@ def replacing_folder(target: str | Path) -> Iterator[Path]:
     check_parent_is_folder(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    temporary.chmod(0o777 & ~_umask())
     try:
         yield temporary
         if target.is_dir():
@@ -68,6 +70,12 @@ def replacing_folder(target: str | Path) -> Iterator[Path]:
         os.replace(temporary, target)
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def copy_if_missing(source: Path, target: Path) -> bool:
