@@ -55,7 +55,7 @@ def save(motion, filename_prefix: str) -> dict:
     index = 0
     while (path := inside(folder, f"{filename_prefix}_{index:05d}.safetensors", "filename prefix")).exists():
         index += 1
-    core.save_motion(motion, path, folder)
+    core.save_motion(motion, path)  # already checked to lie within the output folder
     return {"ui": {"text": [str(path.relative_to(folder.resolve()))]}}
 
 

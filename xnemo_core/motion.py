@@ -210,16 +210,13 @@ def load_motion(path: str | Path, folder: str | Path | None = None) -> MotionLat
     tokens = tensors["tokens"]
     if tokens.dim() != 3 or tuple(tokens.shape[1:]) != (32, 16):
         raise ValueError(f"{path}: tokens have shape {tuple(tokens.shape)}, expected (frames, 32, 16)")
-    if not torch.isfinite(tokens).all():
-        raise ValueError(f"{path}: the motion tokens hold NaN or infinite values; extract the motion again")
     try:
         size = json.loads(metadata.get("source_size", "null"))
-        return MotionLatent(
-            tokens=tokens,
-            model_id=metadata.get("model_id", ""),
-            fps=json.loads(metadata.get("fps", "null")),
-            source_size=tuple(int(side) for side in size) if size else None,
-            boxes=tensors.get("boxes"),
-        )
+        fps = json.loads(metadata.get("fps", "null"))
+        source_size = tuple(int(side) for side in size) if size else None
     except (ValueError, TypeError) as error:
         raise ValueError(f"{path}: damaged motion file metadata ({error})") from None
+    try:
+        return MotionLatent(tokens, metadata.get("model_id", ""), fps, source_size, tensors.get("boxes"))
+    except ValueError as error:  # MotionLatent's own checks: finite tokens, a valid frame rate
+        raise ValueError(f"{path}: {error}") from None
