@@ -9,9 +9,11 @@ achieved TFLOP/s (FLOPs from the architecture doc's FlopCounter figures) and pea
         [--official-json official.json] [--json out.json]
 
 A run is ``dtype:schedule:frames``, optionally followed by ``:wbN`` (windows per call),
-``:offload`` / ``:resident``, ``:cudnn`` (cuDNN attention first) and ``:compiled`` (the denoiser through ``torch.compile``, with CUDA
-graphs when resident). Each run first animates 24 frames for 2 steps (same window shapes):
-``warmup_s`` is that, compilation included. ``--compare-frames N`` also runs fp32 on N frames and
+``:offload`` / ``:resident``, ``:cudnn`` (cuDNN attention first), ``:compiled`` (the denoiser
+through ``torch.compile``, with CUDA graphs when resident) and a speed preset (``:exact``, the
+default, ``:balanced``, ``:fast``; ``--steps`` is the exact preset's). Each run first animates 24
+frames for 4 steps of its settings (same window shapes, guided and unguided, whole and cached
+steps where the preset has them): ``warmup_s`` is that, compilation included. ``--compare-frames N`` also runs fp32 on N frames and
 reports each precision's video error against it, eager and compiled. ``--official-json`` reads
 ``bench_official.py``'s result of the same machine and prints each run's speed as a ratio to it.
 """
@@ -28,6 +30,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from xnemo_core.loading import parse_dtype
 from xnemo_core.pipeline import AnimationSettings, XNeMoPipeline
+from xnemo_core.sampling import SPEED_PRESETS
 from xnemo_core.synthetic_weights import preset_models
 
 # TFLOP per call at 512×512 (docs/xnemo-architecture.md): denoiser per frame and row of a guided
@@ -36,10 +39,13 @@ TFLOP = {"denoise_frame_row": 76.4 / 48, "reference": 1.59 / 2, "clip": 0.16, "e
 TFLOP_DECODE_FRAME = 3.04
 
 
-def estimated_tflop(frames: int, settings: AnimationSettings, max_window: int) -> float:
+def estimated_tflop(frames: int, settings: AnimationSettings, max_window: int) -> float | None:
+    """``None`` where steps skip the deep layers (their share of the FLOPs is not in the doc)."""
+    if settings.deep_cache_interval > 1:
+        return None
     windows = settings.windows(frames, max_window)
-    rows = 2 if settings.guidance_scale > 1 else 1
-    denoise = settings.steps * rows * sum(map(len, windows)) * TFLOP["denoise_frame_row"]
+    rows = sum(1 + settings.guided(step, settings.steps) for step in range(settings.steps))
+    denoise = rows * sum(map(len, windows)) * TFLOP["denoise_frame_row"]
     once = TFLOP["reference"] + TFLOP["clip"] + TFLOP["encode"] + TFLOP["motion"] * (frames + 1)
     return denoise + once + TFLOP_DECODE_FRAME * frames
 
@@ -51,6 +57,7 @@ def parse_run(spec: str, defaults) -> dict:
     run["offload"] = defaults.offload
     run["compiled"] = False
     run["attention"] = "default"
+    run["preset"] = "exact"
     for option in options:
         if option.startswith("wb"):
             run["window_batch"] = int(option[2:])
@@ -60,6 +67,8 @@ def parse_run(spec: str, defaults) -> dict:
             run["compiled"] = True
         elif option == "cudnn":
             run["attention"] = "cudnn"
+        elif option in SPEED_PRESETS:
+            run["preset"] = option
         else:
             raise SystemExit(f"unknown run option {option!r} in {spec!r}")
     return run
@@ -117,10 +126,10 @@ def run_one(master, run: dict, args, official: dict | None) -> dict:
         schedule=run["schedule"],
         window_batch=run["window_batch"],
         decode_chunk=args.decode_chunk,
-    )
+    ).with_preset(run["preset"])
     compile = "on" if run["compiled"] else "off"
     pipeline = XNeMoPipeline(models, device="cuda", offload=run["offload"], compile=compile)
-    warmup = AnimationSettings(**{**settings.__dict__, "steps": 2})
+    warmup = AnimationSettings(**{**settings.__dict__, "steps": 4})
     with attention_backends(run["attention"]):
         start = time.perf_counter()
         animate_timed(pipeline, min(run["frames"], 24), warmup)
@@ -131,14 +140,14 @@ def run_one(master, run: dict, args, official: dict | None) -> dict:
     tflop = estimated_tflop(run["frames"], settings, master.config.max_window)
     result = {
         **run,
-        "steps": args.steps,
+        "steps": settings.steps,
         "size": args.size,
         **{k: round(v, 2) for k, v in phases.items()},
         "warmup_s": round(warmup_s, 1),
         "total_s": round(total, 2),
         "s_per_frame": round(total / run["frames"], 4),
-        "tflop": round(tflop),
-        "tflop_per_s": round(tflop / total),
+        "tflop": tflop and round(tflop),
+        "tflop_per_s": tflop and round(tflop / total),
         "peak_gib": round(max(v for k, v in phases.items() if k.endswith("_peak_gib")), 2),
         "finite": bool(torch.isfinite(video).all()),
     }

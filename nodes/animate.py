@@ -10,6 +10,7 @@ from xnemo_core.compiling import COMPILE_MODES
 from xnemo_core.face import CROP_MODES, FaceDetector, paste_back, reference_crops
 from xnemo_core.motion import check_compatible
 from xnemo_core.pipeline import SCHEDULES, AnimationSettings, XNeMoPipeline
+from xnemo_core.sampling import SPEED_PRESETS, describe_preset
 
 from . import comfy_bridge
 from .declare import Node, Socket
@@ -34,6 +35,7 @@ def animate(
     decode_chunk,
     release_vram,
     compile="auto",
+    preset="exact",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     check_compatible(motion, model.motion_id, f"the loaded model '{model.name}'")
     image = to_frames(reference, "reference")[0]
@@ -51,7 +53,7 @@ def animate(
         context_frames=context_frames,
         context_overlap=context_overlap,
         decode_chunk=decode_chunk,
-    )
+    ).with_preset(preset)
     settings.validate(model.models.config.max_window)
     device = model.managed.load()
     try:
@@ -61,7 +63,7 @@ def animate(
             crops.face,
             motion.tokens,
             settings,
-            on_step=comfy_bridge.Progress(steps - settings.skipped_steps),
+            on_step=comfy_bridge.Progress(settings.steps - settings.skipped_steps),
         )
     finally:
         if release_vram:
@@ -81,7 +83,14 @@ ANIMATE_PORTRAIT = Node(
         Socket("reference", "IMAGE", tooltip="the portrait to animate (first image of the batch)"),
         Socket("motion", MOTION),
         Socket("seed", "INT", default=42, minimum=0, maximum=2**63 - 1, randomize=True),
-        Socket("steps", "INT", default=35, minimum=1, maximum=200),
+        Socket(
+            "steps",
+            "INT",
+            default=35,
+            minimum=1,
+            maximum=200,
+            tooltip="sampling steps of the exact preset (35 official; bundled model: 25); balanced and fast set their own",
+        ),
         Socket("cfg", "FLOAT", default=2.5, minimum=1.0, maximum=20.0, step=0.1),
         Socket(
             "denoise",
@@ -114,6 +123,14 @@ ANIMATE_PORTRAIT = Node(
             optional=True,
             tooltip="compile the denoiser (auto: on NVIDIA GPUs with Triton); the first run of a size compiles, "
             "later runs of that size are faster; off: no compilation",
+        ),
+        Socket(
+            "preset",
+            "COMBO",
+            default="exact",
+            options=tuple(SPEED_PRESETS),
+            optional=True,
+            tooltip="; ".join(f"{name}: {describe_preset(name)}" for name in SPEED_PRESETS),
         ),
     ),
     outputs=(

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from xnemo_core.__main__ import main
+from xnemo_core.pipeline import XNeMoPipeline
 from xnemo_core.video import read_frames, write_video
 
 FRAMES = 3
@@ -165,6 +166,29 @@ def test_a_synthesized_model_animates_the_demo_media_as_they_are(tmp_path, capsy
     args = ["animate", "--models", str(tmp_path / "tiny"), "--out", str(out), "--frames", "2", "--steps", "1"]
     assert main([*args, "--size", "64"]) == 0
     assert read_frames(out)[0].shape == (2, 64, 64, 3)
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        ([], {"sampler": "ddim", "steps": 2, "guidance_until": 1.0, "deep_cache_interval": 1}),
+        (["--preset", "fast"], {"sampler": "unipc", "steps": 12, "guidance_until": 0.5, "deep_cache_interval": 2}),
+        (["--preset", "balanced", "--steps", "3"], {"sampler": "dpm++2m", "steps": 3, "guidance_until": 0.5}),
+        (["--preset", "fast", "--sampler", "ddim", "--deep-cache-interval", "3"], {"sampler": "ddim", "steps": 12}),
+    ],
+)
+def test_a_speed_preset_fills_the_settings_its_flags_leave_unset(
+    tiny_model_folder, inputs, tmp_path, monkeypatch, flags, expected
+):
+    used = []
+    denoise = XNeMoPipeline.denoise
+    monkeypatch.setattr(
+        XNeMoPipeline, "denoise", lambda self, c, m, s, *a, **k: used.append(s) or denoise(self, c, m, s)
+    )
+    args = animate_args(tiny_model_folder, inputs / "portrait.png", inputs / "driving.mp4", tmp_path / "o.gif")
+    args = [arg for arg in args if arg not in ("--steps", "2")] + (["--steps", "2"] if not flags else [])
+    assert main([*args, "--crop", "none", "--frames", "2", *flags]) == 0
+    assert {name: getattr(used[0], name) for name in expected} == expected
 
 
 def test_the_bundled_model_warns_on_images_of_another_world(inputs, tmp_path, capsys):

@@ -48,6 +48,16 @@ def test_one_graph_without_breaks_serves_new_steps_references_and_rows(models, m
         assert torch.equal(graph(*inputs, slice(1, None)), unet(*inputs, slice(1, None)))
 
 
+@torch.no_grad()
+def test_whole_steps_that_keep_deep_features_and_steps_that_reuse_them_are_one_graph_each(models):
+    unet = models.denoising_unet
+    inputs = call_inputs(models, 1)
+    whole, deep = unet(*inputs, slice(1, None), keep_deep=True)
+    for options in ({"keep_deep": True}, {"deep_features": deep}):
+        explanation = torch._dynamo.explain(unet)(*inputs, slice(1, None), **options)
+        assert explanation.graph_count == 1 and explanation.graph_break_count == 0
+
+
 def test_the_compiled_denoiser_is_kept_with_the_model_and_adds_no_weights(models):
     unet = models.denoising_unet
     keys = set(unet.state_dict())

@@ -117,3 +117,26 @@ def test_motion_reliance_is_zero_for_a_denoiser_that_cannot_see_the_motion(tiny_
     blind = ev.motion_reliance(XNeMoPipeline(blind_models), pairs)
     assert blind == {"self": 0.0, "cross": 0.0}
     assert seeing["self"] != 0 and seeing["cross"] != 0
+
+
+def test_evaluate_scores_speed_presets_against_the_exact_presets_frames(regressor, tiny_model_folder, tmp_path):
+    _, path = regressor
+    out = tmp_path / "results.json"
+    settings = ["--pairs", "1", "--frames", "2", "--size", "64", "--steps", "2", "--presets", "exact", "fast"]
+    assert main(["evaluate", str(tiny_model_folder), *settings, "--regressor", str(path), "--out", str(out)]) == 0
+    table = json.loads(out.read_text())
+    name = tiny_model_folder.name
+    assert "psnr_vs_exact" not in table[name]
+    assert 0 < table[f"{name} [fast]"]["psnr_vs_exact"] < 90
+
+
+def test_psnr_vs_exact_is_the_psnr_between_the_two_methods_frames(pairs, regressor):
+    model, _ = regressor
+    table = ev.evaluate(
+        {"truth": lambda p: p.truth, "same": lambda p: p.truth, "driver": lambda p: p.driving},
+        pairs,
+        model,
+        exact_of={"same": "truth", "driver": "truth"},
+    )
+    assert table["same"]["psnr_vs_exact"] > 90
+    assert table["driver"]["psnr_vs_exact"] == pytest.approx(table["driver"]["psnr"])

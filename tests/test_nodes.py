@@ -11,6 +11,7 @@ import torch
 import nodes
 from nodes import comfy_bridge
 from xnemo_core.motion import MotionLatent, check_compatible, save_motion
+from xnemo_core.pipeline import XNeMoPipeline
 
 
 def run(node_id: str, **inputs):
@@ -117,6 +118,23 @@ def test_animate_gives_frames_and_pasted_back_frames(model, motion):
     assert frames.shape == (5, 64, 64, 3) and 0 <= frames.min() and frames.max() <= 1
     assert pasted.shape == (5, 80, 100, 3)
     assert not torch.equal(pasted[0], reference[0])
+
+
+def test_animate_samples_with_the_chosen_speed_preset(model, motion, monkeypatch):
+    latent, _ = motion
+    used = []
+    denoise = XNeMoPipeline.denoise
+
+    def recording(self, condition, motion, settings, *args, **kwargs):
+        used.append(settings)
+        return denoise(self, condition, motion, settings, *args, **kwargs)
+
+    monkeypatch.setattr(XNeMoPipeline, "denoise", recording)
+    exact = run("AnimatePortrait", **animate_inputs(model, torch.rand(1, 64, 64, 3), latent))[0]
+    fast = run("AnimatePortrait", **animate_inputs(model, torch.rand(1, 64, 64, 3), latent), preset="fast")[0]
+    assert (used[0].sampler, used[0].steps, used[0].deep_cache_interval) == ("ddim", 2, 1)
+    assert used[1] == used[0].with_preset("fast") and used[1].steps == 12
+    assert exact.shape == fast.shape and not torch.equal(exact, fast)
 
 
 def test_animate_refuses_motion_of_another_encoder(model, motion):

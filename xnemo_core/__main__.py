@@ -14,9 +14,9 @@ from .devices import default_precision, resolve_device
 from .face import CROP_MODES, FaceDetector, driving_crops, reference_crops
 from .loading import DTYPES, load_models
 from .pipeline import SCHEDULES, AnimationSettings, SettingError, XNeMoPipeline
+from .sampling import SAMPLERS, SPEED_PRESETS, describe_preset, preset_settings
 from .synthetic_weights import PRESETS, preset_models
 from .video import old_frames, output_kind, read_frames, read_image, write_video
-
 
 SETTING_FLAGS = {
     "guidance_scale": "--cfg",
@@ -69,6 +69,9 @@ def _settings(args) -> AnimationSettings:
         context_overlap=args.context_overlap,
         window_batch=args.window_batch,
         decode_chunk=args.decode_chunk,
+        sampler=args.sampler,
+        guidance_until=args.guidance_until,
+        deep_cache_interval=args.deep_cache_interval,
     )
     settings.validate()
     return settings
@@ -78,14 +81,16 @@ OFFICIAL_SETTINGS = {"size": 512, "steps": 35, "denoise": 1.0, "crop": "detect"}
 
 
 def _fill_defaults(args) -> None:
-    """Unset options: the bundled model with its demo inputs and settings, or the official recipe's
-    settings for any other model. The demo media are face crops already, whatever the model."""
+    """Unset options: the speed preset's, then the bundled model's demo inputs and settings, or the
+    official recipe's settings for any other model. The demo media are face crops already, whatever
+    the model."""
     demo = args.reference is None and args.driving is None
     args.reference = args.reference or bundled.DEMO_PORTRAIT
     args.driving = args.driving or bundled.DEMO_DRIVING
     defaults = bundled.MODEL_SETTINGS if args.models is None else OFFICIAL_SETTINGS
     if demo:
         defaults = defaults | {"crop": bundled.MODEL_SETTINGS["crop"]}
+    defaults = defaults | preset_settings(args.preset)
     args.models = args.models or bundled.MODEL
     for name, value in defaults.items():
         if getattr(args, name) is None:
@@ -162,8 +167,14 @@ def _evaluate(args) -> int:
     if pipelines:
         first = next(iter(pipelines))
         methods[f"truth through the VAE of {first}"] = ev.vae_roundtrip_method(pipelines[first])
-    methods |= {label: ev.model_method(p, args.steps, args.size, args.denoise) for label, p in pipelines.items()}
-    table = ev.evaluate(methods, pairs, regressor)
+    exact_of = {}
+    for label, pipeline in pipelines.items():
+        for preset in args.presets:
+            name = label if preset == "exact" else f"{label} [{preset}]"
+            methods[name] = ev.model_method(pipeline, args.steps, args.size, args.denoise, preset)
+            if preset != "exact" and "exact" in args.presets:
+                exact_of[name] = label
+    table = ev.evaluate(methods, pairs, regressor, exact_of)
     for label, pipeline in pipelines.items():
         table[label] |= ev.motion_measures(pipeline, pairs)
     print(ev.format_table(table))
@@ -209,7 +220,23 @@ def main(argv: list[str] | None = None) -> int:
     animate.add_argument("--reference", type=Path, help="portrait image (default: the bundled demo portrait)")
     animate.add_argument("--driving", type=Path, help="driving video or folder of frames (default: the demo clip)")
     animate.add_argument("--out", type=Path, required=True, help="output .mp4 or .gif, or a folder for PNG frames")
+    animate.add_argument(
+        "--preset",
+        choices=SPEED_PRESETS,
+        default="exact",
+        help="; ".join(f"{name}: {describe_preset(name)}" for name in SPEED_PRESETS).replace("%", "%%")
+        + " (README: Speed presets); the flags below override a preset's values",
+    )
     animate.add_argument("--steps", type=int, help="sampling steps (default 35; bundled model: 25)")
+    animate.add_argument("--sampler", choices=SAMPLERS, help="default ddim (official)")
+    animate.add_argument(
+        "--guidance-until", type=float, help="fraction of the steps run with guidance, the first ones (default 1)"
+    )
+    animate.add_argument(
+        "--deep-cache-interval",
+        type=int,
+        help="run the whole denoiser every N steps, reusing its deep features between (default 1: off)",
+    )
     animate.add_argument("--cfg", type=float, default=2.5, help="classifier-free guidance scale")
     animate.add_argument("--denoise", type=float, help="fraction of the schedule run (default 1; bundled model: 0.8)")
     animate.add_argument("--seed", type=int, default=42)
@@ -262,6 +289,13 @@ def main(argv: list[str] | None = None) -> int:
     evaluation.add_argument("--size", type=int, default=64)
     evaluation.add_argument("--steps", type=int, default=25, help="sampling steps")
     evaluation.add_argument("--denoise", type=float, default=1.0, help="fraction of the sampling schedule run")
+    evaluation.add_argument(
+        "--presets",
+        nargs="+",
+        choices=SPEED_PRESETS,
+        default=["exact"],
+        help="speed presets to score; with exact among them, the others' frames are also compared to its (psnr_vs_exact)",
+    )
     evaluation.add_argument("--device")
     evaluation.add_argument("--regressor", type=Path, default=Path("eval/regressor.pt"), help="cached or trained here")
     evaluation.add_argument("--out", type=Path, default=Path("eval/results.json"))

@@ -16,6 +16,7 @@ Every random draw (start noise, window offsets) comes from one ``torch.Generator
 injected instead (``noise=``, ``offsets=``), which is how the golden fixture is reproduced.
 """
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,23 +24,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from diffusers import DDIMScheduler
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from einops import rearrange
 
 from .compiling import compile_wanted, compiled
 from .loading import XNeMoModels
 from .models.reference import ReferenceBank, ReferenceTokens, capture_reference, project_reference
 from .preprocess import clip_input, gaussian_blur, motion_input, vae_input
+from .sampling import SAMPLERS, make_scheduler, preset_settings
 from .windows import long_windows, official_windows
 
-OFFICIAL_SCHEDULER = {
-    "beta_start": 0.00085,
-    "beta_end": 0.02,
-    "beta_schedule": "scaled_linear",
-    "clip_sample": False,
-    "steps_offset": 1,
-    "prediction_type": "epsilon",
-}
 SCHEDULES = ("official", "long")
 SIZE_MULTIPLE = 64
 MAX_GUIDANCE = 100.0
@@ -70,10 +64,25 @@ class AnimationSettings:
     """Context windows per denoiser call (each is 2 rows under guidance)."""
     decode_chunk: int = 25
     """Frames per temporal VAE decode; the decoder mixes the frames of a chunk, so this changes the output."""
+    sampler: str = "ddim"
+    """A :data:`~xnemo_core.sampling.SAMPLERS` name; ``ddim`` is the official one."""
+    guidance_until: float = 1.0
+    """Fraction of the steps run with guidance (the first ones); the rest run the conditional rows alone."""
+    deep_cache_interval: int = 1
+    """Run the whole denoiser every this many steps; the steps between reuse its deep features and
+    run only the outermost layers (1: every step whole, exact)."""
 
     @property
     def skipped_steps(self) -> int:
         return self.steps - max(1, round(self.steps * self.denoise))
+
+    def with_preset(self, preset: str) -> "AnimationSettings":
+        """These settings with a :data:`~xnemo_core.sampling.SPEED_PRESETS` preset's values."""
+        return dataclasses.replace(self, **preset_settings(preset))
+
+    def guided(self, step: int, total: int) -> bool:
+        """Whether step ``step`` of the ``total`` run applies classifier-free guidance."""
+        return self.guidance_scale > 1.0 and step < math.ceil(self.guidance_until * total)
 
     def window_length(self, max_window: int) -> int:
         if self.context_frames is not None:
@@ -98,14 +107,18 @@ class AnimationSettings:
                 "guidance_scale",
                 f"guidance scale must be a number from 1 (no guidance) to {MAX_GUIDANCE}, got {self.guidance_scale!r}",
             )
-        if not _is_number(self.denoise) or not 0 < self.denoise <= 1:
-            raise SettingError("denoise", f"denoise must be in (0, 1], got {self.denoise!r}")
+        for name in ("denoise", "guidance_until"):
+            value = getattr(self, name)
+            if not _is_number(value) or not 0 < value <= 1:
+                raise SettingError(name, f"{name.replace('_', ' ')} must be in (0, 1], got {value!r}")
+        if self.sampler not in SAMPLERS:
+            raise SettingError("sampler", f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
         _check_whole("seed", self.seed, 0, SEED_LIMIT)
         for name in ("height", "width"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < SIZE_MULTIPLE or value % SIZE_MULTIPLE:
                 raise SettingError(name, f"{name} {value!r} must be a positive multiple of {SIZE_MULTIPLE}")
-        for name in ("window_batch", "decode_chunk"):
+        for name in ("window_batch", "decode_chunk", "deep_cache_interval"):
             _check_whole(name, getattr(self, name), 1)
         _check_whole("context_overlap", self.context_overlap, 0)
         if self.context_frames is not None:
@@ -238,12 +251,17 @@ class XNeMoPipeline:
             return vae.encode(pixels.to(self.device, vae.dtype)).latent_dist.mean * vae.config.scaling_factor
 
     def start_latents(
-        self, reference_latents: torch.Tensor, num_frames: int, scheduler: DDIMScheduler, noise: torch.Tensor
+        self,
+        reference_latents: torch.Tensor,
+        num_frames: int,
+        scheduler: SchedulerMixin,
+        timestep: torch.Tensor,
+        noise: torch.Tensor,
     ) -> torch.Tensor:
-        """Blurred portrait latents noised to the first timestep: ``(1, 4, F, h, w)`` float32."""
+        """Blurred portrait latents noised to the first ``timestep`` ``(1,)``: ``(1, 4, F, h, w)`` float32."""
         blurred = gaussian_blur(reference_latents.float())
         repeated = blurred[:, :, None].expand(-1, -1, num_frames, -1, -1)
-        return scheduler.add_noise(repeated, noise.to(repeated.device, torch.float32), scheduler.timesteps[:1])
+        return scheduler.add_noise(repeated, noise.to(repeated.device, torch.float32), timestep)
 
     @torch.no_grad()
     def denoise(
@@ -255,7 +273,7 @@ class XNeMoPipeline:
         offsets: list[int] | None = None,
         on_step: StepCallback | None = None,
     ) -> torch.Tensor:
-        """DDIM sampling of ``F = len(motion)`` frames; returns latents ``(1, 4, F, h, w)`` float32."""
+        """Sampling of ``F = len(motion)`` frames; returns latents ``(1, 4, F, h, w)`` float32."""
         config = self.models.config
         settings.validate(config.max_window)
         num_frames = len(motion)
@@ -272,62 +290,82 @@ class XNeMoPipeline:
         if offsets is None:
             window = settings.window_length(config.max_window)
             offsets = torch.randint(0, window, (settings.steps,), generator=generator).tolist()
-        scheduler = DDIMScheduler(**OFFICIAL_SCHEDULER)
+        scheduler = make_scheduler(settings.sampler)
         scheduler.set_timesteps(settings.steps, device=self.device)
-        scheduler.timesteps = scheduler.timesteps[settings.skipped_steps :]
-        latents = self.start_latents(condition.latents, num_frames, scheduler, noise)
+        timesteps = scheduler.timesteps[settings.skipped_steps :]
+        latents = self.start_latents(condition.latents, num_frames, scheduler, timesteps[:1], noise)
         motion = motion.to(self.device)
+        total = len(timesteps)
         with self._on_device(self.models.denoising_unet):
             reference = project_reference(self.models.denoising_unet, condition.tokens)
-            for step, timestep in enumerate(scheduler.timesteps):
+            cache = DeepFeatureCache(num_frames) if settings.deep_cache_interval > 1 else None
+            for step, timestep in enumerate(timesteps):
+                call = _StepCall(
+                    reference,
+                    condition,
+                    motion,
+                    timestep,
+                    guided=settings.guided(step, total),
+                    cache=cache,
+                    refresh=step % settings.deep_cache_interval == 0,
+                )
                 windows = settings.windows(num_frames, config.max_window, offsets[step])
-                noise_pred = self._guided_prediction(reference, condition, latents, motion, timestep, windows, settings)
-                latents = scheduler.step(noise_pred, timestep, latents, eta=0.0).prev_sample
+                noise_pred = self._guided_prediction(call, latents, windows, settings)
+                latents = scheduler.step(noise_pred, timestep, latents).prev_sample
                 if on_step is not None:
-                    on_step(step + 1, len(scheduler.timesteps))
+                    on_step(step + 1, total)
         return latents
 
-    def _guided_prediction(self, reference, condition, latents, motion, timestep, windows, settings) -> torch.Tensor:
+    def _guided_prediction(self, call: "_StepCall", latents, windows, settings) -> torch.Tensor:
         """Window-averaged noise prediction of every frame, with classifier-free guidance applied."""
-        guided = settings.guidance_scale > 1.0
-        rows = 2 if guided else 1
+        rows = 2 if call.guided else 1
         total = torch.zeros((rows, *latents.shape[1:]), device=self.device)
         counter = torch.zeros(latents.shape[2], device=self.device)
         for batch in _batches(windows, settings.window_batch):
-            prediction = self._predict(reference, condition, latents, motion, timestep, batch, guided)
+            prediction = self._predict(call, latents, batch)
             for row, frames in enumerate(batch):
                 rows_of_window = prediction[row :: len(batch)]
                 total[:, :, frames] += rows_of_window.float()
                 counter[frames] += 1
+        if call.cache is not None and call.refresh:
+            call.cache.finish_refresh()
         mean = total / counter[None, None, :, None, None]
-        if not guided:
+        if not call.guided:
             return mean
         unconditional, conditional = mean.chunk(2)
         return unconditional + settings.guidance_scale * (conditional - unconditional)
 
-    def _predict(
-        self, reference: ReferenceBank, condition, latents, motion, timestep, batch: list[list[int]], guided: bool
-    ) -> torch.Tensor:
+    def _predict(self, call: "_StepCall", latents, batch: list[list[int]]) -> torch.Tensor:
         """One denoiser call on ``len(batch)`` equal-length windows: rows ``[uncond…, cond…]``."""
         windows = torch.tensor(batch, device=self.device)
+        condition = call.condition
         window_latents = rearrange(latents[0][:, windows], "c w f h x -> w c f h x")
-        window_motion = motion[windows]
+        window_motion = call.motion[windows]
         clip = condition.clip_embeds.expand(len(batch), -1, -1)
-        if guided:
+        if call.guided:
             window_latents = torch.cat([window_latents, window_latents])
             unconditional = condition.unconditional_motion.expand_as(window_motion)
             window_motion = torch.cat([unconditional, window_motion])
             clip = torch.cat([torch.zeros_like(clip), clip])
         if self.cuda_graphs:  # the previous call's output has been consumed: its memory may be reused
             torch.compiler.cudagraph_mark_step_begin()
-        return self.denoiser(
+        rows = 2 if call.guided else 1
+        cached = call.cache is not None and not call.refresh
+        prediction = self.denoiser(
             window_latents.to(self.dtype),
-            timestep,
+            call.timestep,
             clip.to(self.dtype),
             window_motion.to(self.dtype),
-            reference,
-            reference_rows=slice(len(batch), None) if guided else slice(None),
+            call.reference,
+            reference_rows=slice(len(batch), None) if call.guided else slice(None),
+            deep_features=call.cache.gather(windows, rows) if cached else None,
+            keep_deep=call.cache is not None and call.refresh,
         )
+        if call.cache is None or cached:
+            return prediction
+        prediction, deep = prediction
+        call.cache.add(windows, deep, rows)
+        return prediction
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, chunk: int = 25) -> torch.Tensor:
@@ -356,6 +394,58 @@ class XNeMoPipeline:
         condition = self.encode_reference(reference_image, reference_face, settings.height, settings.width)
         latents = self.denoise(condition, motion, settings, noise, offsets, on_step)
         return Animation(self.decode(latents, settings.decode_chunk), latents)
+
+
+@dataclass(frozen=True)
+class _StepCall:
+    """What every denoiser call of one sampling step shares."""
+
+    reference: ReferenceBank
+    condition: ReferenceCondition
+    motion: torch.Tensor
+    """``(F, 32, 16)`` on the device."""
+    timestep: torch.Tensor
+    guided: bool
+    cache: "DeepFeatureCache | None"
+    refresh: bool
+    """Whether this step runs the whole denoiser (and refreshes ``cache``)."""
+
+
+class DeepFeatureCache:
+    """The deep features of the last whole step, per frame, for the steps that skip the deep layers.
+
+    Context windows move between steps (the official schedule shifts them), so features are kept
+    per frame and row (unconditional, conditional), averaged over the windows that saw the frame,
+    and gathered for whatever windows a later step uses.
+    """
+
+    def __init__(self, num_frames: int):
+        self.num_frames = num_frames
+        self.features: torch.Tensor | None = None
+        """``(rows, F, C, h, w)`` in the denoiser's dtype; the last row is the conditional one."""
+        self._sum: torch.Tensor | None = None
+        self._count: torch.Tensor | None = None
+        self._dtype: torch.dtype | None = None
+
+    def add(self, windows: torch.Tensor, deep: torch.Tensor, rows: int) -> None:
+        """Deep features ``(rows*W*f, C, h, w)`` of one denoiser call on windows ``(W, f)`` of frames."""
+        self._dtype = deep.dtype
+        deep = rearrange(deep, "(r w f) c h x -> r w f c h x", r=rows, w=len(windows)).float()
+        if self._sum is None:
+            self._sum = deep.new_zeros((rows, self.num_frames, *deep.shape[3:]))
+            self._count = deep.new_zeros(self.num_frames)
+        for window, features in zip(windows, deep.unbind(1)):
+            self._sum[:, window] += features
+            self._count[window] += 1
+
+    def finish_refresh(self) -> None:
+        self.features = (self._sum / self._count[None, :, None, None, None]).to(self._dtype)
+        self._sum = self._count = None
+
+    def gather(self, windows: torch.Tensor, rows: int) -> torch.Tensor:
+        """The features of windows ``(W, f)`` as a denoiser call's ``(rows*W*f, C, h, w)`` input."""
+        features = self.features[-rows:, windows]
+        return rearrange(features, "r w f c h x -> (r w f) c h x")
 
 
 def _batches(windows: list[list[int]], size: int) -> Iterator[list[list[int]]]:

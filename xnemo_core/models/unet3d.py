@@ -95,7 +95,9 @@ class DenoisingUNet(UNet2DConditionModel):
         motion_tokens: torch.Tensor,
         reference: ReferenceBank | None = None,
         reference_rows: slice = slice(None),
-    ) -> torch.Tensor:
+        deep_features: torch.Tensor | None = None,
+        keep_deep: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Predict the noise of a window of frames.
 
         Args:
@@ -108,9 +110,12 @@ class DenoisingUNet(UNet2DConditionModel):
             reference: :func:`~xnemo_core.models.reference.project_reference` of the reference
                 tokens, or ``None`` for no reference.
             reference_rows: which of the ``B`` rows attend to the reference.
+            deep_features: ``(B*F, C, h, w)`` input of the last up block kept from an earlier
+                step (``keep_deep``): only the outermost layers run (DeepCache, Ma et al. 2024).
+            keep_deep: also return the last up block's input.
 
         Returns:
-            ``(B, 4, F, h, w)`` predicted noise.
+            ``(B, 4, F, h, w)`` predicted noise, and with ``keep_deep`` the deep features.
         """
         batch, _, frames = latents.shape[:3]
         if motion_tokens.shape[:2] != (batch, frames):
@@ -135,20 +140,39 @@ class DenoisingUNet(UNet2DConditionModel):
         sample = self.conv_in(sample)
         if spatial is not None:
             sample = sample + F.interpolate(spatial, size=sample.shape[-2:], mode="bilinear")
+        if deep_features is None:
+            deep, skips = self._deep_path(sample, call)
+        else:
+            deep, skips = deep_features, self._outer_skips(sample, call)
+        sample = self._up_block(self.up_blocks[-1], f"up_blocks.{len(self.up_blocks) - 1}", deep, skips, call, None)
+        noise = rearrange(
+            self.conv_out(self.conv_act(self.conv_norm_out(sample))), "(b f) c h w -> b c f h w", f=frames
+        )
+        return (noise, deep) if keep_deep else noise
+
+    def _deep_path(self, sample: torch.Tensor, call: _Call) -> tuple[torch.Tensor, tuple]:
+        """Every block but the last up block: its input, and the skip states it consumes."""
         skips = (sample,)
         for index, block in enumerate(self.down_blocks):
             sample, states = self._down_block(block, f"down_blocks.{index}", sample, call)
             skips += states
         sample = self._mid_block(sample, call)
         upsample_size = None
-        explicit_size = any(side % 2**self.num_upsamplers for side in latents.shape[-2:])
-        for index, block in enumerate(self.up_blocks):
+        explicit_size = any(side % 2**self.num_upsamplers for side in skips[0].shape[-2:])
+        for index, block in enumerate(self.up_blocks[:-1]):
             states, skips = skips[-len(block.resnets) :], skips[: -len(block.resnets)]
-            if explicit_size and index < len(self.up_blocks) - 1:
+            if explicit_size:
                 upsample_size = skips[-1].shape[2:]
             sample = self._up_block(block, f"up_blocks.{index}", sample, states, call, upsample_size)
-        noise = self.conv_out(self.conv_act(self.conv_norm_out(sample)))
-        return rearrange(noise, "(b f) c h w -> b c f h w", f=frames)
+        return sample, skips
+
+    def _outer_skips(self, sample: torch.Tensor, call: _Call) -> tuple:
+        """The skip states of the last up block alone: ``conv_in`` and the first down block's layers."""
+        skips = (sample,)
+        for index in range(len(self.down_blocks[0].resnets)):
+            sample = self._layer(self.down_blocks[0], "down_blocks.0", index, sample, call)
+            skips += (sample,)
+        return skips
 
     def _time_embedding(self, sample: torch.Tensor, timestep) -> torch.Tensor:
         embedding = self.time_embedding(self.get_time_embed(sample=sample, timestep=timestep))

@@ -30,7 +30,8 @@ from torch.utils.data import DataLoader
 
 from ..loading import load_models
 from ..models.reference import project_reference
-from ..pipeline import OFFICIAL_SCHEDULER, AnimationSettings, XNeMoPipeline
+from ..pipeline import AnimationSettings, XNeMoPipeline
+from ..sampling import OFFICIAL_SCHEDULER
 from ..synthetic import MOTION_FIELDS, random_identity, render, render_clip
 from .data import SyntheticFaces, to_tensor
 
@@ -186,7 +187,7 @@ def _lpips():
 
 def score(frames: np.ndarray, pair: CrossPair, regressor: WorldRegressor, lpips_model=None) -> dict[str, float]:
     """Metrics of one method's ``(F, S, S, 3)`` uint8 output on ``pair``."""
-    output, truth = (torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255 for x in (frames, pair.truth))
+    output, truth = _unit(frames), _unit(pair.truth)
     with torch.no_grad():
         device = next(regressor.parameters()).device
         motion, identity = (t.cpu().numpy() for t in regressor(to_tensor(frames).to(device)))
@@ -209,9 +210,10 @@ def load_pipeline(model_path: str | Path, device: str) -> XNeMoPipeline:
     return XNeMoPipeline(load_models(model_path, dtype="fp32"), device)
 
 
-def model_method(pipeline: XNeMoPipeline, steps: int, size: int, denoise: float = 1.0):
-    """Animate a pair's reference with its driving frames (crops are the frames: faces are aligned)."""
-    settings = AnimationSettings(steps=steps, height=size, width=size, denoise=denoise)
+def model_method(pipeline: XNeMoPipeline, steps: int, size: int, denoise: float = 1.0, preset: str = "exact"):
+    """Animate a pair's reference with its driving frames (crops are the frames: faces are aligned),
+    sampling with a speed preset (``steps`` is the ``exact`` preset's)."""
+    settings = AnimationSettings(steps=steps, height=size, width=size, denoise=denoise).with_preset(preset)
 
     def animate(pair: CrossPair) -> np.ndarray:
         motion = pipeline.encode_motion(pair.driving)
@@ -308,14 +310,27 @@ def repeat_reference(pair: CrossPair) -> np.ndarray:
     return np.repeat(pair.reference[None], len(pair.truth), axis=0)
 
 
-def evaluate(methods: dict, pairs: list[CrossPair], regressor: WorldRegressor) -> dict[str, dict[str, float]]:
-    """Mean metrics per method name."""
+def evaluate(
+    methods: dict, pairs: list[CrossPair], regressor: WorldRegressor, exact_of: dict[str, str] | None = None
+) -> dict[str, dict[str, float]]:
+    """Mean metrics per method name. ``exact_of`` maps a method to the one whose outputs it
+    approximates (a speed preset to ``exact``): its row gains ``psnr_vs_exact``, the PSNR of its
+    frames against those outputs."""
     lpips_model = _lpips()
+    outputs = {name: [method(pair) for pair in pairs] for name, method in methods.items()}
     table = {}
-    for name, method in methods.items():
-        scores = [score(method(pair), pair, regressor, lpips_model) for pair in pairs]
+    for name, videos in outputs.items():
+        scores = [score(frames, pair, regressor, lpips_model) for frames, pair in zip(videos, pairs)]
         table[name] = {key: float(np.mean([s[key] for s in scores])) for key in scores[0]}
+        if name in (exact_of or {}):
+            exact = outputs[exact_of[name]]
+            table[name]["psnr_vs_exact"] = float(np.mean([psnr(*map(_unit, pair)) for pair in zip(videos, exact)]))
     return table
+
+
+def _unit(frames: np.ndarray) -> torch.Tensor:
+    """``(F, S, S, 3)`` uint8 → ``(F, 3, S, S)`` float in [0, 1]."""
+    return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
 
 
 def format_table(table: dict[str, dict[str, float]]) -> str:

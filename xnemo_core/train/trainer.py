@@ -21,8 +21,9 @@ from torch import nn
 from ..convert import write_parts
 from ..loading import XNeMoModels, build_motion_encoder, load_models, load_vae
 from ..models.reference import capture_reference, project_reference
-from ..pipeline import OFFICIAL_SCHEDULER, SIZE_MULTIPLE
+from ..pipeline import SIZE_MULTIPLE
 from ..preprocess import clip_normalize
+from ..sampling import OFFICIAL_SCHEDULER
 from ..synthetic_weights import preset_models
 from . import runs
 from .augment import augment_driving
