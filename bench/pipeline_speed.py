@@ -16,6 +16,10 @@ frames for 4 steps of its settings (same window shapes, guided and unguided, who
 steps where the preset has them): ``warmup_s`` is that, compilation included. ``--compare-frames N`` also runs fp32 on N frames and
 reports each precision's video error against it, eager and compiled. ``--official-json`` reads
 ``bench_official.py``'s result of the same machine and prints each run's speed as a ratio to it.
+
+Several GPUs (each run's context windows spread over them, :mod:`xnemo_core.distributed`):
+
+    for n in 1 2 4 8; do torchrun --nproc-per-node $n bench/pipeline_speed.py --runs fp16:official:240:compiled; done
 """
 
 import argparse
@@ -28,6 +32,7 @@ import numpy as np
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from xnemo_core import distributed
 from xnemo_core.loading import parse_dtype
 from xnemo_core.pipeline import AnimationSettings, XNeMoPipeline
 from xnemo_core.sampling import SPEED_PRESETS
@@ -150,10 +155,11 @@ def run_one(master, run: dict, args, official: dict | None) -> dict:
         "tflop_per_s": tflop and round(tflop / total),
         "peak_gib": round(max(v for k, v in phases.items() if k.endswith("_peak_gib")), 2),
         "finite": bool(torch.isfinite(video).all()),
+        "gpus": ranks.world_size if (ranks := distributed.current()) else 1,
     }
     if official is not None:
         result["x_official"] = round(official["s_per_frame"] / result["s_per_frame"], 2)
-    print(json.dumps(result), flush=True)
+    report(json.dumps(result))
     del pipeline, models
     torch.cuda.empty_cache()
     return result
@@ -186,11 +192,22 @@ def compare_precisions(master, frames: int, args) -> list[dict]:
                 "video_mean_abs": round(error.mean().item(), 5),
             }
         )
-        print(json.dumps(results[-1]), flush=True)
+        report(json.dumps(results[-1]))
     return results
 
 
+def report(line: str) -> None:
+    """Print on the one process, or on rank 0 of several."""
+    if (ranks := distributed.current()) is None or ranks.rank == 0:
+        print(line, flush=True)
+
+
 def main():
+    with distributed.joined(torch.device("cuda")):
+        bench()
+
+
+def bench():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="+", default=["fp16:official:48"])
     parser.add_argument("--steps", type=int, default=35)
@@ -207,11 +224,11 @@ def main():
     runs = [parse_run(spec, args) for spec in args.runs]
     start = time.perf_counter()
     master = preset_models("official")
-    print(f"synthesized full-size models in {time.perf_counter() - start:.0f} s on {torch.cuda.get_device_name()}")
+    report(f"synthesized full-size models in {time.perf_counter() - start:.0f} s on {torch.cuda.get_device_name()}")
     official = json.loads(open(args.official_json).read().strip().splitlines()[-1]) if args.official_json else None
     results = compare_precisions(master, args.compare_frames, args) if args.compare_frames else []
     results += [run_one(master, run, args, official) for run in runs]
-    if args.json:
+    if args.json and (distributed.current() is None or distributed.current().rank == 0):
         with open(args.json, "w") as file:
             json.dump(results, file, indent=1)
 

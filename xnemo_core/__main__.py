@@ -3,11 +3,12 @@
 import argparse
 import os
 import sys
+from functools import partial
 from pathlib import Path
 
 from tqdm import tqdm
 
-from . import bundled, check_fixtures
+from . import bundled, check_fixtures, distributed
 from .compiling import COMPILE_MODES
 from .convert import check_output, write_bundle, write_parts
 from .devices import default_precision, resolve_device
@@ -33,24 +34,34 @@ def _animate(args) -> int:
     if args.frames is not None and args.frames < 1:
         raise ValueError(f"--frames must be at least 1, got {args.frames}")
     output_kind(args.out)
-    device = resolve_device(args.device)
+    with distributed.joined(resolve_device(args.device)) as (device, lead):
+        return _animate_on(device, lead, settings, args)
+
+
+def _animate_on(device, lead: bool, settings: AnimationSettings, args) -> int:
+    """The animation on ``device``; the ``lead`` process (the only one, or rank 0 under torchrun)
+    reports and writes the video."""
+    say = partial(print, file=sys.stderr) if lead else lambda *_: None
     detector = FaceDetector(args.face_model) if args.crop == "detect" else None
     reference = read_image(args.reference)
     driving, fps = read_frames(args.driving, args.frames)
     if args.models == bundled.MODEL and not bundled.is_demo_portrait(reference):
-        print(f"warning: {bundled.OUTSIDE_ITS_WORLD}", file=sys.stderr)
+        say(f"warning: {bundled.OUTSIDE_ITS_WORLD}")
     faces = driving_crops(driving, detector)
     crops = reference_crops(reference, detector)
     if faces.undetected:
-        print(f"note: no face in {len(faces.undetected)} driving frames; neighbouring boxes reused", file=sys.stderr)
+        say(f"note: no face in {len(faces.undetected)} driving frames; neighbouring boxes reused")
     models = load_models(args.models, dtype=args.dtype or default_precision(device))
     settings.validate(models.config.max_window)
     pipeline = XNeMoPipeline(models, device=device, offload=args.offload, compile=args.compile)
     motion = pipeline.encode_motion(faces.faces)
-    with tqdm(total=settings.steps - settings.skipped_steps, desc="denoising", unit="step") as bar:
+    steps = settings.steps - settings.skipped_steps
+    with tqdm(total=steps, desc="denoising", unit="step", disable=not lead) as bar:
         animation = pipeline.animate(crops.portrait, crops.face, motion, settings, on_step=lambda *_: bar.update())
+    if not lead:
+        return 0
     if stale := old_frames(args.out):
-        print(f"note: replaced the {len(stale)} frames of an earlier run in {args.out}", file=sys.stderr)
+        say(f"note: replaced the {len(stale)} frames of an earlier run in {args.out}")
     print(f"wrote {write_video(args.out, animation.video.numpy(), fps)}")
     return 0
 

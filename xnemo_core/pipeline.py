@@ -21,12 +21,14 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from einops import rearrange
 
+from . import distributed
 from .compiling import compile_wanted, compiled
 from .loading import XNeMoModels
 from .models.reference import ReferenceBank, ReferenceTokens, capture_reference, project_reference
@@ -172,8 +174,8 @@ class ReferenceCondition:
 
 @dataclass
 class Animation:
-    video: torch.Tensor
-    """``(F, H, W, 3)`` float32 in ``[0, 1]`` on the CPU."""
+    video: torch.Tensor | None
+    """``(F, H, W, 3)`` float32 in ``[0, 1]`` on the CPU; ``None`` on ranks other than 0 of a process group."""
     latents: torch.Tensor
     """``(1, 4, F, h, w)`` final latents before the VAE scaling is undone."""
 
@@ -299,8 +301,10 @@ class XNeMoPipeline:
         with self._on_device(self.models.denoising_unet):
             reference = project_reference(self.models.denoising_unet, condition.tokens)
             cache = DeepFeatureCache(num_frames) if settings.deep_cache_interval > 1 else None
+            ranks = distributed.current()
             for step, timestep in enumerate(timesteps):
                 call = _StepCall(
+                    ranks,
                     reference,
                     condition,
                     motion,
@@ -321,8 +325,11 @@ class XNeMoPipeline:
         rows = 2 if call.guided else 1
         total = torch.zeros((rows, *latents.shape[1:]), device=self.device)
         counter = torch.zeros(latents.shape[2], device=self.device)
-        for batch in _batches(windows, settings.window_batch):
-            prediction = self._predict(call, latents, batch)
+        batches = list(_batches(windows, settings.window_batch))
+        predict = partial(self._predict, call, latents)
+        for batch, (prediction, *deep) in distributed.spread(batches, predict, call.ranks, self.device):
+            if deep:
+                call.cache.add(torch.tensor(batch, device=self.device), deep[0], rows)
             for row, frames in enumerate(batch):
                 rows_of_window = prediction[row :: len(batch)]
                 total[:, :, frames] += rows_of_window.float()
@@ -335,8 +342,9 @@ class XNeMoPipeline:
         unconditional, conditional = mean.chunk(2)
         return unconditional + settings.guidance_scale * (conditional - unconditional)
 
-    def _predict(self, call: "_StepCall", latents, batch: list[list[int]]) -> torch.Tensor:
-        """One denoiser call on ``len(batch)`` equal-length windows: rows ``[uncond…, cond…]``."""
+    def _predict(self, call: "_StepCall", latents, batch: list[list[int]]) -> tuple[torch.Tensor, ...]:
+        """One denoiser call on ``len(batch)`` equal-length windows: the prediction, rows
+        ``[uncond…, cond…]``, and on steps that refresh the deep feature cache, the deep features."""
         windows = torch.tensor(batch, device=self.device)
         condition = call.condition
         window_latents = rearrange(latents[0][:, windows], "c w f h x -> w c f h x")
@@ -361,11 +369,7 @@ class XNeMoPipeline:
             deep_features=call.cache.gather(windows, rows) if cached else None,
             keep_deep=call.cache is not None and call.refresh,
         )
-        if call.cache is None or cached:
-            return prediction
-        prediction, deep = prediction
-        call.cache.add(windows, deep, rows)
-        return prediction
+        return prediction if isinstance(prediction, tuple) else (prediction,)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor, chunk: int = 25) -> torch.Tensor:
@@ -390,16 +394,23 @@ class XNeMoPipeline:
         offsets: list[int] | None = None,
         on_step: StepCallback | None = None,
     ) -> Animation:
-        """Animate the portrait with ``motion`` ``(F, 32, 16)`` (from :meth:`encode_motion`)."""
+        """Animate the portrait with ``motion`` ``(F, 32, 16)`` (from :meth:`encode_motion`).
+
+        In a process group of several ranks (:mod:`~xnemo_core.distributed`) every rank calls this;
+        the denoising is shared and rank 0 alone decodes (the others' ``video`` is ``None``)."""
         condition = self.encode_reference(reference_image, reference_face, settings.height, settings.width)
         latents = self.denoise(condition, motion, settings, noise, offsets, on_step)
-        return Animation(self.decode(latents, settings.decode_chunk), latents)
+        ranks = distributed.current()
+        video = self.decode(latents, settings.decode_chunk) if ranks is None or ranks.rank == 0 else None
+        return Animation(video, latents)
 
 
 @dataclass(frozen=True)
 class _StepCall:
     """What every denoiser call of one sampling step shares."""
 
+    ranks: distributed.Ranks | None
+    """The process group the step's denoiser calls are spread over (``None``: this process alone)."""
     reference: ReferenceBank
     condition: ReferenceCondition
     motion: torch.Tensor
