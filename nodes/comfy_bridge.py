@@ -86,11 +86,16 @@ def auto_precision(device: torch.device) -> str:
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
+class XNeMo(nn.ModuleDict):
+    """Every module of one X-NeMo model, as the one model ComfyUI's model management moves (and
+    names in its log by this class)."""
+
+
 class ManagedModules:
     """Lets ComfyUI's model management move our modules on and off the GPU like its own models."""
 
     def __init__(self, modules: dict[str, nn.Module]):
-        self.container = nn.ModuleDict(modules)
+        self.container = XNeMo(modules)
         self.patcher = None
         if model_management is not None:
             self.patcher = comfy.model_patcher.ModelPatcher(

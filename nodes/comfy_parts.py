@@ -23,17 +23,32 @@ class ComfyImageEncoder(torch.nn.Module):
         super().__init__()
         self.clip_vision, self.embed_dim = clip_vision, embed_dim
         self.config = SimpleNamespace(image_size=getattr(clip_vision, "image_size", 224))
+        width = _projection_width(clip_vision)
+        if width is not None and width != embed_dim:
+            raise CheckpointError(self._mismatch(width))
+
+    def _mismatch(self, width: int) -> str:
+        return (
+            f"the X-NeMo model and the CLIP vision model disagree: the model expects {self.embed_dim}-wide "
+            f"CLIP image embeddings, the CLIP vision model gives {width}-wide ones. X-NeMo's official model "
+            "takes the CLIP ViT-L/14 of sd-image-variations (768); leave clip_vision unconnected to use the "
+            "model's own image encoder"
+        )
 
     def forward(self, pixels: torch.Tensor) -> SimpleNamespace:
         """``pixels`` ``(B, 3, S, S)`` CLIP-normalized, as the pipeline prepares them."""
         images = clip_denormalize(pixels).clamp(0, 1).permute(0, 2, 3, 1)
         embeds = self.clip_vision.encode_image(images, crop=False)["image_embeds"]
         if embeds.shape[-1] != self.embed_dim:
-            raise CheckpointError(
-                f"the CLIP vision model gives {embeds.shape[-1]}-wide image embeddings, X-NeMo expects "
-                f"{self.embed_dim}: load the CLIP ViT-L/14 image encoder of sd-image-variations"
-            )
+            raise CheckpointError(self._mismatch(embeds.shape[-1]))
         return SimpleNamespace(image_embeds=embeds.to(pixels.device, torch.float32))
+
+
+def _projection_width(clip_vision) -> int | None:
+    """The image embedding width of a ComfyUI ``ClipVisionModel`` (its ``visual_projection``
+    layer), or ``None`` where the object does not tell (then the first encoding is checked)."""
+    projection = getattr(getattr(clip_vision, "model", None), "visual_projection", None)
+    return getattr(projection, "out_features", None)
 
 
 class ComfyVAE(torch.nn.Module):

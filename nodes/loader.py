@@ -58,9 +58,15 @@ LOAD_XNEMO = Node(
     load,
     inputs=(
         Socket("model", "COMBO", options=model_dropdown, tooltip="a folder or .safetensors bundle in models/xnemo"),
-        Socket("precision", "COMBO", default="auto", options=PRECISIONS),
+        Socket(
+            "precision",
+            "COMBO",
+            default="auto",
+            options=PRECISIONS,
+            tooltip="auto: what ComfyUI picks for the device (bf16 or fp16 on most GPUs), fp32 on a CPU",
+        ),
         Socket("vae", "VAE", optional=True, tooltip="e.g. the Stable Video Diffusion VAE (temporal decoder)"),
         Socket("clip_vision", "CLIP_VISION", optional=True, tooltip="the CLIP ViT-L/14 image encoder"),
     ),
-    outputs=(Socket("model", MODEL),),
+    outputs=(Socket("model", MODEL, tooltip="to Extract Motion Latent and Animate Portrait"),),
 )

@@ -87,12 +87,24 @@ EXTRACT_MOTION_LATENT = Node(
     "Driving frames → per-frame X-NeMo motion latents (identity-free), plus the face crops used.",
     extract,
     inputs=(
-        Socket("model", MODEL),
+        Socket("model", MODEL, tooltip="from Load X-NeMo; a motion latent works only with this model's encoder"),
         Socket("frames", "IMAGE", tooltip="driving video frames, e.g. from Get Video Components"),
         Socket("crop", "COMBO", default="detect", options=CROP_MODES, tooltip="'none': frames are already face crops"),
-        Socket("fps", "FLOAT", default=25.0, minimum=0.0, maximum=240.0, step=0.01, optional=True),
+        Socket(
+            "fps",
+            "FLOAT",
+            default=25.0,
+            minimum=0.0,
+            maximum=240.0,
+            step=0.01,
+            optional=True,
+            tooltip="frame rate kept with the motion (connect Get Video Components' fps)",
+        ),
     ),
-    outputs=(Socket("motion", MOTION), Socket("face_crops", "IMAGE")),
+    outputs=(
+        Socket("motion", MOTION, tooltip="32 × 16 motion tokens per frame, with fps and crop boxes"),
+        Socket("face_crops", "IMAGE", tooltip="the face crops the motion encoder saw"),
+    ),
 )
 MOTION_LATENT_BLEND = Node(
     "MotionLatentBlend",
@@ -102,8 +114,15 @@ MOTION_LATENT_BLEND = Node(
     "temporal smoothing of A; expression: add strength × (B[to_frame] − B[from_frame]) to A.",
     blend,
     inputs=(
-        Socket("motion_a", MOTION),
-        Socket("mode", "COMBO", default="interpolate", options=(*core.BLEND_MODES, "expression")),
+        Socket("motion_a", MOTION, tooltip="the motion to edit (sets the length)"),
+        Socket(
+            "mode",
+            "COMBO",
+            default="interpolate",
+            options=(*core.BLEND_MODES, "expression"),
+            tooltip="interpolate A→B; relative: B's change on A; intensity: scale A; smooth A; expression: add B's "
+            "to_frame − from_frame",
+        ),
         Socket(
             "weight",
             "FLOAT",
@@ -114,20 +133,38 @@ MOTION_LATENT_BLEND = Node(
             tooltip="interpolate weight, relative / expression strength, intensity scale",
         ),
         Socket("length_mode", "COMBO", default="resample", options=core.LENGTH_MODES, tooltip="fit B to A's length"),
-        Socket("neutral_frame", "INT", default=0, **FRAME_INDEX),
-        Socket("from_frame", "INT", default=0, **FRAME_INDEX),
-        Socket("to_frame", "INT", default=-1, **FRAME_INDEX),
-        Socket("sigma_frames", "FLOAT", default=2.0, minimum=0.0, maximum=50.0, step=0.1),
-        Socket("motion_b", MOTION, optional=True),
+        Socket("neutral_frame", "INT", default=0, tooltip="intensity: A's frame taken as neutral", **FRAME_INDEX),
+        Socket("from_frame", "INT", default=0, tooltip="expression: B's frame the change starts from", **FRAME_INDEX),
+        Socket(
+            "to_frame", "INT", default=-1, tooltip="expression: B's frame the change ends at (-1: last)", **FRAME_INDEX
+        ),
+        Socket(
+            "sigma_frames",
+            "FLOAT",
+            default=2.0,
+            minimum=0.0,
+            maximum=50.0,
+            step=0.1,
+            tooltip="smooth: Gaussian width in frames",
+        ),
+        Socket("motion_b", MOTION, optional=True, tooltip="the second motion (interpolate, relative, expression)"),
     ),
-    outputs=(Socket("motion", MOTION),),
+    outputs=(Socket("motion", MOTION, tooltip="the blended motion"),),
 )
 SAVE_MOTION_LATENT = Node(
     "SaveMotionLatent",
     "Save Motion Latent (X-NeMo)",
     "Save a motion latent as .safetensors in the output folder, to share like a workflow.",
     save,
-    inputs=(Socket("motion", MOTION), Socket("filename_prefix", "STRING", default="xnemo/motion")),
+    inputs=(
+        Socket("motion", MOTION, tooltip="the motion to keep"),
+        Socket(
+            "filename_prefix",
+            "STRING",
+            default="xnemo/motion",
+            tooltip="name within the output folder; a counter and .safetensors are added",
+        ),
+    ),
     output_node=True,
 )
 LOAD_MOTION_LATENT = Node(
@@ -135,6 +172,6 @@ LOAD_MOTION_LATENT = Node(
     "Load Motion Latent (X-NeMo)",
     "Load a motion latent .safetensors from the input folder.",
     load,
-    inputs=(Socket("file", "COMBO", options=saved_motions),),
-    outputs=(Socket("motion", MOTION),),
+    inputs=(Socket("file", "COMBO", options=saved_motions, tooltip="a motion .safetensors in the input folder"),),
+    outputs=(Socket("motion", MOTION, tooltip="the saved motion, for the model whose encoder made it"),),
 )

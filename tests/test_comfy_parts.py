@@ -69,3 +69,31 @@ def test_vae_with_other_latent_channels_is_refused(models, tiny_model_folder, mo
     monkeypatch.setenv("XNEMO_MODELS", str(tiny_model_folder.parent))
     with pytest.raises(CheckpointError, match="16 latent channels, X-NeMo expects 4"):
         loader.load(tiny_model_folder.name, "fp32", vae=ComfyLikeVAE(own.models.vae, latent_channels=16))
+
+
+class ComfyLikeClipVisionModel(ComfyLikeCLIPVision):
+    """As ComfyUI's ``ClipVisionModel``, whose ``model.visual_projection`` tells the embedding width."""
+
+    def __init__(self, encoder, width: int):
+        super().__init__(encoder)
+        self.model = torch.nn.Module()
+        self.model.visual_projection = torch.nn.Linear(8, width, bias=False)
+
+
+def test_a_clip_vision_of_another_width_is_refused_at_load_naming_both_widths(models, tiny_model_folder, monkeypatch):
+    own, _ = models
+    monkeypatch.setenv("XNEMO_MODELS", str(tiny_model_folder.parent))
+    expected = own.models.config.unet["cross_attention_dim"]
+    wide = ComfyLikeClipVisionModel(own.models.image_encoder, width=1024)
+    message = f"the model expects {expected}-wide CLIP image embeddings, the CLIP vision model gives 1024-wide"
+    with pytest.raises(CheckpointError, match=message):
+        loader.load(tiny_model_folder.name, "fp32", clip_vision=wide)
+    fitting = ComfyLikeClipVisionModel(own.models.image_encoder, width=expected)
+    (loaded,) = loader.load(tiny_model_folder.name, "fp32", clip_vision=fitting)
+    assert loaded.models.image_encoder.clip_vision is fitting
+
+
+def test_comfyui_names_the_model_x_nemo(models):
+    own, _ = models
+    assert type(own.managed.container).__name__ == "XNeMo"
+    assert set(own.managed.container) == set(own.models.modules())

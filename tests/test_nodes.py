@@ -250,3 +250,9 @@ def test_the_bundled_model_warns_on_images_of_another_world(model, motion, caplo
     with caplog.at_level(logging.WARNING):
         run("AnimatePortrait", **animate_inputs(bundled_model, torch.rand(1, 64, 64, 3), latent))
     assert "the bundled model knows only the synthetic cartoon faces" in caplog.text
+
+
+@pytest.mark.parametrize("declared", nodes.NODES, ids=lambda node: node.node_id)
+def test_every_input_and_output_says_what_it_is_for(declared):
+    missing = [socket.name for socket in (*declared.inputs, *declared.outputs) if not socket.tooltip]
+    assert not missing, f"{declared.node_id}: no tooltip on {missing}"
