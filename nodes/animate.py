@@ -42,6 +42,8 @@ def animate(
     if model.is_bundled and not bundled.is_demo_portrait(image):
         logging.warning("X-NeMo: %s", bundled.OUTSIDE_ITS_WORLD)
     crops = reference_crops(image, FaceDetector() if crop == "detect" else None)
+    if crops.note:
+        logging.warning("X-NeMo: %s", crops.note)
     settings = AnimationSettings(
         steps=steps,
         guidance_scale=cfg,

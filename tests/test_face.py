@@ -12,6 +12,7 @@ from xnemo_core.face import (
     driving_crops,
     fill_missing,
     gaussian_smooth,
+    paste_back,
     reference_crops,
     scale_box,
     widened_box,
@@ -68,6 +69,18 @@ def test_already_cropped_inputs_are_only_resized():
     crops = driving_crops(frames, detector=None)
     assert crops.faces.shape == (3, 224, 224, 3) and crops.undetected == []
     assert reference_crops(frames[0], None).face.shape == (224, 224, 3)
+
+
+def test_a_non_square_face_crop_is_cut_to_its_centre_square_and_said_so():
+    image = np.zeros((60, 100, 3), np.uint8)
+    image[:, 20:80] = 200  # the centre 60×60
+    crops = reference_crops(image, None)
+    assert crops.portrait.shape == (60, 60, 3) and (crops.portrait == 200).all()
+    assert crops.portrait_box == (20, 0, 80, 60)
+    assert "100×60, not square: its centre 60×60 is animated" in crops.note
+    assert reference_crops(image[:, 20:80], None).note is None
+    pasted = paste_back(image.astype(np.float32) / 255, np.zeros((1, 64, 64, 3), np.float32), crops.portrait_box)
+    assert pasted.shape == (1, 60, 100, 3) and (pasted[0, :, :20] == 0).all() and pasted[0, 30, 50].max() < 0.05
 
 
 def test_no_face_anywhere_is_a_clear_error():

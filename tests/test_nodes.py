@@ -256,3 +256,13 @@ def test_the_bundled_model_warns_on_images_of_another_world(model, motion, caplo
 def test_every_input_and_output_says_what_it_is_for(declared):
     missing = [socket.name for socket in (*declared.inputs, *declared.outputs) if not socket.tooltip]
     assert not missing, f"{declared.node_id}: no tooltip on {missing}"
+
+
+def test_animate_warns_that_a_non_square_face_crop_is_cut_to_its_centre(model, motion, caplog):
+    latent, _ = motion
+    reference = torch.rand(1, 80, 100, 3)
+    with caplog.at_level(logging.WARNING):
+        _, pasted = run("AnimatePortrait", **animate_inputs(model, reference, latent))
+    assert "100×80, not square: its centre 80×80 is animated" in caplog.text
+    outside = reference[:, :, :10].expand(len(pasted), -1, -1, -1)
+    torch.testing.assert_close(pasted[:, :, :10], outside, atol=1 / 255, rtol=0)  # 8-bit as the node reads it

@@ -49,6 +49,8 @@ def _animate_on(device, lead: bool, settings: AnimationSettings, args) -> int:
         say(f"warning: {bundled.OUTSIDE_ITS_WORLD}")
     faces = driving_crops(driving, detector)
     crops = reference_crops(reference, detector)
+    if crops.note:
+        say(f"note: {crops.note}")
     if faces.undetected:
         say(f"note: no face in {len(faces.undetected)} driving frames; neighbouring boxes reused")
     models = load_models(args.models, dtype=args.dtype or default_precision(device))

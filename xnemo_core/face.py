@@ -119,6 +119,8 @@ class ReferenceCrops:
     """Tight square face crop, resized to 224×224."""
     portrait_box: tuple[int, int, int, int]
     """Where ``portrait`` lies in the image (may reach outside it where padded)."""
+    note: str | None = None
+    """What was done to the image that its owner should hear (a non-square face crop cut square)."""
 
 
 @dataclass
@@ -132,9 +134,10 @@ class DrivingCrops:
 
 
 def reference_crops(image: np.ndarray, detector: FaceDetector | None, label: str = "reference image") -> ReferenceCrops:
-    """Crops of the portrait; ``detector=None`` means the image is already a face crop."""
+    """Crops of the portrait; ``detector=None`` means the image is already a face crop (a
+    non-square one is cut to its centre square rather than stretched, and ``note`` says so)."""
     if detector is None:
-        return ReferenceCrops(image, resize_square(image), (0, 0, image.shape[1], image.shape[0]))
+        return _centre_square(image, label)
     box = detector(image)
     if box is None:
         raise FaceNotFoundError(f"no face found in the {label}; use a clear frontal portrait or crop mode 'none'")
@@ -142,6 +145,20 @@ def reference_crops(image: np.ndarray, detector: FaceDetector | None, label: str
     face = resize_square(image[top:bottom, left:right])
     portrait_box = widened_box(box, PORTRAIT_MARGIN, image.shape)
     return ReferenceCrops(crop_with_padding(image, portrait_box), face, portrait_box)
+
+
+def _centre_square(image: np.ndarray, label: str) -> ReferenceCrops:
+    height, width = image.shape[:2]
+    side = min(height, width)
+    left, top = (width - side) // 2, (height - side) // 2
+    square = image[top : top + side, left : left + side]
+    note = None
+    if height != width:
+        note = (
+            f"the {label} is {width}×{height}, not square: its centre {side}×{side} is animated "
+            "(the rest is kept as it is in the pasted-back frames); crop it yourself to choose another part"
+        )
+    return ReferenceCrops(square, resize_square(square), (left, top, left + side, top + side), note)
 
 
 def driving_crops(frames: np.ndarray, detector: FaceDetector | None) -> DrivingCrops:
