@@ -7,7 +7,8 @@ import torch
 
 from xnemo_core import bundled
 from xnemo_core.compiling import COMPILE_MODES
-from xnemo_core.face import CROP_MODES, FaceDetector, paste_back, reference_crops
+from xnemo_core.composite import paste_back
+from xnemo_core.face import CROP_MODES, FaceDetector, reference_crops
 from xnemo_core.motion import check_compatible
 from xnemo_core.pipeline import SCHEDULES, AnimationSettings, XNeMoPipeline
 from xnemo_core.sampling import SPEED_PRESETS, describe_preset
@@ -36,7 +37,8 @@ def animate(
     release_vram,
     compile="auto",
     preset="exact",
-) -> tuple[torch.Tensor, torch.Tensor]:
+    colour_match=False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     check_compatible(motion, model.motion_id, f"the loaded model '{model.name}'")
     image = to_frames(reference, "reference")[0]
     if model.is_bundled and not bundled.is_demo_portrait(image):
@@ -71,8 +73,8 @@ def animate(
         if release_vram:
             model.managed.release()
     frames = animation.video.numpy()
-    pasted = paste_back(image.astype(np.float32) / 255.0, frames, crops.portrait_box)
-    return (to_images(frames), torch.from_numpy(pasted))
+    pasted, mask = paste_back(image.astype(np.float32) / 255.0, frames, crops.portrait_box, colour_match=colour_match)
+    return (to_images(frames), torch.from_numpy(pasted), torch.from_numpy(mask)[None])
 
 
 ANIMATE_PORTRAIT = Node(
@@ -179,9 +181,23 @@ ANIMATE_PORTRAIT = Node(
             optional=True,
             tooltip="; ".join(f"{name}: {describe_preset(name)}" for name in SPEED_PRESETS),
         ),
+        Socket(
+            "colour_match",
+            "BOOLEAN",
+            default=False,
+            optional=True,
+            tooltip="give the pasted frames the colours of the original crop (per-channel Lab mean and spread)",
+        ),
     ),
     outputs=(
         Socket("frames", "IMAGE", tooltip="the animated face crop"),
-        Socket("pasted_back", "IMAGE", tooltip="the frames pasted back into the full reference image"),
+        Socket(
+            "pasted_back",
+            "IMAGE",
+            tooltip="the frames pasted back into the full reference image through a feathered mask",
+        ),
+        Socket(
+            "mask", "MASK", tooltip="where the frames were pasted (1 inside, soft border), for your own compositing"
+        ),
     ),
 )

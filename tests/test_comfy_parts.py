@@ -59,7 +59,7 @@ def test_comfy_vae_and_clip_vision_give_the_same_animation(models):
     for model in (own, borrowed):
         motion, _ = extract(model, driving, "none")
         results.append(animate.animate(**animate_inputs(model, reference, motion, seed=3)))
-    (own_frames, _), (borrowed_frames, _) = results
+    (own_frames, *_), (borrowed_frames, *_) = results
     assert own_frames.shape == borrowed_frames.shape == (3, 64, 64, 3)
     torch.testing.assert_close(borrowed_frames, own_frames, atol=1e-4, rtol=0)
 

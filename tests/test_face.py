@@ -12,11 +12,11 @@ from xnemo_core.face import (
     driving_crops,
     fill_missing,
     gaussian_smooth,
-    paste_back,
     reference_crops,
     scale_box,
     widened_box,
 )
+from xnemo_core.composite import feathered_mask, match_colours, paste_back
 from xnemo_core.video import read_frames, read_image
 
 MEDIA = SHARED / "media"
@@ -79,7 +79,7 @@ def test_a_non_square_face_crop_is_cut_to_its_centre_square_and_said_so():
     assert crops.portrait_box == (20, 0, 80, 60)
     assert "100×60, not square: its centre 60×60 is animated" in crops.note
     assert reference_crops(image[:, 20:80], None).note is None
-    pasted = paste_back(image.astype(np.float32) / 255, np.zeros((1, 64, 64, 3), np.float32), crops.portrait_box)
+    pasted, _ = paste_back(image.astype(np.float32) / 255, np.zeros((1, 64, 64, 3), np.float32), crops.portrait_box)
     assert pasted.shape == (1, 60, 100, 3) and (pasted[0, :, :20] == 0).all() and pasted[0, 30, 50].max() < 0.05
 
 
@@ -110,3 +110,26 @@ def test_a_frame_without_face_reuses_its_neighbours_box(media):
     with pytest.warns(UserWarning, match="no face found in 1 of 12"):
         driving = driving_crops(frames, FaceDetector())
     assert driving.undetected == [5]
+
+
+def test_paste_back_blends_through_a_feathered_mask_it_returns():
+    image = np.full((100, 120, 3), 0.25, np.float32)
+    frames = np.ones((2, 32, 32, 3), np.float32)
+    pasted, mask = paste_back(image, frames, (20, 10, 80, 70))
+    assert mask.shape == (100, 120) and mask[40, 50] == pytest.approx(1) and mask[10, 20] < 0.05
+    assert (mask[:, :20] == 0).all() and (pasted[:, :, :20] == 0.25).all()
+    assert pasted[0, 40, 50].min() == pytest.approx(1)
+    edge = pasted[0, 40, 20:50, 0]
+    assert np.all(np.diff(edge) >= -1e-6) and 0.25 < edge[3] < 1, "a soft border, not a hard patch"
+    expected = np.broadcast_to(mask[..., None] + (1 - mask[..., None]) * 0.25, pasted[0].shape)
+    np.testing.assert_allclose(pasted[0], expected, atol=1e-5)
+
+
+def test_colour_match_gives_the_frames_the_crops_colours_for_the_whole_clip():
+    target = np.random.default_rng(0).uniform(0.3, 0.7, (40, 40, 3)).astype(np.float32)
+    target[..., 0] += 0.2
+    frames = np.random.default_rng(1).uniform(0.0, 0.5, (3, 40, 40, 3)).astype(np.float32)
+    matched = match_colours(frames, target)
+    np.testing.assert_allclose(matched.mean(axis=(0, 1, 2)), target.mean(axis=(0, 1)), atol=0.02)
+    assert not np.allclose(frames.mean(axis=(0, 1, 2)), target.mean(axis=(0, 1)), atol=0.05)
+    assert feathered_mask(10, 10).max() <= 1

@@ -20,7 +20,18 @@ def run(node_id: str, **inputs):
     return getattr(node(), node.FUNCTION)(**inputs)
 
 
-BASIC_TYPES = {"IMAGE", "INT", "FLOAT", "STRING", "BOOLEAN", "VAE", "CLIP_VISION", "XNEMO_MODEL", "XNEMO_MOTION"}
+BASIC_TYPES = {
+    "IMAGE",
+    "MASK",
+    "INT",
+    "FLOAT",
+    "STRING",
+    "BOOLEAN",
+    "VAE",
+    "CLIP_VISION",
+    "XNEMO_MODEL",
+    "XNEMO_MOTION",
+}
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +125,8 @@ def test_extract_gives_one_latent_per_frame_and_the_crops(motion, driving, model
 def test_animate_gives_frames_and_pasted_back_frames(model, motion):
     latent, _ = motion
     reference = torch.rand(1, 80, 100, 3)
-    frames, pasted = run("AnimatePortrait", **animate_inputs(model, reference, latent, seed=7, release_vram=True))
+    frames, pasted, mask = run("AnimatePortrait", **animate_inputs(model, reference, latent, seed=7, release_vram=True))
+    assert mask.shape == (1, 80, 100) and mask.max() == pytest.approx(1, abs=1e-3) and mask[0, 0, 0] == 0
     assert frames.shape == (5, 64, 64, 3) and 0 <= frames.min() and frames.max() <= 1
     assert pasted.shape == (5, 80, 100, 3)
     assert not torch.equal(pasted[0], reference[0])
@@ -262,7 +274,7 @@ def test_animate_warns_that_a_non_square_face_crop_is_cut_to_its_centre(model, m
     latent, _ = motion
     reference = torch.rand(1, 80, 100, 3)
     with caplog.at_level(logging.WARNING):
-        _, pasted = run("AnimatePortrait", **animate_inputs(model, reference, latent))
+        _, pasted, _ = run("AnimatePortrait", **animate_inputs(model, reference, latent))
     assert "100×80, not square: its centre 80×80 is animated" in caplog.text
     outside = reference[:, :, :10].expand(len(pasted), -1, -1, -1)
     torch.testing.assert_close(pasted[:, :, :10], outside, atol=1 / 255, rtol=0)  # 8-bit as the node reads it

@@ -261,29 +261,3 @@ def gaussian_smooth(values: np.ndarray, sigma: float) -> np.ndarray:
 def resize_square(image: np.ndarray, size: int = MOTION_INPUT_SIZE) -> np.ndarray:
     """Lanczos resize to ``size``×``size`` (what the motion encoder's input processing does)."""
     return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((size, size), Image.LANCZOS))
-
-
-def paste_back(image: np.ndarray, frames: np.ndarray, box: tuple[int, int, int, int], feather: float = 0.05):
-    """Each animated portrait frame resized into ``box`` of the full ``image`` with a soft border.
-
-    Args:
-        image: ``(H, W, 3)`` float in [0, 1], the full reference image.
-        frames: ``(F, h, w, 3)`` float in [0, 1], the animated portrait crops.
-        box: where the portrait crop was taken (may reach outside the image).
-    Returns:
-        ``(F, H, W, 3)`` float32.
-    """
-    left, top, right, bottom = box
-    width, height = right - left, bottom - top
-    border = max(1, int(feather * min(width, height)))
-    mask = np.zeros((height, width), np.float32)
-    mask[border:-border, border:-border] = 1.0
-    mask = cv2.GaussianBlur(mask, (0, 0), border / 2)[..., None]
-    inside = (slice(max(top, 0), min(bottom, image.shape[0])), slice(max(left, 0), min(right, image.shape[1])))
-    local = (slice(inside[0].start - top, inside[0].stop - top), slice(inside[1].start - left, inside[1].stop - left))
-    background = (1 - mask) * crop_with_padding(image, box).astype(np.float32)
-    out = np.repeat(image[None].astype(np.float32), len(frames), axis=0)
-    for index, frame in enumerate(frames):
-        resized = cv2.resize(frame.astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC)
-        out[index][inside] = (mask * np.clip(resized, 0, 1) + background)[local]
-    return out
