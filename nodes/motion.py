@@ -15,7 +15,9 @@ from .images import to_frames, to_images
 from .loader import MODEL
 
 MOTION = "XNEMO_MOTION"
-NO_MOTIONS = "(put motion .safetensors in the input folder)"
+NO_MOTIONS = "(save a motion, or put motion .safetensors in the input folder)"
+OUTPUT_MARK = " [output]"
+"""ComfyUI's annotation of a file in the output folder (as Load Image lists results)."""
 FRAME_INDEX = {"minimum": -100000, "maximum": 100000}
 
 
@@ -60,13 +62,16 @@ def save(motion, filename_prefix: str) -> dict:
 
 
 def saved_motions() -> list[str]:
-    folder = comfy_bridge.directory("input")
-    files = (
-        sorted(str(p.relative_to(folder)) for p in folder.rglob("*.safetensors") if _stays_inside(folder, p))
-        if folder.is_dir()
-        else []
-    )
-    return files or [NO_MOTIONS]
+    """Motion files of the input folder, then those Save Motion Latent wrote (marked ``[output]``)."""
+    inputs = _motion_files(comfy_bridge.directory("input"))
+    outputs = [name + OUTPUT_MARK for name in _motion_files(comfy_bridge.directory("output"))]
+    return inputs + outputs or [NO_MOTIONS]
+
+
+def _motion_files(folder: Path) -> list[str]:
+    if not folder.is_dir():
+        return []
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*.safetensors") if _stays_inside(folder, p))
 
 
 def _stays_inside(folder: Path, path: Path) -> bool:
@@ -78,6 +83,8 @@ def _stays_inside(folder: Path, path: Path) -> bool:
 
 
 def load(file: str) -> tuple[core.MotionLatent]:
+    if file.endswith(OUTPUT_MARK):
+        return (core.load_motion(file.removesuffix(OUTPUT_MARK), comfy_bridge.directory("output")),)
     return (core.load_motion(file, comfy_bridge.directory("input")),)
 
 
@@ -154,7 +161,8 @@ MOTION_LATENT_BLEND = Node(
 SAVE_MOTION_LATENT = Node(
     "SaveMotionLatent",
     "Save Motion Latent (X-NeMo)",
-    "Save a motion latent as .safetensors in the output folder, to share like a workflow.",
+    "Save a motion latent as .safetensors in the output folder, to share like a workflow; Load Motion "
+    "Latent lists it (marked [output]) after a refresh.",
     save,
     inputs=(
         Socket("motion", MOTION, tooltip="the motion to keep"),
@@ -170,8 +178,15 @@ SAVE_MOTION_LATENT = Node(
 LOAD_MOTION_LATENT = Node(
     "LoadMotionLatent",
     "Load Motion Latent (X-NeMo)",
-    "Load a motion latent .safetensors from the input folder.",
+    "Load a motion latent .safetensors from the input folder, or one Save Motion Latent wrote ([output]).",
     load,
-    inputs=(Socket("file", "COMBO", options=saved_motions, tooltip="a motion .safetensors in the input folder"),),
+    inputs=(
+        Socket(
+            "file",
+            "COMBO",
+            options=saved_motions,
+            tooltip="a motion .safetensors of the input folder, or of the output folder where marked [output]",
+        ),
+    ),
     outputs=(Socket("motion", MOTION, tooltip="the saved motion, for the model whose encoder made it"),),
 )

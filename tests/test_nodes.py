@@ -238,6 +238,20 @@ def test_load_refuses_names_leading_outside_the_input_folder(motion, comfy_folde
     assert not any("secret" in name for name in listed)
 
 
+def test_a_saved_motion_is_listed_and_loads_from_the_output_folder(motion, comfy_folders):
+    latent, _ = motion
+    saved = run("SaveMotionLatent", motion=latent, filename_prefix="xnemo/walk")["ui"]["text"][0]
+    listed = nodes.NODE_CLASS_MAPPINGS["LoadMotionLatent"].INPUT_TYPES()["required"]["file"][0]
+    assert f"{saved} [output]" in listed
+    (loaded,) = run("LoadMotionLatent", file=f"{saved} [output]")
+    assert torch.equal(loaded.tokens, latent.tokens) and loaded.model_id == latent.model_id
+    save_motion(latent, comfy_folders / "private" / "secret.safetensors")
+    with pytest.raises(ValueError, match="leads outside the folder"):
+        run("LoadMotionLatent", file="../private/secret.safetensors [output]")
+    with pytest.raises(FileNotFoundError):
+        run("LoadMotionLatent", file=saved)  # the same name without the mark is looked for in input/
+
+
 def test_demo_media_never_replace_or_write_through_what_is_there(comfy_folders):
     victim = comfy_folders / "private" / "victim.png"
     victim.write_bytes(b"precious")
