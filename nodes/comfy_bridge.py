@@ -114,6 +114,15 @@ class ManagedModules:
             self.container.to(device)
         return device
 
+    def make_room(self) -> torch.device:
+        """For a low-VRAM run: our modules back on the CPU and ComfyUI's other models unloaded, so
+        that the pipeline can bring one module at a time to the compute device."""
+        self.release()
+        if model_management is not None:
+            model_management.unload_all_models()
+            model_management.soft_empty_cache()
+        return torch_device()
+
     def release(self) -> None:
         if self.patcher is None:
             self.container.to("cpu")

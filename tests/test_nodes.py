@@ -149,6 +149,15 @@ def test_animate_samples_with_the_chosen_speed_preset(model, motion, monkeypatch
     assert exact.shape == fast.shape and not torch.equal(exact, fast)
 
 
+def test_low_vram_gives_the_same_frames_and_leaves_the_modules_on_the_cpu(model, motion):
+    latent, _ = motion
+    reference = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(4))
+    resident = run("AnimatePortrait", **animate_inputs(model, reference, latent))[0]
+    low = run("AnimatePortrait", **animate_inputs(model, reference, latent), low_vram=True)[0]
+    assert torch.equal(low, resident)
+    assert {p.device.type for p in model.managed.container.parameters()} == {"cpu"}
+
+
 def test_animate_refuses_motion_of_another_encoder(model, motion):
     latent, _ = motion
     foreign = MotionLatent(latent.tokens, model_id="me-other")
