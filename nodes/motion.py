@@ -21,9 +21,12 @@ OUTPUT_MARK = " [output]"
 FRAME_INDEX = {"minimum": -100000, "maximum": 100000}
 
 
-def extract(model, frames, crop: str, fps: float = 25.0) -> tuple[core.MotionLatent, torch.Tensor]:
+def extract(
+    model, frames, crop: str, fps: float = 25.0, face_index: int = -1
+) -> tuple[core.MotionLatent, torch.Tensor]:
     pixels = to_frames(frames, "driving frames")
-    crops = driving_crops(pixels, FaceDetector() if crop == "detect" else None)
+    detector = FaceDetector() if crop == "detect" else None
+    crops = driving_crops(pixels, detector, None if face_index < 0 else face_index)
     device = model.managed.load()
     tokens = XNeMoPipeline(model.models, device).encode_motion(crops.faces)
     latent = core.MotionLatent(
@@ -106,6 +109,16 @@ EXTRACT_MOTION_LATENT = Node(
             step=0.01,
             optional=True,
             tooltip="frame rate kept with the motion (connect Get Video Components' fps)",
+        ),
+        Socket(
+            "face_index",
+            "INT",
+            default=-1,
+            minimum=-1,
+            maximum=31,
+            optional=True,
+            tooltip="which face drives when the video shows several: -1 the largest in each frame; 0, 1, … the "
+            "first, second, … from the left where it first appears, then followed",
         ),
     ),
     outputs=(

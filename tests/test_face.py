@@ -133,3 +133,35 @@ def test_colour_match_gives_the_frames_the_crops_colours_for_the_whole_clip():
     np.testing.assert_allclose(matched.mean(axis=(0, 1, 2)), target.mean(axis=(0, 1)), atol=0.02)
     assert not np.allclose(frames.mean(axis=(0, 1, 2)), target.mean(axis=(0, 1)), atol=0.05)
     assert feathered_mask(10, 10).max() <= 1
+
+
+class StubDetector:
+    """Fixed boxes per frame, as FaceDetector returns them."""
+
+    def __init__(self, per_frame):
+        self.per_frame = iter(per_frame)
+        self.largest = None
+
+    def all_faces(self, frame):
+        boxes = np.asarray(next(self.per_frame), dtype=np.float64).reshape(-1, 4)
+        return boxes[np.argsort(boxes[:, 0])]
+
+    def __call__(self, frame):
+        boxes = self.all_faces(frame)
+        return boxes[np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))] if len(boxes) else None
+
+
+def test_a_chosen_face_is_taken_from_the_left_then_followed_as_it_moves():
+    frames = np.zeros((4, 200, 300, 3), np.uint8)
+    left, right = [20, 50, 80, 110], [200, 40, 280, 120]  # the right face is the larger one
+    moved_left = [70, 50, 130, 110]  # the left face moves right, the right face further right
+    per_frame = [[left, right], [right], [moved_left, [230, 40, 290, 120]], [[110, 50, 170, 110]]]
+    with pytest.warns(UserWarning, match="no face found in 1 of 4 driving frames"):
+        followed = driving_crops(frames, StubDetector(per_frame), face_index=0)
+    centres = (followed.boxes[:, 0] + followed.boxes[:, 2]) / 2
+    assert centres[0] < 100 and centres[1] < 100 and centres[3] < 200
+    largest = driving_crops(frames, StubDetector(per_frame))
+    assert (largest.boxes[0, 0] + largest.boxes[0, 2]) / 2 > 200
+    assert followed.undetected == [1]  # only the other face was seen there: the chosen one was lost, not swapped
+    with pytest.raises(FaceNotFoundError, match="face index 2 needs a frame with at least 3 faces, but no driving"):
+        driving_crops(frames, StubDetector(per_frame), face_index=2)

@@ -47,7 +47,7 @@ def _animate_on(device, lead: bool, settings: AnimationSettings, args) -> int:
     driving, fps = read_frames(args.driving, args.frames)
     if args.models == bundled.MODEL and not bundled.is_demo_portrait(reference):
         say(f"warning: {bundled.OUTSIDE_ITS_WORLD}")
-    faces = driving_crops(driving, detector)
+    faces = driving_crops(driving, detector, args.face_index)
     crops = reference_crops(reference, detector)
     if crops.note:
         say(f"note: {crops.note}")
@@ -266,6 +266,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     animate.add_argument(
         "--crop", choices=CROP_MODES, help="'none': inputs are face crops (default detect; bundled model: none)"
+    )
+    animate.add_argument(
+        "--face-index",
+        type=int,
+        help="the driving video's face to follow, 0 = first from the left where it appears (default: the largest)",
     )
     animate.add_argument("--face-model", type=Path, help="YuNet .onnx or BlazeFace .tflite (default: OpenCV Haar)")
     animate.add_argument("--offload", action="store_true", help="keep once-run modules on the CPU")

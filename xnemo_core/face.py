@@ -53,14 +53,19 @@ class FaceDetector:
             raise ValueError(f"{self.model_path}: expected a YuNet .onnx or a BlazeFace .tflite model")
 
     def __call__(self, frame: np.ndarray) -> np.ndarray | None:
-        scale = min(1.0, DETECTION_MAX_SIDE / max(frame.shape[:2]))
-        small = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else frame
-        boxes = self._detect(np.ascontiguousarray(small))
+        boxes = self.all_faces(frame)
         if not len(boxes):
             return None
-        boxes = np.asarray(boxes, dtype=np.float64) / scale
         areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-        return np.clip(boxes[int(np.argmax(areas))], 0, None)
+        return boxes[int(np.argmax(areas))]
+
+    def all_faces(self, frame: np.ndarray) -> np.ndarray:
+        """Every face's box ``(N, 4)``, left to right."""
+        scale = min(1.0, DETECTION_MAX_SIDE / max(frame.shape[:2]))
+        small = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else frame
+        boxes = np.clip(np.asarray(self._detect(np.ascontiguousarray(small)), dtype=np.float64).reshape(-1, 4), 0, None)
+        boxes = boxes / scale
+        return boxes[np.argsort(boxes[:, 0], kind="stable")]
 
 
 def _haar_detector():
@@ -161,15 +166,22 @@ def _centre_square(image: np.ndarray, label: str) -> ReferenceCrops:
     return ReferenceCrops(square, resize_square(square), (left, top, left + side, top + side), note)
 
 
-def driving_crops(frames: np.ndarray, detector: FaceDetector | None) -> DrivingCrops:
-    """Face crops of every frame; ``detector=None`` means the frames are already face crops."""
+def driving_crops(frames: np.ndarray, detector: FaceDetector | None, face_index: int | None = None) -> DrivingCrops:
+    """Face crops of every frame; ``detector=None`` means the frames are already face crops.
+
+    ``face_index``: ``None`` follows the largest face of each frame; ``k`` the ``k``-th face from
+    the left (0 first) of the first frame that shows that many, then in every frame the face
+    nearest to where it was."""
     if len(frames) == 0:
         raise ValueError("no driving frames")
     height, width = frames.shape[1:3]
     if detector is None:
         boxes = np.tile([0.0, 0.0, width, height], (len(frames), 1))
         return DrivingCrops(np.stack([resize_square(f) for f in frames]), boxes, [])
-    detected = [detector(frame) for frame in frames]
+    if face_index is None:
+        detected = [detector(frame) for frame in frames]
+    else:
+        detected = _followed_face([detector.all_faces(frame) for frame in frames], face_index)
     undetected = [i for i, box in enumerate(detected) if box is None]
     if len(undetected) == len(frames):
         raise FaceNotFoundError(f"no face found in any of the {len(frames)} driving frames")
@@ -188,6 +200,27 @@ def driving_crops(frames: np.ndarray, detector: FaceDetector | None) -> DrivingC
     crop_boxes = np.stack([box_at(centre, size, frames.shape[1:]) for centre in centres])
     faces = [resize_square(f[int(t) : int(b), int(l) : int(r)]) for f, (l, t, r, b) in zip(frames, crop_boxes)]
     return DrivingCrops(np.stack(faces), crop_boxes, undetected)
+
+
+def _followed_face(faces: list[np.ndarray], index: int) -> list[np.ndarray | None]:
+    """Per frame, the box of face ``index`` (from the left where it first appears), then followed:
+    the face nearest to its last box, if it lies within one box size of it (else ``None``: lost)."""
+    start = next((i for i, boxes in enumerate(faces) if len(boxes) > index), None)
+    if start is None:
+        most = max(len(boxes) for boxes in faces)
+        raise FaceNotFoundError(
+            f"face index {index} needs a frame with at least {index + 1} faces, but no driving frame "
+            f"shows more than {most}; use an index below {max(most, 1)}"
+        )
+    chosen: list[np.ndarray | None] = [None] * len(faces)
+    chosen[start] = last = faces[start][index]
+    for i in range(start + 1, len(faces)):
+        if len(faces[i]):
+            centres = (faces[i][:, :2] + faces[i][:, 2:]) / 2
+            distances = np.linalg.norm(centres - (last[:2] + last[2:]) / 2, axis=1)
+            if distances.min() <= max(last[2:] - last[:2]):
+                chosen[i] = last = faces[i][np.argmin(distances)]
+    return chosen
 
 
 def fill_missing(boxes: list[np.ndarray | None]) -> np.ndarray:
