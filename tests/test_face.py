@@ -165,3 +165,5 @@ def test_a_chosen_face_is_taken_from_the_left_then_followed_as_it_moves():
     assert followed.undetected == [1]  # only the other face was seen there: the chosen one was lost, not swapped
     with pytest.raises(FaceNotFoundError, match="face index 2 needs a frame with at least 3 faces, but no driving"):
         driving_crops(frames, StubDetector(per_frame), face_index=2)
+    with pytest.raises(ValueError, match="face index must be 0 or more"):
+        driving_crops(frames, StubDetector(per_frame), face_index=-1)

@@ -205,6 +205,8 @@ def driving_crops(frames: np.ndarray, detector: FaceDetector | None, face_index:
 def _followed_face(faces: list[np.ndarray], index: int) -> list[np.ndarray | None]:
     """Per frame, the box of face ``index`` (from the left where it first appears), then followed:
     the face nearest to its last box, if it lies within one box size of it (else ``None``: lost)."""
+    if index < 0:
+        raise ValueError(f"face index must be 0 or more (0 = the first face from the left), got {index}")
     start = next((i for i, boxes in enumerate(faces) if len(boxes) > index), None)
     if start is None:
         most = max(len(boxes) for boxes in faces)
