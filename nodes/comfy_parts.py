@@ -52,13 +52,16 @@ def _projection_width(clip_vision) -> int | None:
 
 
 class ComfyVAE(torch.nn.Module):
-    """A ComfyUI ``VAE`` as the pipeline's VAE (diffusers ``encode`` / ``decode`` results, [-1, 1] pixels)."""
+    """A ComfyUI ``VAE`` as the pipeline's VAE (diffusers ``encode`` / ``decode`` results, [-1, 1] pixels).
+
+    ComfyUI's VAE gives raw latents; ``scaling_factor`` is that of the VAE it replaces (the one the
+    denoiser was trained with), since the denoiser expects latents scaled as in its training."""
 
     dtype = torch.float32
-    config = SimpleNamespace(scaling_factor=VAE_SCALING_FACTOR)  # ComfyUI loads SD-family VAEs
 
-    def __init__(self, vae, latent_channels: int):
+    def __init__(self, vae, latent_channels: int, scaling_factor: float = VAE_SCALING_FACTOR):
         super().__init__()
+        self.config = SimpleNamespace(scaling_factor=scaling_factor)
         found = getattr(vae, "latent_channels", latent_channels)
         if found != latent_channels:
             raise CheckpointError(

@@ -3,7 +3,8 @@
 from dataclasses import dataclass
 
 from xnemo_core import bundled
-from xnemo_core.loading import XNeMoModels, load_models
+from xnemo_core.config import SVD_VAE
+from xnemo_core.loading import XNeMoModels, load_models, part_config
 from xnemo_core.motion import MotionEncoderId
 
 from . import comfy_bridge
@@ -45,7 +46,8 @@ def load(model: str, precision: str, vae=None, clip_vision=None) -> tuple[XNeMoM
     if clip_vision is not None:
         models.image_encoder = ComfyImageEncoder(clip_vision, models.config.unet["cross_attention_dim"])
     if vae is not None:
-        models.vae = ComfyVAE(vae, models.config.unet["in_channels"])
+        replaced = part_config(found[model], "vae") or SVD_VAE
+        models.vae = ComfyVAE(vae, models.config.unet["in_channels"], replaced["scaling_factor"])
     managed = comfy_bridge.ManagedModules(models.modules())
     return (XNeMoModel(models, managed, models.motion_id, model, found[model] == bundled.MODEL),)
 

@@ -1,13 +1,17 @@
 """LoadXNeMo with ComfyUI's own VAE and CLIP vision objects (stand-ins following their contract)."""
 
+import json
+import shutil
+
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from nodes import animate, loader
 from nodes.motion import extract
 from test_nodes import animate_inputs
-from xnemo_core.checkpoints import CheckpointError
+from xnemo_core.checkpoints import CheckpointError, read_metadata
 
 
 class ComfyLikeVAE:
@@ -97,3 +101,17 @@ def test_comfyui_names_the_model_x_nemo(models):
     own, _ = models
     assert type(own.managed.container).__name__ == "XNeMo"
     assert set(own.managed.container) == set(own.models.modules())
+
+
+def test_a_comfyui_vae_is_scaled_as_the_vae_it_replaces(tiny_model_folder, tmp_path, monkeypatch):
+    """The denoiser was trained on latents scaled by its own VAE's factor, whatever VAE encodes them."""
+    model = tmp_path / "odd-scale"
+    shutil.copytree(tiny_model_folder, model)
+    vae_file = model / "xnemo_vae.safetensors"
+    tensors, metadata = load_file(vae_file), read_metadata(vae_file)
+    config = json.loads(metadata["config"]) | {"scaling_factor": 0.5}
+    save_file(tensors, vae_file, metadata | {"config": json.dumps(config)})
+    monkeypatch.setenv("XNEMO_MODELS", str(tmp_path))
+    (own,) = loader.load("odd-scale", "fp32")
+    (borrowed,) = loader.load("odd-scale", "fp32", vae=ComfyLikeVAE(own.models.vae))
+    assert own.models.vae.config.scaling_factor == borrowed.models.vae.config.scaling_factor == 0.5

@@ -18,6 +18,7 @@ Accepted layouts (first match wins for each part):
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -119,6 +120,13 @@ def load_models(
     for module in models.modules().values():
         module.eval().requires_grad_(False)
     return models.to(device=device, dtype=parse_dtype(dtype))
+
+
+def part_config(path: str | Path, part: str) -> dict | None:
+    """The config of a base part (``"vae"``, ``"image_encoder"``) of the model at ``path``, read
+    without its weights; ``None`` when the model has no such part."""
+    path = Path(path)
+    return (_BundleLayout(path) if path.is_file() else _FolderLayout(path)).part_config(part)
 
 
 def build_motion_encoder(config: XNeMoConfig) -> MotionEncoder | SpatialMotionGuider:
@@ -231,22 +239,27 @@ class _FolderLayout:
         weights = _diffusers_weights(self.folder / BASE_UNET)
         return read_sources([weights]) if weights else []
 
-    def optional_part(self, part: str):
+    def part_config(self, part: str) -> dict | None:
+        """A base part's config (``None`` when the folder has no such part), its weights unread."""
         converted = self._find(f"xnemo_{part}")
         if converted is not None:
             metadata = read_metadata(converted)
-            config = json.loads(metadata["config"]) if "config" in metadata else DEFAULT_PART_CONFIGS[part]
-            self.part_configs[part] = config
-            return config, read_sources([converted])
-        folder = self.folder / {"image_encoder": BASE_IMAGE_ENCODER, "vae": BASE_VAE}[part]
-        if not (folder / "config.json").is_file():
+            return json.loads(metadata["config"]) if "config" in metadata else DEFAULT_PART_CONFIGS[part]
+        config_file = self._base_folder(part) / "config.json"
+        return json.loads(config_file.read_text()) if config_file.is_file() else None
+
+    def optional_part(self, part: str):
+        config = self.part_config(part)
+        if config is None:
             return None
-        weights = _diffusers_weights(folder)
-        if weights is None:
-            raise CheckpointError(f"{folder}: config.json but no weight file next to it")
-        config = json.loads((folder / "config.json").read_text())
         self.part_configs[part] = config
+        weights = self._find(f"xnemo_{part}") or _diffusers_weights(self._base_folder(part))
+        if weights is None:
+            raise CheckpointError(f"{self._base_folder(part)}: config.json but no weight file next to it")
         return config, read_sources([weights])
+
+    def _base_folder(self, part: str) -> Path:
+        return self.folder / {"image_encoder": BASE_IMAGE_ENCODER, "vae": BASE_VAE}[part]
 
 
 def _diffusers_weights(folder: Path) -> Path | None:
@@ -272,8 +285,11 @@ class _BundleLayout:
                 f"{file}: not an X-NeMo bundle (no 'xnemo_config' metadata); pass the folder "
                 "that holds the official files instead"
             )
-        self.tensors = read_state_dict(file)
         self.part_configs = json.loads(self.metadata.get("part_configs", "{}"))
+
+    @cached_property
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return read_state_dict(self.file)
 
     def config(self) -> XNeMoConfig:
         return XNeMoConfig.from_dict(json.loads(self.metadata["xnemo_config"]))
@@ -290,6 +306,9 @@ class _BundleLayout:
 
     def base_unet(self) -> Sources:
         return []
+
+    def part_config(self, part: str) -> dict | None:
+        return self.part_configs.get(part)
 
     def optional_part(self, part: str):
         if part not in self.part_configs:
