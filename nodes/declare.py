@@ -131,6 +131,7 @@ def _v3_type(kind: str, io):
         "STRING": io.String,
         "COMBO": io.Combo,
         "IMAGE": io.Image,
+        "MASK": io.Mask,
         "VAE": io.Vae,
         "CLIP_VISION": io.ClipVision,
     }
