@@ -4,6 +4,7 @@ import functools
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -75,6 +76,25 @@ def write_state(path: Path, tensors: dict) -> Path:
 def tiny_models():
     """Every part at the tiny preset, weights by the rule (no shared files needed)."""
     return preset_models("tiny", device="meta")
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tiny_models):
+    from xnemo_core.pipeline import XNeMoPipeline
+
+    return XNeMoPipeline(tiny_models)
+
+
+def random_condition(pipeline, portrait_shape: tuple[int, int], size: int = 64):
+    """The reference condition of a random portrait of ``portrait_shape`` and a random face."""
+    rng = np.random.default_rng(0)
+    portrait = rng.integers(0, 256, (*portrait_shape, 3), dtype=np.uint8)
+    face = rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    return pipeline.encode_reference(portrait, face, size, size)
+
+
+def random_motion(frames: int) -> torch.Tensor:
+    return torch.randn(frames, 32, 16, generator=torch.Generator().manual_seed(1))
 
 
 @pytest.fixture(scope="session")

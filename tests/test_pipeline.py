@@ -2,32 +2,30 @@
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
+from conftest import random_condition, random_motion
+
 from xnemo_core import check_fixtures
-from xnemo_core.pipeline import SettingError, AnimationSettings, XNeMoPipeline
+from xnemo_core.pipeline import SettingError, AnimationSettings
 
 FRAMES = 6
 
 
 @pytest.fixture(scope="module")
-def pipeline(tiny_models):
-    return XNeMoPipeline(tiny_models)
+def pipeline(tiny_pipeline):
+    return tiny_pipeline
 
 
 @pytest.fixture(scope="module")
 def condition(pipeline):
-    rng = np.random.default_rng(0)
-    portrait = rng.integers(0, 256, (80, 72, 3), dtype=np.uint8)
-    face = rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)
-    return pipeline.encode_reference(portrait, face, 64, 64)
+    return random_condition(pipeline, (80, 72))
 
 
 @pytest.fixture(scope="module")
 def motion():
-    return torch.randn(FRAMES, 32, 16, generator=torch.Generator().manual_seed(1))
+    return random_motion(FRAMES)
 
 
 def settings(**overrides) -> AnimationSettings:

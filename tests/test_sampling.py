@@ -4,13 +4,14 @@ tiny model through the windowed, guided pipeline (CPU, float32)."""
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
+from conftest import random_condition, random_motion
+
 from xnemo_core import sampling
 from xnemo_core.models.reference import capture_reference, project_reference
-from xnemo_core.pipeline import AnimationSettings, DeepFeatureCache, SettingError, XNeMoPipeline
+from xnemo_core.pipeline import AnimationSettings, DeepFeatureCache, SettingError
 from xnemo_core.sampling import SAMPLERS, SPEED_PRESETS, describe_preset, preset_settings
 
 FRAMES = 7
@@ -18,21 +19,18 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 @pytest.fixture(scope="module")
-def pipeline(tiny_models):
-    return XNeMoPipeline(tiny_models)
+def pipeline(tiny_pipeline):
+    return tiny_pipeline
 
 
 @pytest.fixture(scope="module")
 def condition(pipeline):
-    rng = np.random.default_rng(0)
-    portrait = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
-    face = rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)
-    return pipeline.encode_reference(portrait, face, 64, 64)
+    return random_condition(pipeline, (64, 64))
 
 
 @pytest.fixture(scope="module")
 def motion():
-    return torch.randn(FRAMES, 32, 16, generator=torch.Generator().manual_seed(1))
+    return random_motion(FRAMES)
 
 
 def settings(**overrides) -> AnimationSettings:
