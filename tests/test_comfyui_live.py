@@ -167,3 +167,25 @@ def test_bad_inputs_give_one_clear_message(server):
         assert expected in error["exception_message"], f"{name}: {error['exception_message']}"
         raised_at = error["traceback"][-1]
         assert str(PACK) in raised_at or f"custom_nodes{os.sep}" in raised_at, f"{name}: raised in {raised_at}"
+
+
+def test_a_saved_motion_is_listed_and_animates_with_the_speed_and_compositing_options(server):
+    from comfyui_live import queue_prompt
+
+    save = {
+        "model": _node("LoadXNeMo", model=server, precision="auto"),
+        **_driver("motion", "xnemo_demo_driving.mp4"),
+        "save": _node("SaveMotionLatent", motion=["motion", 0], filename_prefix="xnemo/live_walk"),
+    }
+    saved = queue_prompt(URL, save)
+    assert saved["status"] == "success", saved
+    (name,) = saved["outputs"]["save"]["text"]
+    info = json.load(urllib.request.urlopen(f"{URL}/object_info/LoadMotionLatent"))
+    assert f"{name} [output]" in info["LoadMotionLatent"]["input"]["required"]["file"][1]["options"]
+    options = {"preset": "fast", "colour_match": True, "low_vram": True, "steps": 2}
+    prompt = _graph(server, {"motion": _node("LoadMotionLatent", file=f"{name} [output]")}, **options)
+    prompt["mask"] = _node("MaskToImage", mask=["animate", 2])
+    prompt["mask_preview"] = _node("PreviewImage", images=["mask", 0])
+    animated = queue_prompt(URL, prompt)
+    assert animated["status"] == "success", animated
+    assert {"preview", "mask_preview"} <= set(animated["outputs"])
