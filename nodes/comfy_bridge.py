@@ -22,7 +22,11 @@ MODEL_FOLDER = "xnemo"
 MODEL_SUFFIXES = (".safetensors",)
 
 
-DEMO_INPUTS = {bundled.DEMO_PORTRAIT: "xnemo_demo_portrait.png", bundled.DEMO_DRIVING: "xnemo_demo_driving.mp4"}
+DEMO_INPUTS = {
+    bundled.DEMO_PORTRAIT: "xnemo_demo_portrait.png",
+    bundled.DEMO_DRIVING: "xnemo_demo_driving.mp4",
+    bundled.DEMO_DRIVING_B: "xnemo_demo_driving_b.mp4",
+}
 """The bundled demo media, by the name the example workflows load them under from ComfyUI's input folder."""
 
 

@@ -45,3 +45,18 @@ def test_demo_media_is_copied_into_an_empty_input_folder_once(monkeypatch, tmp_p
     assert sorted(p.name for p in copied) == sorted(comfy_bridge.DEMO_INPUTS.values())
     assert (tmp_path / "input" / "xnemo_demo_portrait.png").read_bytes() == bundled.DEMO_PORTRAIT.read_bytes()
     assert comfy_bridge.install_demo_inputs() == []
+
+
+def test_the_demo_media_are_the_documented_held_out_identities_of_the_synthetic_world():
+    from xnemo_core.synthetic import render, render_clip
+    from xnemo_core.train.data import SyntheticFaces
+
+    world = SyntheticFaces(3, 48, 128, seed=20_000)
+    portrait = render(world.identity(0), world.motion(0)[0], 128)
+    assert np.abs(read_image(bundled.DEMO_PORTRAIT).astype(int) - portrait).mean() < 1
+    for index, clip in ((1, bundled.DEMO_DRIVING), (2, bundled.DEMO_DRIVING_B)):
+        frames, fps = read_frames(clip)
+        truth = render_clip(world.identity(index), world.motion(index), 128)
+        assert fps == 25 and np.abs(frames.astype(int) - truth).mean() < 6  # codec noise only
+    one, two = (read_frames(clip)[0].astype(int) for clip in (bundled.DEMO_DRIVING, bundled.DEMO_DRIVING_B))
+    assert np.abs(one - two).mean() > 20  # another person with another motion
