@@ -17,79 +17,136 @@ from pathlib import Path
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 
-# Each workflow: nodes (id → type, position, widget values) and links (from id, output slot, to id,
-# input name). Only this pack's nodes and ComfyUI core nodes. They default to the bundled model and
-# the demo media the pack copies into ComfyUI's input folder, so they run as opened.
-_DRIVER = {
-    "video": ("LoadVideo", [40, 300], {"file": "xnemo_demo_driving.mp4"}),
-    "components": ("GetVideoComponents", [360, 300], {}),
-    "frames": ("ImageFromBatch", [660, 300], {"batch_index": 0, "length": 240}),
-}
+# Each workflow: nodes (key → type, position, widget values), links (from key, output slot, to key,
+# input name), titled groups of node keys, a Note saying what it shows, and the saved view. Only
+# this pack's nodes and ComfyUI core nodes, laid out left to right in columns 400 px apart. They
+# default to the bundled model and the demo media the pack copies into ComfyUI's input folder, so
+# they run as opened.
+_OFFICIAL = (
+    "For real portraits: put the official X-NeMo weights in models/xnemo, pick them in Load X-NeMo, and set "
+    "Extract / Animate crop to detect, Animate size 512, steps 35, denoise 1 (the official recipe). The "
+    "bundled model knows only the synthetic faces it was trained on."
+)
+
+
+def _driver(suffix: str, clip: str, row: int) -> dict:
+    return {
+        f"video{suffix}": ("LoadVideo", [440, row], {"file": clip}),
+        f"components{suffix}": ("GetVideoComponents", [840, row], {}),
+        f"frames{suffix}": ("ImageFromBatch", [840, row + 160], {"batch_index": 0, "length": 240}),
+        f"extract{suffix}": ("ExtractMotionLatent", [1240, row], {"crop": "none"}),
+    }
+
+
+def _driver_links(suffix: str) -> list:
+    return [
+        (f"video{suffix}", 0, f"components{suffix}", "video"),
+        (f"components{suffix}", 0, f"frames{suffix}", "image"),
+        ("model", 0, f"extract{suffix}", "model"),
+        (f"frames{suffix}", 0, f"extract{suffix}", "frames"),
+    ]
+
+
 _COMMON = {
-    "portrait": ("LoadImage", [40, 640], {"image": "xnemo_demo_portrait.png"}),
-    "model": ("LoadXNeMo", [40, 60], {"model": "xnemo-synthetic-128", "precision": "auto"}),
-    "animate": ("AnimatePortrait", [1400, 300], {"steps": 25, "denoise": 0.8, "size": 128, "crop": "none"}),
-    "create": ("CreateVideo", [1800, 300], {"fps": 25}),
-    "save": ("SaveVideo", [2100, 300], {"filename_prefix": "xnemo/animated"}),
+    "note": ("Note", [40, 60], {}),
+    "model": ("LoadXNeMo", [40, 480], {"model": "xnemo-synthetic-128", "precision": "auto"}),
+    "portrait": ("LoadImage", [40, 680], {"image": "xnemo_demo_portrait.png"}),
+    "animate": ("AnimatePortrait", [2040, 60], {"steps": 25, "denoise": 0.8, "size": 128, "crop": "none"}),
+    "create": ("CreateVideo", [2440, 60], {"fps": 25}),
+    "save": ("SaveVideo", [2440, 260], {"filename_prefix": "xnemo/animated"}),
 }
-_DRIVER_LINKS = [
-    ("video", 0, "components", "video"),
-    ("components", 0, "frames", "image"),
-    ("model", 0, "extract", "model"),
-    ("frames", 0, "extract", "frames"),
-]
 _TAIL_LINKS = [
     ("model", 0, "animate", "model"),
     ("portrait", 0, "animate", "reference"),
     ("animate", 0, "create", "images"),
     ("create", 0, "save", "video"),
 ]
+_GROUPS = [
+    ("Model and portrait", ["model", "portrait"]),
+    ("Driving video → motion latent", ["video", "components", "frames", "extract"]),
+    ("Animation", ["animate"]),
+    ("Video out", ["create", "save"]),
+]
 SPECS = {
     "xnemo_basic_animation": {
-        "nodes": {**_DRIVER, **_COMMON, "extract": ("ExtractMotionLatent", [980, 300], {"crop": "none"})},
-        "links": [
-            *_DRIVER_LINKS,
-            ("extract", 0, "animate", "motion"),
-            *_TAIL_LINKS,
-        ],
+        "note": "The demo portrait animated with the facial motion of the demo driving clip: the driving face "
+        "becomes a motion latent (32 × 16 tokens a frame) that carries no identity, and Animate Portrait "
+        "renders the portrait with it.\n\n" + _OFFICIAL,
+        "nodes": {**_driver("", "xnemo_demo_driving.mp4", 60), **_COMMON},
+        "links": [*_driver_links(""), ("extract", 0, "animate", "motion"), *_TAIL_LINKS],
+        "groups": _GROUPS,
     },
     "xnemo_blend_two_drivers": {
+        "note": "Two different drivers, one motion: Motion Latent Blend interpolates the motion of the demo clip "
+        "(A) and of a second person (B) half way, so the portrait moves like neither alone. Weight 0 is A, 1 is B; "
+        "mode 'relative' instead adds B's change since its first frame on top of A.\n\n" + _OFFICIAL,
         "nodes": {
-            **_DRIVER,
+            **_driver("", "xnemo_demo_driving.mp4", 60),
+            **_driver("_b", "xnemo_demo_driving_b.mp4", 520),
             **_COMMON,
-            "extract": ("ExtractMotionLatent", [980, 300], {"crop": "none"}),
-            "video_b": ("LoadVideo", [40, 980], {"file": "xnemo_demo_driving.mp4"}),
-            "components_b": ("GetVideoComponents", [360, 980], {}),
-            "frames_b": ("ImageFromBatch", [660, 980], {"batch_index": 0, "length": 240}),
-            "extract_b": ("ExtractMotionLatent", [980, 980], {"crop": "none"}),
-            "blend": ("MotionLatentBlend", [1200, 600], {"mode": "interpolate", "weight": 0.5}),
+            "blend": ("MotionLatentBlend", [1640, 60], {"mode": "interpolate", "weight": 0.5}),
         },
         "links": [
-            *_DRIVER_LINKS,
-            ("video_b", 0, "components_b", "video"),
-            ("components_b", 0, "frames_b", "image"),
-            ("model", 0, "extract_b", "model"),
-            ("frames_b", 0, "extract_b", "frames"),
+            *_driver_links(""),
+            *_driver_links("_b"),
             ("extract", 0, "blend", "motion_a"),
             ("extract_b", 0, "blend", "motion_b"),
             ("blend", 0, "animate", "motion"),
             *_TAIL_LINKS,
         ],
+        "groups": [
+            *_GROUPS[:2],
+            ("Second driver", ["video_b", "components_b", "frames_b", "extract_b"]),
+            ("Blend → animation", ["blend", "animate"]),
+            _GROUPS[3],
+        ],
     },
     "xnemo_exaggerated_expression": {
+        "note": "The driver's expressions made stronger: Motion Latent Blend in 'intensity' mode scales the motion "
+        "around the first (neutral) frame by 1.6. Save Motion Latent keeps the edited motion in the output folder; "
+        "Load Motion Latent lists it (marked [output]) to reuse in any workflow.\n\n" + _OFFICIAL,
         "nodes": {
-            **_DRIVER,
+            **_driver("", "xnemo_demo_driving.mp4", 60),
             **_COMMON,
-            "extract": ("ExtractMotionLatent", [980, 300], {"crop": "none"}),
-            "intensity": ("MotionLatentBlend", [1200, 600], {"mode": "intensity", "weight": 1.6}),
-            "save_motion": ("SaveMotionLatent", [1400, 900], {"filename_prefix": "xnemo/exaggerated"}),
+            "intensity": ("MotionLatentBlend", [1640, 60], {"mode": "intensity", "weight": 1.6}),
+            "save_motion": ("SaveMotionLatent", [1640, 520], {"filename_prefix": "xnemo/exaggerated"}),
         },
         "links": [
-            *_DRIVER_LINKS,
+            *_driver_links(""),
             ("extract", 0, "intensity", "motion_a"),
             ("intensity", 0, "animate", "motion"),
             ("intensity", 0, "save_motion", "motion"),
             *_TAIL_LINKS,
+        ],
+        "groups": [*_GROUPS[:2], ("Edit, keep → animation", ["intensity", "save_motion", "animate"]), _GROUPS[3]],
+    },
+    "xnemo_with_core_image_nodes": {
+        "note": "X-NeMo among ComfyUI's own image nodes: the portrait is mirrored before animation (any image "
+        "edit or generated portrait can go in here), and the animated frames are sharpened before the video is "
+        "made. The pasted-back output and its mask serve your own compositing.\n\n" + _OFFICIAL,
+        "nodes": {
+            **_driver("", "xnemo_demo_driving.mp4", 60),
+            **_COMMON,
+            "mirror": ("ImageFlip", [40, 1100], {"flip_method": "y-axis: horizontally"}),
+            "sharpen": ("ImageSharpen", [2440, 60], {"sharpen_radius": 1, "alpha": 0.5}),
+            "create": ("CreateVideo", [2440, 280], {"fps": 25}),
+            "save": ("SaveVideo", [2440, 460], {"filename_prefix": "xnemo/animated"}),
+        },
+        "links": [
+            *_driver_links(""),
+            ("extract", 0, "animate", "motion"),
+            ("model", 0, "animate", "model"),
+            ("portrait", 0, "mirror", "image"),
+            ("mirror", 0, "animate", "reference"),
+            ("animate", 0, "sharpen", "image"),
+            ("sharpen", 0, "create", "images"),
+            ("create", 0, "save", "video"),
+        ],
+        "groups": [
+            ("Model and edited portrait", ["model", "portrait", "mirror"]),
+            _GROUPS[1],
+            _GROUPS[2],
+            ("Post-process, video out", ["sharpen", "create", "save"]),
         ],
     },
 }
@@ -110,12 +167,34 @@ _BUILD_JS = """
     }
     made[key] = node;
   }
+  made.note.widgets[0].value = spec.note;
+  made.note.size = [360, 320];
   for (const [from, slot, to, input] of spec.links) {
     const target = made[to];
     const index = target.inputs.findIndex((i) => i.name === input);
     if (index < 0) throw new Error(target.type + " has no input " + input);
     made[from].connect(slot, target, index);
   }
+  const pad = 20, title = 50, boxes = [];
+  for (const [name, keys] of spec.groups) {
+    const nodes = keys.map((key) => made[key]);
+    const left = Math.min(...nodes.map((n) => n.pos[0])) - pad;
+    const top = Math.min(...nodes.map((n) => n.pos[1])) - title - pad;
+    const right = Math.max(...nodes.map((n) => n.pos[0] + n.size[0])) + pad;
+    const bottom = Math.max(...nodes.map((n) => n.pos[1] + n.size[1])) + pad;
+    const group = new LiteGraph.LGraphGroup(name);
+    group.pos = [left, top];
+    group.size = [right - left, bottom - top];
+    app.graph.add(group);
+    boxes.push([left, top]);
+  }
+  for (const node of Object.values(made)) boxes.push([node.pos[0], node.pos[1] - LiteGraph.NODE_TITLE_HEIGHT]);
+  // the saved view: the graph's top-left corner just clear of the sidebar and the top bar
+  app.canvas.ds.scale = spec.scale;
+  app.canvas.ds.offset = [
+    -Math.min(...boxes.map((b) => b[0])) + 70 / spec.scale,
+    -Math.min(...boxes.map((b) => b[1])) + 90 / spec.scale,
+  ];
   app.graph.setDirtyCanvas(true, true);
   return JSON.stringify(app.graph.serialize());  // a string: undefined fields must vanish, not become null
 }
@@ -146,20 +225,24 @@ def _load(page, path: Path) -> None:
         raise ValueError(f"{path.name}: the frontend rejects it: {invalid.first.inner_text()[:500]}")
 
 
+VIEW_SCALE = 0.62
+"""The saved zoom: the whole graph on a 1920-pixel-wide screen, text still drawn."""
+
+
 def generate(url: str) -> list[Path]:
+    """Build each workflow in the frontend, save it, reopen it as a user would and screenshot its
+    saved view (``workflows/NAME.png``: the template browser's thumbnail and the README's pictures)."""
     playwright, browser, page, _ = _browser(url)
     written = []
     try:
+        page.set_viewport_size({"width": 1920, "height": 1080})
         for name, spec in SPECS.items():
-            workflow = json.loads(page.evaluate(_BUILD_JS, spec))
+            workflow = json.loads(page.evaluate(_BUILD_JS, {**spec, "scale": VIEW_SCALE}))
             path = WORKFLOWS / f"{name}.json"
             path.write_text(json.dumps(workflow, indent=2) + "\n")
+            _load(page, path)
+            page.screenshot(path=str(path.with_suffix(".png")))
             written.append(path)
-        page.set_viewport_size({"width": 2600, "height": 1200})  # wide enough to fit the graph with its text
-        _load(page, written[0])
-        page.keyboard.press(".")  # the frontend's "fit view" shortcut
-        page.wait_for_timeout(500)
-        page.screenshot(path=str(WORKFLOWS / "xnemo_basic_animation.png"))
     finally:
         browser.close()
         playwright.stop()

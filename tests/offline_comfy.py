@@ -13,6 +13,8 @@ from xnemo_core.video import read_frames, read_image, write_video
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 # A shorter clip for test runs (also used by the live ComfyUI test); everything else as shipped.
 SMALL_RUN = {"ImageFromBatch": {"length": 3}}
+FRONTEND_ONLY = {"Note"}
+"""Nodes the frontend keeps out of the prompt."""
 
 
 class CoreNodes:
@@ -34,6 +36,15 @@ class CoreNodes:
 
     def ImageFromBatch(self, image, batch_index, length):
         return (image[batch_index : batch_index + length],)
+
+    def ImageFlip(self, image, flip_method):
+        return (image.flip(2 if flip_method.startswith("y-axis") else 1),)
+
+    def ImageSharpen(self, image, sharpen_radius, sigma, alpha):
+        blurred = torch.nn.functional.avg_pool2d(
+            image.permute(0, 3, 1, 2), 2 * sharpen_radius + 1, stride=1, padding=sharpen_radius, count_include_pad=False
+        ).permute(0, 2, 3, 1)
+        return ((image + alpha * (image - blurred)).clamp(0, 1),)
 
     def CreateVideo(self, images, fps, audio=None):
         return ({"images": images, "fps": fps},)
@@ -66,6 +77,8 @@ def execute(path: Path, core: CoreNodes, overrides: dict) -> dict[int, tuple]:
     sources = {link[0]: (link[1], link[2]) for link in workflow["links"]}
     outputs = {}
     for node in _dependency_order(workflow["nodes"], sources):
+        if node["type"] in FRONTEND_ONLY:
+            continue
         inputs = widget_inputs(node)
         for entry in node.get("inputs", []):
             if entry.get("link") is not None:

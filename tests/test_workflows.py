@@ -17,6 +17,9 @@ CORE_OUTPUTS = {
     "LoadVideo": ["VIDEO"],
     "GetVideoComponents": ["IMAGE", "AUDIO", "FLOAT"],
     "ImageFromBatch": ["IMAGE"],
+    "ImageFlip": ["IMAGE"],
+    "ImageSharpen": ["IMAGE"],
+    "Note": [],
     "CreateVideo": ["VIDEO"],
     "SaveVideo": [],
 }
@@ -81,3 +84,23 @@ def test_workflow_runs_as_shipped_with_the_bundled_model_and_demo_media(path, of
     assert frames.shape == (3, 128, 128, 3) and frames.std() > 1
     if "expression" in path.stem:
         assert list((offline_comfy.outputs / "xnemo").glob("exaggerated_*.safetensors"))
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_workflow_reads_at_its_saved_view_grouped_with_a_note_and_no_node_hiding_another(path):
+    workflow = json.loads(path.read_text())
+    assert workflow["extra"]["ds"]["scale"] >= 0.6  # the frontend draws no text further out
+    assert len(workflow["groups"]) >= 3 and all(group["title"] for group in workflow["groups"])
+    (note,) = [node for node in workflow["nodes"] if node["type"] == "Note"]
+    assert "official" in note["widgets_values"][0] and len(note["widgets_values"][0]) > 200
+    boxes = [(n["type"], *n["pos"], n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1]) for n in workflow["nodes"]]
+    for index, (name, left, top, right, bottom) in enumerate(boxes):
+        for other, o_left, o_top, o_right, o_bottom in boxes[index + 1 :]:
+            apart = right <= o_left or o_right <= left or bottom <= o_top or o_bottom <= top
+            assert apart, f"{name} and {other} overlap"
+
+
+def test_blend_two_drivers_blends_two_different_clips():
+    workflow = json.loads((WORKFLOWS[0].parent / "xnemo_blend_two_drivers.json").read_text())
+    clips = {node["widgets_values"][0] for node in workflow["nodes"] if node["type"] == "LoadVideo"}
+    assert clips == {"xnemo_demo_driving.mp4", "xnemo_demo_driving_b.mp4"}
