@@ -2,9 +2,17 @@
 
 import os
 
+import numpy as np
 import pytest
+import torch
 
-from xnemo_core.files import OutsideFolderError, copy_if_missing, inside, replacing, replacing_folder
+from xnemo_core.files import (
+    OutsideFolderError,
+    copy_if_missing,
+    inside,
+    replacing,
+    replacing_folder,
+)
 
 
 @pytest.fixture
@@ -73,3 +81,20 @@ def test_copies_never_overwrite_nor_follow_a_symlink(tmp_path):
     assert outside.read_bytes() == b"precious" and not (tmp_path / "nowhere.png").exists()
     assert (inputs / "kept.png").read_bytes() == b"user's"
     assert copy_if_missing(source, inputs / "fresh.png") and (inputs / "fresh.png").read_bytes() == b"demo"
+
+
+def test_every_kind_of_result_gets_the_permissions_of_a_plainly_created_file(tmp_path):
+    """Writers that replace the temporary file (safetensors does) must not bring back mkstemp's 0600."""
+    from xnemo_core.motion import MotionLatent, save_motion
+    from xnemo_core.video import write_image, write_video
+
+    mask = os.umask(0)
+    os.umask(mask)
+    written = [
+        save_motion(MotionLatent(torch.zeros(2, 32, 16), model_id="me2-x"), tmp_path / "m.safetensors"),
+        write_video(tmp_path / "v.mp4", np.zeros((2, 16, 16, 3), np.uint8), 10),
+        write_video(tmp_path / "v.gif", np.zeros((2, 16, 16, 3), np.uint8), 10),
+        write_image(tmp_path / "i.png", np.zeros((16, 16, 3), np.uint8)),
+    ]
+    for path in written:
+        assert path.stat().st_mode & 0o777 == 0o666 & ~mask, path.name

@@ -46,9 +46,10 @@ def replacing(target: str | Path) -> Iterator[Path]:
     handle, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".partial{target.suffix}", dir=target.parent)
     os.close(handle)
     temporary = Path(name)
-    temporary.chmod(0o666 & ~_umask())  # mkstemp's private 0600 would stay on the result
     try:
         yield temporary
+        # after the write: a writer that replaces the file (safetensors does) would bring back mkstemp's 0600
+        temporary.chmod(0o666 & ~_umask())
         os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)
