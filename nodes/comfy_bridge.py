@@ -26,6 +26,7 @@ DEMO_INPUTS = {
     bundled.DEMO_PORTRAIT: "xnemo_demo_portrait.png",
     bundled.DEMO_DRIVING: "xnemo_demo_driving.mp4",
     bundled.DEMO_DRIVING_B: "xnemo_demo_driving_b.mp4",
+    bundled.DEMO_MOTION: "xnemo_demo_motion.safetensors",
 }
 """The bundled demo media, by the name the example workflows load them under from ComfyUI's input folder."""
 

@@ -120,6 +120,22 @@ SPECS = {
         ],
         "groups": [*_GROUPS[:2], ("Edit, keep → animation", ["intensity", "save_motion", "animate"]), _GROUPS[3]],
     },
+    "xnemo_reuse_saved_motion": {
+        "note": "A motion saved in an earlier run animates a portrait with no video at all: Load Motion Latent "
+        "reads the demo motion shipped with the pack (or any motion Save Motion Latent wrote, listed with "
+        "[output], e.g. the exaggerated workflow's xnemo/exaggerated_00000.safetensors), smoothed over 2 frames "
+        "here. A motion file works only with the model whose encoder made it.\n\n" + _OFFICIAL,
+        "nodes": {
+            **_COMMON,
+            "load_motion": ("LoadMotionLatent", [440, 60], {"file": "xnemo_demo_motion.safetensors"}),
+            "smooth": ("MotionLatentBlend", [840, 60], {"mode": "smooth", "sigma_frames": 2.0}),
+            "animate": ("AnimatePortrait", [1240, 60], {"steps": 25, "denoise": 0.8, "size": 128, "crop": "none"}),
+            "create": ("CreateVideo", [1640, 60], {"fps": 25}),
+            "save": ("SaveVideo", [1640, 260], {"filename_prefix": "xnemo/animated"}),
+        },
+        "links": [("load_motion", 0, "smooth", "motion_a"), ("smooth", 0, "animate", "motion"), *_TAIL_LINKS],
+        "groups": [_GROUPS[0], ("Saved motion", ["load_motion", "smooth"]), _GROUPS[2], _GROUPS[3]],
+    },
     "xnemo_with_core_image_nodes": {
         "note": "X-NeMo among ComfyUI's own image nodes: the portrait is mirrored before animation (any image "
         "edit or generated portrait can go in here), and the animated frames are sharpened before the video is "

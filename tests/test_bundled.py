@@ -1,6 +1,7 @@
 """The bundled model and demo media: the README's main command, from a clone, on the CPU."""
 
 import numpy as np
+import torch
 
 from nodes import comfy_bridge
 from xnemo_core import bundled
@@ -60,3 +61,16 @@ def test_the_demo_media_are_the_documented_held_out_identities_of_the_synthetic_
         assert fps == 25 and np.abs(frames.astype(int) - truth).mean() < 6  # codec noise only
     one, two = (read_frames(clip)[0].astype(int) for clip in (bundled.DEMO_DRIVING, bundled.DEMO_DRIVING_B))
     assert np.abs(one - two).mean() > 20  # another person with another motion
+
+
+def test_the_demo_motion_is_the_bundled_models_reading_of_the_demo_clip():
+    from xnemo_core.face import driving_crops
+    from xnemo_core.motion import load_motion
+    from xnemo_core.pipeline import XNeMoPipeline
+
+    models = load_models(bundled.MODEL, dtype="fp32")
+    frames, fps = read_frames(bundled.DEMO_DRIVING)
+    tokens = XNeMoPipeline(models).encode_motion(driving_crops(frames, None).faces)
+    shipped = load_motion(bundled.DEMO_MOTION)
+    assert shipped.model_id == models.motion_id.current and shipped.fps == fps == 25
+    torch.testing.assert_close(shipped.tokens, tokens, rtol=1e-4, atol=1e-4)

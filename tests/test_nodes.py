@@ -264,10 +264,10 @@ def test_a_saved_motion_is_listed_and_loads_from_the_output_folder(motion, comfy
 def test_demo_media_never_replace_or_write_through_what_is_there(comfy_folders):
     victim = comfy_folders / "private" / "victim.png"
     victim.write_bytes(b"precious")
-    portrait, driving, second = (comfy_folders / "input" / name for name in comfy_bridge.DEMO_INPUTS.values())
+    portrait, driving, *others = (comfy_folders / "input" / name for name in comfy_bridge.DEMO_INPUTS.values())
     portrait.symlink_to(victim)
     driving.write_bytes(b"the user's own clip")
-    assert comfy_bridge.install_demo_inputs() == [second]
+    assert comfy_bridge.install_demo_inputs() == others
     assert victim.read_bytes() == b"precious" and driving.read_bytes() == b"the user's own clip"
 
 

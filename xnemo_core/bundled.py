@@ -17,6 +17,8 @@ MODEL = MODEL_ROOT / "xnemo-synthetic-128"
 DEMO_PORTRAIT = BUNDLED / "demo" / "portrait.png"
 DEMO_DRIVING = BUNDLED / "demo" / "driving.mp4"
 DEMO_DRIVING_B = BUNDLED / "demo" / "driving_b.mp4"
+DEMO_MOTION = BUNDLED / "demo" / "motion.safetensors"
+"""The demo clip's motion as the bundled model's encoder reads it (crop none, fp32), saved as a motion file."""
 DEMO_FPS = 25.0
 
 MODEL_SETTINGS = {"size": 128, "steps": 25, "denoise": 0.8, "crop": "none"}
