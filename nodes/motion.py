@@ -6,7 +6,7 @@ import torch
 
 from xnemo_core import motion as core
 from xnemo_core.files import OutsideFolderError, inside
-from xnemo_core.face import CROP_MODES, FaceDetector, driving_crops
+from xnemo_core.face import CROP_MODES, FaceDetector, boxes_drawn, driving_crops
 from xnemo_core.pipeline import XNeMoPipeline
 
 from . import comfy_bridge
@@ -23,7 +23,7 @@ FRAME_INDEX = {"minimum": -100000, "maximum": 100000}
 
 def extract(
     model, frames, crop: str, fps: float = 25.0, face_index: int = -1
-) -> tuple[core.MotionLatent, torch.Tensor]:
+) -> tuple[core.MotionLatent, torch.Tensor, torch.Tensor]:
     pixels = to_frames(frames, "driving frames")
     detector = FaceDetector() if crop == "detect" else None
     crops = driving_crops(pixels, detector, None if face_index < 0 else face_index)
@@ -36,7 +36,7 @@ def extract(
         source_size=tuple(pixels.shape[1:3]),
         boxes=torch.from_numpy(crops.boxes).float() if crop == "detect" else None,
     )
-    return (latent, to_images(crops.faces))
+    return (latent, to_images(crops.faces), to_images(boxes_drawn(pixels, crops.boxes, crops.undetected)))
 
 
 def blend(
@@ -124,6 +124,12 @@ EXTRACT_MOTION_LATENT = Node(
     outputs=(
         Socket("motion", MOTION, tooltip="32 × 16 motion tokens per frame, with fps and crop boxes"),
         Socket("face_crops", "IMAGE", tooltip="the face crops the motion encoder saw"),
+        Socket(
+            "boxes",
+            "IMAGE",
+            tooltip="the driving frames with each crop box drawn: green where the face was found, orange where "
+            "it was borrowed from neighbouring frames",
+        ),
     ),
 )
 MOTION_LATENT_BLEND = Node(

@@ -61,7 +61,7 @@ def test_comfy_vae_and_clip_vision_give_the_same_animation(models):
     reference = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(2))
     results = []
     for model in (own, borrowed):
-        motion, _ = extract(model, driving, "none")
+        motion, *_ = extract(model, driving, "none")
         results.append(animate.animate(**animate_inputs(model, reference, motion, seed=3)))
     (own_frames, *_), (borrowed_frames, *_) = results
     assert own_frames.shape == borrowed_frames.shape == (3, 64, 64, 3)

@@ -2,12 +2,14 @@
 
 import numpy as np
 import pytest
-
 from conftest import SHARED
+
+from xnemo_core.composite import feathered_mask, match_colours, paste_back
 from xnemo_core.face import (
     FaceDetector,
     FaceNotFoundError,
     box_at,
+    boxes_drawn,
     crop_with_padding,
     driving_crops,
     fill_missing,
@@ -16,7 +18,6 @@ from xnemo_core.face import (
     scale_box,
     widened_box,
 )
-from xnemo_core.composite import feathered_mask, match_colours, paste_back
 from xnemo_core.video import read_frames, read_image
 
 MEDIA = SHARED / "media"
@@ -167,3 +168,11 @@ def test_a_chosen_face_is_taken_from_the_left_then_followed_as_it_moves():
         driving_crops(frames, StubDetector(per_frame), face_index=2)
     with pytest.raises(ValueError, match="face index must be 0 or more"):
         driving_crops(frames, StubDetector(per_frame), face_index=-1)
+
+
+def test_boxes_are_drawn_green_where_found_and_orange_where_borrowed():
+    frames = np.zeros((2, 40, 60, 3), np.uint8)
+    boxes = np.array([[10, 5, 30, 25], [20, 10, 40, 30]], dtype=np.float64)
+    drawn = boxes_drawn(frames, boxes, undetected=[1])
+    assert drawn[0, 5, 10].tolist() == [0, 220, 0] and drawn[1, 10, 20].tolist() == [255, 160, 0]
+    assert drawn[0, 15, 20].tolist() == [0, 0, 0] and (frames == 0).all()  # inside untouched, input unchanged

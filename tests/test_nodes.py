@@ -53,8 +53,20 @@ def driving():
 
 
 @pytest.fixture(scope="module")
-def motion(model, driving):
+def extracted(model, driving):
     return run("ExtractMotionLatent", model=model, frames=driving, crop="none", fps=12.0)
+
+
+@pytest.fixture(scope="module")
+def motion(extracted):
+    latent, crops, _ = extracted
+    return latent, crops
+
+
+def test_extract_shows_the_frames_with_their_crop_boxes(extracted, driving):
+    *_, boxes = extracted
+    assert boxes.shape == driving.shape
+    assert (boxes[:, 0, 0] * 255).round().tolist() == [[0, 220, 0]] * len(driving)  # crop none: the whole frame
 
 
 def animate_inputs(model, reference, motion, seed=0, release_vram=False) -> dict:

@@ -296,3 +296,16 @@ def gaussian_smooth(values: np.ndarray, sigma: float) -> np.ndarray:
 def resize_square(image: np.ndarray, size: int = MOTION_INPUT_SIZE) -> np.ndarray:
     """Lanczos resize to ``size``×``size`` (what the motion encoder's input processing does)."""
     return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((size, size), Image.LANCZOS))
+
+
+def boxes_drawn(frames: np.ndarray, boxes: np.ndarray, undetected: list[int] = ()) -> np.ndarray:
+    """``(F, H, W, 3)`` uint8 frames with their crop box drawn: green where the face was found,
+    orange where the box was borrowed from neighbouring frames."""
+    drawn = frames.copy()
+    thickness = max(1, round(max(frames.shape[1:3]) / 200))
+    missing = set(undetected)
+    for index, (frame, box) in enumerate(zip(drawn, boxes)):
+        left, top, right, bottom = (int(round(v)) for v in box)
+        colour = (255, 160, 0) if index in missing else (0, 220, 0)
+        cv2.rectangle(frame, (left, top), (right - 1, bottom - 1), colour, thickness)
+    return drawn
