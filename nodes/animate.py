@@ -8,7 +8,7 @@ import torch
 from xnemo_core import bundled
 from xnemo_core.compiling import COMPILE_MODES
 from xnemo_core.composite import paste_back
-from xnemo_core.face import CROP_MODES, FaceDetector, reference_crops
+from xnemo_core.face import FaceDetector, reference_crops
 from xnemo_core.motion import check_compatible
 from xnemo_core.pipeline import SCHEDULES, AnimationSettings, XNeMoPipeline
 from xnemo_core.sampling import SPEED_PRESETS, describe_preset
@@ -16,7 +16,7 @@ from xnemo_core.sampling import SPEED_PRESETS, describe_preset
 from . import comfy_bridge
 from .declare import Node, Socket
 from .images import to_frames, to_images
-from .loader import MODEL
+from .loader import CROP_CHOICES, MODEL, chosen_crop
 from .motion import MOTION
 
 
@@ -44,7 +44,7 @@ def animate(
     image = to_frames(reference, "reference")[0]
     if model.is_bundled and not bundled.is_demo_portrait(image):
         logging.warning("X-NeMo: %s", bundled.OUTSIDE_ITS_WORLD)
-    crops = reference_crops(image, FaceDetector() if crop == "detect" else None)
+    crops = reference_crops(image, FaceDetector() if chosen_crop(crop, model) == "detect" else None)
     if crops.note:
         logging.warning("X-NeMo: %s", crops.note)
     settings = AnimationSettings(
@@ -155,7 +155,14 @@ ANIMATE_PORTRAIT = Node(
             step=64,
             tooltip="output height and width (512 official; bundled model: 128)",
         ),
-        Socket("crop", "COMBO", default="detect", options=CROP_MODES, tooltip="'none': the reference is a face crop"),
+        Socket(
+            "crop",
+            "COMBO",
+            default="auto",
+            options=CROP_CHOICES,
+            tooltip="detect: find the face; none: the reference is a face crop already; auto: the model's recipe "
+            "(none for the bundled model, detect for the official one)",
+        ),
         Socket(
             "decode_chunk",
             "INT",

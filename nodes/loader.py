@@ -1,9 +1,10 @@
 """LoadXNeMo: a model folder or bundle from ``models/xnemo`` → ``XNEMO_MODEL``."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from xnemo_core import bundled
+from xnemo_core import bundled, recipes
 from xnemo_core.config import SVD_VAE
+from xnemo_core.face import CROP_MODES
 from xnemo_core.loading import XNeMoModels, load_models, part_config
 from xnemo_core.motion import MotionEncoderId
 
@@ -26,6 +27,16 @@ class XNeMoModel:
     name: str
     is_bundled: bool = False
     """The bundled synthetic-world model (warns when it animates other images)."""
+    recipe: dict = field(default_factory=lambda: dict(recipes.OFFICIAL))
+    """The model's recommended ``size`` / ``steps`` / ``denoise`` / ``crop`` (what ``auto`` picks)."""
+
+
+CROP_CHOICES = ("auto", *CROP_MODES)
+
+
+def chosen_crop(crop: str, model: XNeMoModel) -> str:
+    """``detect`` or ``none``: ``auto`` is the model's recipe."""
+    return model.recipe["crop"] if crop == "auto" else crop
 
 
 def model_dropdown() -> list[str]:
@@ -49,7 +60,8 @@ def load(model: str, precision: str, vae=None, clip_vision=None) -> tuple[XNeMoM
         replaced = part_config(found[model], "vae") or SVD_VAE
         models.vae = ComfyVAE(vae, models.config.unet["in_channels"], replaced["scaling_factor"])
     managed = comfy_bridge.ManagedModules(models.modules())
-    return (XNeMoModel(models, managed, models.motion_id, model, found[model] == bundled.MODEL),)
+    path = found[model]
+    return (XNeMoModel(models, managed, models.motion_id, model, path == bundled.MODEL, recipes.recommended(path)),)
 
 
 LOAD_XNEMO = Node(

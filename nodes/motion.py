@@ -5,14 +5,14 @@ from pathlib import Path
 import torch
 
 from xnemo_core import motion as core
+from xnemo_core.face import FaceDetector, boxes_drawn, driving_crops
 from xnemo_core.files import OutsideFolderError, inside
-from xnemo_core.face import CROP_MODES, FaceDetector, boxes_drawn, driving_crops
 from xnemo_core.pipeline import XNeMoPipeline
 
 from . import comfy_bridge
 from .declare import Node, Socket
 from .images import to_frames, to_images
-from .loader import MODEL
+from .loader import CROP_CHOICES, MODEL, chosen_crop
 
 MOTION = "XNEMO_MOTION"
 NO_MOTIONS = "(save a motion, or put motion .safetensors in the input folder)"
@@ -25,7 +25,7 @@ def extract(
     model, frames, crop: str, fps: float = 25.0, face_index: int = -1
 ) -> tuple[core.MotionLatent, torch.Tensor, torch.Tensor]:
     pixels = to_frames(frames, "driving frames")
-    detector = FaceDetector() if crop == "detect" else None
+    detector = FaceDetector() if chosen_crop(crop, model) == "detect" else None
     crops = driving_crops(pixels, detector, None if face_index < 0 else face_index)
     device = model.managed.load()
     tokens = XNeMoPipeline(model.models, device).encode_motion(crops.faces)
@@ -34,7 +34,7 @@ def extract(
         model_id=model.motion_id.current,
         fps=fps or None,
         source_size=tuple(pixels.shape[1:3]),
-        boxes=torch.from_numpy(crops.boxes).float() if crop == "detect" else None,
+        boxes=torch.from_numpy(crops.boxes).float() if detector is not None else None,
     )
     return (latent, to_images(crops.faces), to_images(boxes_drawn(pixels, crops.boxes, crops.undetected)))
 
@@ -99,7 +99,14 @@ EXTRACT_MOTION_LATENT = Node(
     inputs=(
         Socket("model", MODEL, tooltip="from Load X-NeMo; a motion latent works only with this model's encoder"),
         Socket("frames", "IMAGE", tooltip="driving video frames, e.g. from Get Video Components"),
-        Socket("crop", "COMBO", default="detect", options=CROP_MODES, tooltip="'none': frames are already face crops"),
+        Socket(
+            "crop",
+            "COMBO",
+            default="auto",
+            options=CROP_CHOICES,
+            tooltip="detect: find the face in each frame; none: the frames are face crops already; auto: the "
+            "model's recipe (none for the bundled model, detect for the official one)",
+        ),
         Socket(
             "fps",
             "FLOAT",

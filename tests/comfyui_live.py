@@ -24,7 +24,7 @@ WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 # they run as opened.
 _OFFICIAL = (
     "For real portraits: put the official X-NeMo weights in models/xnemo, pick them in Load X-NeMo, and set "
-    "Extract / Animate crop to detect, Animate size 512, steps 35, denoise 1 (the official recipe). The "
+    "Animate size 512, steps 35, denoise 1 (the official recipe); crop 'auto' then finds the faces. The "
     "bundled model knows only the synthetic faces it was trained on."
 )
 
@@ -34,7 +34,7 @@ def _driver(suffix: str, clip: str, row: int) -> dict:
         f"video{suffix}": ("LoadVideo", [440, row], {"file": clip}),
         f"components{suffix}": ("GetVideoComponents", [840, row], {}),
         f"frames{suffix}": ("ImageFromBatch", [840, row + 160], {"batch_index": 0, "length": 240}),
-        f"extract{suffix}": ("ExtractMotionLatent", [1240, row], {"crop": "none"}),
+        f"extract{suffix}": ("ExtractMotionLatent", [1240, row], {"crop": "auto"}),
     }
 
 
@@ -51,7 +51,7 @@ _COMMON = {
     "note": ("Note", [40, 60], {}),
     "model": ("LoadXNeMo", [40, 480], {"model": "xnemo-synthetic-128", "precision": "auto"}),
     "portrait": ("LoadImage", [40, 680], {"image": "xnemo_demo_portrait.png"}),
-    "animate": ("AnimatePortrait", [2040, 60], {"steps": 25, "denoise": 0.8, "size": 128, "crop": "none"}),
+    "animate": ("AnimatePortrait", [2040, 60], {"steps": 25, "denoise": 0.8, "size": 128, "crop": "auto"}),
     "create": ("CreateVideo", [2440, 60], {"fps": 25}),
     "save": ("SaveVideo", [2440, 260], {"filename_prefix": "xnemo/animated"}),
 }
@@ -129,7 +129,7 @@ SPECS = {
             **_COMMON,
             "load_motion": ("LoadMotionLatent", [440, 60], {"file": "xnemo_demo_motion.safetensors"}),
             "smooth": ("MotionLatentBlend", [840, 60], {"mode": "smooth", "sigma_frames": 2.0}),
-            "animate": ("AnimatePortrait", [1240, 60], {"steps": 25, "denoise": 0.8, "size": 128, "crop": "none"}),
+            "animate": ("AnimatePortrait", [1240, 60], {"steps": 25, "denoise": 0.8, "size": 128, "crop": "auto"}),
             "create": ("CreateVideo", [1640, 60], {"fps": 25}),
             "save": ("SaveVideo", [1640, 260], {"filename_prefix": "xnemo/animated"}),
         },

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from xnemo_core import bundled
 from xnemo_core.__main__ import main
 from xnemo_core.pipeline import XNeMoPipeline
 from xnemo_core.video import read_frames, write_video
@@ -217,3 +218,13 @@ def test_convert_refuses_outputs_the_loader_could_not_find_or_would_overwrite(ti
     assert main([*convert, str(bundle), "--bundle", "--force"]) == 0
     assert (tmp_path / "plain").read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.safetensors", "folder", "plain", "x.safetensors"]
+
+
+def test_the_bundled_model_named_explicitly_runs_at_its_own_recipe(inputs, tmp_path, capsys):
+    """Its recipe (128², face crops, no detection), not the official one's face detection, which
+    finds no face in these frames."""
+    out = tmp_path / "explicit.gif"
+    args = ["animate", "--models", str(bundled.MODEL), "--reference", str(inputs / "portrait.png")]
+    args += ["--driving", str(inputs / "driving.mp4"), "--out", str(out), "--frames", "2", "--steps", "2"]
+    assert main([*args, "--device", "cpu"]) == 0
+    assert read_frames(out)[0].shape == (2, 128, 128, 3)

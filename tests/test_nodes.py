@@ -313,3 +313,11 @@ def test_animate_warns_that_a_non_square_face_crop_is_cut_to_its_centre(model, m
     assert "100×80, not square: its centre 80×80 is animated" in caplog.text
     outside = reference[:, :, :10].expand(len(pasted), -1, -1, -1)
     torch.testing.assert_close(pasted[:, :, :10], outside, atol=1 / 255, rtol=0)  # 8-bit as the node reads it
+
+
+def test_crop_auto_follows_the_models_recipe(model):
+    (bundled_model,) = run("LoadXNeMo", model="xnemo-synthetic-128", precision="fp32")
+    assert nodes.loader.chosen_crop("auto", bundled_model) == "none"
+    assert nodes.loader.chosen_crop("auto", model) == "detect"  # any other model: the official recipe
+    assert nodes.loader.chosen_crop("none", model) == "none"
+    assert bundled_model.recipe == {"size": 128, "steps": 25, "denoise": 0.8, "crop": "none"}

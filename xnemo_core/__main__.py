@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from . import bundled, check_fixtures, distributed
+from . import bundled, check_fixtures, distributed, recipes
 from .compiling import COMPILE_MODES
 from .convert import check_output, write_bundle, write_parts
 from .devices import default_precision, resolve_device
@@ -90,21 +90,18 @@ def _settings(args) -> AnimationSettings:
     return settings
 
 
-OFFICIAL_SETTINGS = {"size": 512, "steps": 35, "denoise": 1.0, "crop": "detect"}
-
-
 def _fill_defaults(args) -> None:
-    """Unset options: the speed preset's, then the bundled model's demo inputs and settings, or the
-    official recipe's settings for any other model. The demo media are face crops already, whatever
-    the model."""
+    """Unset options: the speed preset's, then the model's recommended recipe (the bundled model's
+    own, the official one for any other), with the bundled model and demo media where none are
+    given. The demo media are face crops already, whatever the model."""
     demo = args.reference is None and args.driving is None
     args.reference = args.reference or bundled.DEMO_PORTRAIT
     args.driving = args.driving or bundled.DEMO_DRIVING
-    defaults = bundled.MODEL_SETTINGS if args.models is None else OFFICIAL_SETTINGS
+    args.models = args.models or bundled.MODEL
+    defaults = recipes.recommended(args.models)
     if demo:
         defaults = defaults | {"crop": bundled.MODEL_SETTINGS["crop"]}
     defaults = defaults | preset_settings(args.preset)
-    args.models = args.models or bundled.MODEL
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
