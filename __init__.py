@@ -1,4 +1,5 @@
-"""ComfyUI entry point of the X-NeMo node pack: registers the nodes, nothing else."""
+"""ComfyUI entry point of the X-NeMo node pack: registers the nodes and the pack's small frontend
+extension (``web/``: Save Motion Latent shows the name it wrote)."""
 
 import sys
 from pathlib import Path
@@ -10,10 +11,12 @@ if str(Path(__file__).parent) not in sys.path:
 
 from . import nodes  # noqa: E402
 
+WEB_DIRECTORY = "./web"
+
 # ComfyUI prefers NODE_CLASS_MAPPINGS when both exist, so only one is exported.
 if hasattr(nodes, "comfy_entrypoint"):
     comfy_entrypoint = nodes.comfy_entrypoint
-    __all__ = ["comfy_entrypoint"]
+    __all__ = ["comfy_entrypoint", "WEB_DIRECTORY"]
 else:
     NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS = nodes.NODE_CLASS_MAPPINGS, nodes.NODE_DISPLAY_NAME_MAPPINGS
-    __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+    __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

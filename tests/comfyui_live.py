@@ -291,6 +291,29 @@ def run(url: str, overrides: dict, timeout_s: float = 900) -> dict[str, dict]:
     return results
 
 
+def saved_name_on_the_node(url: str, workflow: str, overrides: dict, timeout_s: float = 600) -> str | None:
+    """Run a workflow from the frontend, as a user's Run does, and read what Save Motion Latent
+    shows on the node afterwards (the pack's ``web/`` extension)."""
+    playwright, browser, page, _ = _browser(url)
+    try:
+        _load(page, WORKFLOWS / f"{workflow}.json")
+        page.evaluate(
+            """(overrides) => { for (const node of app.graph.nodes)
+                 for (const [name, value] of Object.entries(overrides[node.type] ?? {}))
+                   node.widgets.find((w) => w.name === name).value = value; }""",
+            overrides,
+        )
+        page.evaluate("async () => { await app.queuePrompt(0); }")
+        shown = "() => app.graph.nodes.find((n) => n.type === 'SaveMotionLatent').xnemoSaved ?? null"
+        deadline = time.time() + timeout_s
+        while time.time() < deadline and not page.evaluate(shown):
+            time.sleep(1)
+        return page.evaluate(shown)
+    finally:
+        browser.close()
+        playwright.stop()
+
+
 def queue_prompt(url: str, prompt: dict, timeout_s: float = 900) -> dict:
     """Queue an API-format prompt and wait: status, execution errors (message, type, traceback), outputs."""
     queued = _post(f"{url}/prompt", {"prompt": prompt})

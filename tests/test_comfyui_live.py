@@ -189,3 +189,10 @@ def test_a_saved_motion_is_listed_and_animates_with_the_speed_and_compositing_op
     animated = queue_prompt(URL, prompt)
     assert animated["status"] == "success", animated
     assert {"preview", "mask_preview"} <= set(animated["outputs"])
+
+
+def test_save_motion_latent_shows_the_name_it_wrote(server):
+    from comfyui_live import saved_name_on_the_node
+
+    shown = saved_name_on_the_node(URL, "xnemo_exaggerated_expression", SMALL_RUN)
+    assert shown and shown.startswith("xnemo/exaggerated_") and shown.endswith(".safetensors")
