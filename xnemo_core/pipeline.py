@@ -322,21 +322,17 @@ class XNeMoPipeline:
 
     def _guided_prediction(self, call: "_StepCall", latents, windows, settings) -> torch.Tensor:
         """Window-averaged noise prediction of every frame, with classifier-free guidance applied."""
-        rows = 2 if call.guided else 1
-        total = torch.zeros((rows, *latents.shape[1:]), device=self.device)
-        counter = torch.zeros(latents.shape[2], device=self.device)
+        average = FrameMean(latents.shape[2], axis=2)
         batches = list(_batches(windows, settings.window_batch))
         predict = partial(self._predict, call, latents)
         for batch, (prediction, *deep) in distributed.spread(batches, predict, call.ranks, self.device):
             if deep:
-                call.cache.add(torch.tensor(batch, device=self.device), deep[0], rows)
+                call.cache.add(torch.tensor(batch, device=self.device), deep[0], call.rows)
             for row, frames in enumerate(batch):
-                rows_of_window = prediction[row :: len(batch)]
-                total[:, :, frames] += rows_of_window.float()
-                counter[frames] += 1
+                average.add(frames, prediction[row :: len(batch)])
         if call.cache is not None and call.refresh:
             call.cache.finish_refresh()
-        mean = total / counter[None, None, :, None, None]
+        mean = average.mean()
         if not call.guided:
             return mean
         unconditional, conditional = mean.chunk(2)
@@ -357,7 +353,6 @@ class XNeMoPipeline:
             clip = torch.cat([torch.zeros_like(clip), clip])
         if self.cuda_graphs:  # the previous call's output has been consumed: its memory may be reused
             torch.compiler.cudagraph_mark_step_begin()
-        rows = 2 if call.guided else 1
         cached = call.cache is not None and not call.refresh
         prediction = self.denoiser(
             window_latents.to(self.dtype),
@@ -366,7 +361,7 @@ class XNeMoPipeline:
             window_motion.to(self.dtype),
             call.reference,
             reference_rows=slice(len(batch), None) if call.guided else slice(None),
-            deep_features=call.cache.gather(windows, rows) if cached else None,
+            deep_features=call.cache.gather(windows, call.rows) if cached else None,
             keep_deep=call.cache is not None and call.refresh,
         )
         return prediction if isinstance(prediction, tuple) else (prediction,)
@@ -421,6 +416,33 @@ class _StepCall:
     refresh: bool
     """Whether this step runs the whole denoiser (and refreshes ``cache``)."""
 
+    @property
+    def rows(self) -> int:
+        """Rows per window: unconditional and conditional under guidance, else conditional alone."""
+        return 2 if self.guided else 1
+
+
+class FrameMean:
+    """The per-frame mean of what several context windows say about each frame: ``add`` values
+    whose axis ``axis`` runs over a window's frames, then read the mean (summed in float32)."""
+
+    def __init__(self, num_frames: int, axis: int):
+        self.num_frames, self.axis = num_frames, axis
+        self._sum: torch.Tensor | None = None
+        self._count: torch.Tensor | None = None
+
+    def add(self, frames, values: torch.Tensor) -> None:
+        values = values.float().movedim(self.axis, 0)
+        if self._sum is None:
+            self._sum = values.new_zeros((self.num_frames, *values.shape[1:]))
+            self._count = values.new_zeros(self.num_frames)
+        self._sum[frames] += values
+        self._count[frames] += 1
+
+    def mean(self) -> torch.Tensor:
+        counts = self._count.view(-1, *[1] * (self._sum.ndim - 1))
+        return (self._sum / counts).movedim(0, self.axis)
+
 
 class DeepFeatureCache:
     """The deep features of the last whole step, per frame, for the steps that skip the deep layers.
@@ -434,24 +456,21 @@ class DeepFeatureCache:
         self.num_frames = num_frames
         self.features: torch.Tensor | None = None
         """``(rows, F, C, h, w)`` in the denoiser's dtype; the last row is the conditional one."""
-        self._sum: torch.Tensor | None = None
-        self._count: torch.Tensor | None = None
+        self._refreshing: FrameMean | None = None
         self._dtype: torch.dtype | None = None
 
     def add(self, windows: torch.Tensor, deep: torch.Tensor, rows: int) -> None:
         """Deep features ``(rows*W*f, C, h, w)`` of one denoiser call on windows ``(W, f)`` of frames."""
         self._dtype = deep.dtype
-        deep = rearrange(deep, "(r w f) c h x -> r w f c h x", r=rows, w=len(windows)).float()
-        if self._sum is None:
-            self._sum = deep.new_zeros((rows, self.num_frames, *deep.shape[3:]))
-            self._count = deep.new_zeros(self.num_frames)
+        if self._refreshing is None:
+            self._refreshing = FrameMean(self.num_frames, axis=1)
+        deep = rearrange(deep, "(r w f) c h x -> r w f c h x", r=rows, w=len(windows))
         for window, features in zip(windows, deep.unbind(1)):
-            self._sum[:, window] += features
-            self._count[window] += 1
+            self._refreshing.add(window, features)
 
     def finish_refresh(self) -> None:
-        self.features = (self._sum / self._count[None, :, None, None, None]).to(self._dtype)
-        self._sum = self._count = None
+        self.features = self._refreshing.mean().to(self._dtype)
+        self._refreshing = None
 
     def gather(self, windows: torch.Tensor, rows: int) -> torch.Tensor:
         """The features of windows ``(W, f)`` as a denoiser call's ``(rows*W*f, C, h, w)`` input."""
