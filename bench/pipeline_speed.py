@@ -16,6 +16,8 @@ frames for 4 steps of its settings (same window shapes, guided and unguided, who
 steps where the preset has them): ``warmup_s`` is that, compilation included. ``--compare-frames N`` also runs fp32 on N frames and
 reports each precision's video error against it, eager and compiled. ``--official-json`` reads
 ``bench_official.py``'s result of the same machine and prints each run's speed as a ratio to it.
+``--profile FILE`` also profiles each run's denoising of one 24-frame window for 2 steps (after
+its timed run, so compiled code is warm) and writes GPU time by kernel family and the top kernels.
 
 Several GPUs (each run's context windows spread over them, :mod:`xnemo_core.distributed`):
 
@@ -121,6 +123,49 @@ def attention_backends(choice: str):
     return sdpa_kernel(order, set_priority=True)
 
 
+# Kernel families by name, first match wins: what a profile says the time goes to.
+KERNEL_FAMILIES = [
+    ("attention", ("flash", "fmha", "attention", "cudnn_generated_fort_native_sdpa")),
+    ("convolution", ("conv", "implicit_gemm", "winograd", "dgrad", "wgrad", "fprop")),
+    ("gemm", ("gemm", "cutlass", "sm90_xmma", "nvjet", "cublas", "triton_tem_fused_mm", "triton_tem_fused_addmm")),
+    ("fused element-wise / norm (triton)", ("triton",)),
+    ("norm", ("norm",)),
+    ("copy / layout", ("copy", "cat", "transpose", "memcpy", "memset")),
+]
+
+
+def kernel_family(name: str) -> str:
+    lowered = name.lower()
+    return next(
+        (family for family, keys in KERNEL_FAMILIES if any(key in lowered for key in keys)), "other element-wise"
+    )
+
+
+def profile_window(pipeline: XNeMoPipeline, settings: AnimationSettings, run: dict) -> str:
+    """GPU time of denoising one 24-frame window for 2 steps, by kernel family, and the top kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    portrait, face, driving = inputs(24, settings.height)
+    motion = pipeline.encode_motion(driving)
+    condition = pipeline.encode_reference(portrait, face, settings.height, settings.width)
+    short = AnimationSettings(**{**settings.__dict__, "steps": 2})
+    with profile(activities=[ProfilerActivity.CUDA]) as profiler:
+        pipeline.denoise(condition, motion, short)
+        torch.cuda.synchronize()
+    kernels = [event for event in profiler.key_averages() if event.device_type == torch.autograd.DeviceType.CUDA]
+    total = sum(event.self_device_time_total for event in kernels) or 1
+    families: dict[str, float] = {}
+    for event in kernels:
+        family = kernel_family(event.key)
+        families[family] = families.get(family, 0) + event.self_device_time_total
+    lines = [f"run {json.dumps(run)}: GPU time {total / 1e3:.1f} ms for one window, 2 steps"]
+    lines += [f"  {share / total:6.1%}  {family}" for family, share in sorted(families.items(), key=lambda kv: -kv[1])]
+    lines.append("  top kernels:")
+    for event in sorted(kernels, key=lambda e: -e.self_device_time_total)[:25]:
+        lines.append(f"  {event.self_device_time_total / total:6.1%} {event.count:5d}×  {event.key[:110]}")
+    return "\n".join(lines)
+
+
 def run_one(master, run: dict, args, official: dict | None) -> dict:
     dtype = parse_dtype(run["dtype"])
     models = copy.deepcopy(master).to(dtype=dtype)
@@ -141,6 +186,9 @@ def run_one(master, run: dict, args, official: dict | None) -> dict:
         warmup_s = time.perf_counter() - start
         torch.cuda.empty_cache()
         video, phases = animate_timed(pipeline, run["frames"], settings)
+        if args.profile:
+            with open(args.profile, "a") as file:
+                print(profile_window(pipeline, settings, run), file=file)
     total = sum(v for k, v in phases.items() if k.endswith("_s"))
     tflop = estimated_tflop(run["frames"], settings, master.config.max_window)
     result = {
@@ -218,6 +266,7 @@ def bench():
     parser.add_argument("--json", help="also write every result here")
     parser.add_argument("--official-json", help="bench_official.py's JSON line of this machine, for ratios")
     parser.add_argument("--decode-chunk", type=int, default=25, help="25 is the official (output-defining) value")
+    parser.add_argument("--profile", help="append each run's kernel profile of one window here")
     parser.add_argument("--cudnn-benchmark", action="store_true", help="measured slower here: new shapes re-tune")
     args = parser.parse_args()
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
