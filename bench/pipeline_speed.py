@@ -37,6 +37,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from xnemo_core import distributed
 from xnemo_core.loading import parse_dtype
 from xnemo_core.pipeline import AnimationSettings, XNeMoPipeline
+from xnemo_core.recipes import OFFICIAL
 from xnemo_core.sampling import SPEED_PRESETS
 from xnemo_core.synthetic_weights import preset_models
 
@@ -258,14 +259,16 @@ def main():
 def bench():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", nargs="+", default=["fp16:official:48"])
-    parser.add_argument("--steps", type=int, default=35)
-    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--steps", type=int, default=OFFICIAL["steps"], help="the exact preset's steps")
+    parser.add_argument("--size", type=int, default=OFFICIAL["size"])
     parser.add_argument("--window-batch", type=int, default=1)
     parser.add_argument("--offload", action="store_true", help="default for runs without :offload / :resident")
     parser.add_argument("--compare-frames", type=int, default=0)
     parser.add_argument("--json", help="also write every result here")
     parser.add_argument("--official-json", help="bench_official.py's JSON line of this machine, for ratios")
-    parser.add_argument("--decode-chunk", type=int, default=25, help="25 is the official (output-defining) value")
+    parser.add_argument(
+        "--decode-chunk", type=int, default=OFFICIAL["decode_chunk"], help="the official value defines the output"
+    )
     parser.add_argument("--profile", help="append each run's kernel profile of one window here")
     parser.add_argument("--cudnn-benchmark", action="store_true", help="measured slower here: new shapes re-tune")
     args = parser.parse_args()

@@ -2,22 +2,24 @@
 
 import logging
 
-import numpy as np
 import torch
 
 from xnemo_core import bundled
 from xnemo_core.compiling import COMPILE_MODES
-from xnemo_core.composite import paste_back
-from xnemo_core.face import FaceDetector, reference_crops
+from xnemo_core.face import detector_for
 from xnemo_core.motion import check_compatible
-from xnemo_core.pipeline import SCHEDULES, AnimationSettings, XNeMoPipeline
+from xnemo_core.pipeline import SCHEDULES, XNeMoPipeline
+from xnemo_core.portrait import Portrait, animate_portrait, animation_settings
+from xnemo_core.recipes import OFFICIAL, OFFICIAL_CONTEXT_FRAMES, crop_mode, recommended
 from xnemo_core.sampling import SPEED_PRESETS, describe_preset
 
 from . import comfy_bridge
 from .declare import Node, Socket
 from .images import to_frames, to_images
-from .loader import CROP_CHOICES, MODEL, chosen_crop
+from .loader import CROP_CHOICES, MODEL
 from .motion import MOTION
+
+BUNDLED = recommended(bundled.MODEL)
 
 
 def animate(
@@ -41,41 +43,33 @@ def animate(
     low_vram=False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     check_compatible(motion, model.motion_id, f"the loaded model '{model.name}'")
-    image = to_frames(reference, "reference")[0]
-    if model.is_bundled and not bundled.is_demo_portrait(image):
-        logging.warning("X-NeMo: %s", bundled.OUTSIDE_ITS_WORLD)
-    crops = reference_crops(image, FaceDetector() if chosen_crop(crop, model) == "detect" else None)
-    if crops.note:
-        logging.warning("X-NeMo: %s", crops.note)
-    settings = AnimationSettings(
-        steps=steps,
-        guidance_scale=cfg,
-        denoise=denoise,
+    detector = detector_for(crop_mode(crop, model.recipe))
+    portrait = Portrait.of(to_frames(reference, "reference")[0], detector, bundled_model=model.is_bundled)
+    for note in portrait.notes:
+        logging.warning("X-NeMo: %s", note)
+    chosen = {"steps": steps, "size": size, "denoise": denoise}  # 0: the model's recipe (or the preset's)
+    settings = animation_settings(
+        model.recipe,
+        preset,
+        **{name: value or None for name, value in chosen.items()},
         seed=seed,
-        height=size,
-        width=size,
+        cfg=cfg,
         schedule=schedule,
         context_frames=context_frames,
         context_overlap=context_overlap,
         decode_chunk=decode_chunk,
-    ).with_preset(preset)
+    )
     settings.validate(model.models.config.max_window)
     device = model.managed.make_room() if low_vram else model.managed.load()
     try:
         pipeline = XNeMoPipeline(model.models, device, offload=low_vram, compile=compile)
-        animation = pipeline.animate(
-            crops.portrait,
-            crops.face,
-            motion.tokens,
-            settings,
-            on_step=comfy_bridge.Progress(settings.steps - settings.skipped_steps),
-        )
+        progress = comfy_bridge.Progress(settings.steps - settings.skipped_steps)
+        animation = animate_portrait(pipeline, portrait, motion.tokens, settings, colour_match, on_step=progress)
     finally:
         if release_vram:
             model.managed.release()
-    frames = animation.video.numpy()
-    pasted, mask = paste_back(image.astype(np.float32) / 255.0, frames, crops.portrait_box, colour_match=colour_match)
-    return (to_images(frames), torch.from_numpy(pasted), torch.from_numpy(mask)[None])
+    mask = torch.from_numpy(animation.mask)[None]
+    return (to_images(animation.frames), torch.from_numpy(animation.pasted), mask)
 
 
 ANIMATE_PORTRAIT = Node(
@@ -99,28 +93,30 @@ ANIMATE_PORTRAIT = Node(
         Socket(
             "steps",
             "INT",
-            default=35,
-            minimum=1,
+            default=0,
+            minimum=0,
             maximum=200,
-            tooltip="sampling steps of the exact preset (35 official; bundled model: 25); balanced and fast set their own",
+            tooltip=f"sampling steps; 0: the preset's (balanced, fast), else the model's recipe ({OFFICIAL['steps']} "
+            f"official, {BUNDLED['steps']} for the bundled model)",
         ),
         Socket(
             "cfg",
             "FLOAT",
-            default=2.5,
+            default=OFFICIAL["cfg"],
             minimum=1.0,
             maximum=20.0,
             step=0.1,
-            tooltip="classifier-free guidance scale (2.5 official); 1 runs without guidance, twice as fast",
+            tooltip=f"classifier-free guidance scale ({OFFICIAL['cfg']} official); 1 runs without guidance, twice as fast",
         ),
         Socket(
             "denoise",
             "FLOAT",
-            default=1.0,
-            minimum=0.05,
+            default=0.0,
+            minimum=0.0,
             maximum=1.0,
             step=0.05,
-            tooltip="fraction of the steps run; below 1 more of the portrait is kept (bundled model: 0.8)",
+            tooltip=f"fraction of the steps run; below 1 more of the portrait is kept; 0: the model's recipe "
+            f"({OFFICIAL['denoise']:g} official, {BUNDLED['denoise']} for the bundled model)",
         ),
         Socket(
             "schedule",
@@ -133,27 +129,28 @@ ANIMATE_PORTRAIT = Node(
         Socket(
             "context_frames",
             "INT",
-            default=24,
+            default=OFFICIAL_CONTEXT_FRAMES,
             minimum=1,
             maximum=32,
-            tooltip="frames the denoiser sees together (24 official, at most 32)",
+            tooltip=f"frames the denoiser sees together ({OFFICIAL_CONTEXT_FRAMES} official, at most 32)",
         ),
         Socket(
             "context_overlap",
             "INT",
-            default=4,
+            default=OFFICIAL["context_overlap"],
             minimum=0,
             maximum=31,
-            tooltip="frames shared by neighbouring windows (4 official)",
+            tooltip=f"frames shared by neighbouring windows ({OFFICIAL['context_overlap']} official)",
         ),
         Socket(
             "size",
             "INT",
-            default=512,
-            minimum=64,
+            default=0,
+            minimum=0,
             maximum=2048,
             step=64,
-            tooltip="output height and width (512 official; bundled model: 128)",
+            tooltip=f"output height and width; 0: the model's recipe ({OFFICIAL['size']} official, "
+            f"{BUNDLED['size']} for the bundled model)",
         ),
         Socket(
             "crop",
@@ -166,10 +163,11 @@ ANIMATE_PORTRAIT = Node(
         Socket(
             "decode_chunk",
             "INT",
-            default=25,
+            default=OFFICIAL["decode_chunk"],
             minimum=1,
             maximum=100,
-            tooltip="25 is the official value; lower saves VRAM",
+            tooltip=f"frames per VAE decode ({OFFICIAL['decode_chunk']} official); lower saves VRAM, changes the "
+            "frames slightly",
         ),
         Socket("release_vram", "BOOLEAN", default=False, tooltip="unload the model from VRAM when done"),
         Socket(

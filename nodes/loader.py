@@ -28,15 +28,10 @@ class XNeMoModel:
     is_bundled: bool = False
     """The bundled synthetic-world model (warns when it animates other images)."""
     recipe: dict = field(default_factory=lambda: dict(recipes.OFFICIAL))
-    """The model's recommended ``size`` / ``steps`` / ``denoise`` / ``crop`` (what ``auto`` picks)."""
+    """The model's recommended recipe (:mod:`xnemo_core.recipes`): what ``auto`` and 0 pick."""
 
 
-CROP_CHOICES = ("auto", *CROP_MODES)
-
-
-def chosen_crop(crop: str, model: XNeMoModel) -> str:
-    """``detect`` or ``none``: ``auto`` is the model's recipe."""
-    return model.recipe["crop"] if crop == "auto" else crop
+CROP_CHOICES = (recipes.AUTO, *CROP_MODES)
 
 
 def model_dropdown() -> list[str]:

@@ -5,14 +5,15 @@ from pathlib import Path
 import torch
 
 from xnemo_core import motion as core
-from xnemo_core.face import FaceDetector, boxes_drawn, driving_crops
+from xnemo_core.face import boxes_drawn, detector_for, driving_crops
 from xnemo_core.files import OutsideFolderError, inside
 from xnemo_core.pipeline import XNeMoPipeline
+from xnemo_core.recipes import crop_mode
 
 from . import comfy_bridge
 from .declare import Node, Socket
 from .images import to_frames, to_images
-from .loader import CROP_CHOICES, MODEL, chosen_crop
+from .loader import CROP_CHOICES, MODEL
 
 MOTION = "XNEMO_MOTION"
 NO_MOTIONS = "(save a motion, or put motion .safetensors in the input folder)"
@@ -25,7 +26,7 @@ def extract(
     model, frames, crop: str, fps: float = 25.0, face_index: int = -1
 ) -> tuple[core.MotionLatent, torch.Tensor, torch.Tensor]:
     pixels = to_frames(frames, "driving frames")
-    detector = FaceDetector() if chosen_crop(crop, model) == "detect" else None
+    detector = detector_for(crop_mode(crop, model.recipe))
     crops = driving_crops(pixels, detector, None if face_index < 0 else face_index)
     device = model.managed.load()
     tokens = XNeMoPipeline(model.models, device).encode_motion(crops.faces)

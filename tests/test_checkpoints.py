@@ -5,10 +5,10 @@ import pickle
 
 import pytest
 import torch
-
 from conftest import write_state
-from xnemo_core.checkpoints import CheckpointError, load_into, read_sources, read_state_dict
+
 from xnemo_core.check_fixtures import small_unets
+from xnemo_core.checkpoints import CheckpointError, load_into, read_sources, read_state_dict
 from xnemo_core.models.unet3d import DenoisingUNet
 
 

@@ -56,6 +56,20 @@ def test_animate_writes_an_mp4_with_one_frame_per_driving_frame(tiny_model_folde
     assert frames.shape == (FRAMES, 64, 64, 3) and fps == pytest.approx(10)
 
 
+def test_paste_back_writes_the_frames_within_the_whole_reference(tiny_model_folder, inputs, tmp_path):
+    rng = np.random.default_rng(1)
+    wide = rng.integers(0, 256, (1, 96, 160, 3), dtype=np.uint8)
+    write_video(tmp_path / "wide", wide)
+    reference = tmp_path / "wide" / "frame_00000.png"
+    crop, pasted = tmp_path / "crop", tmp_path / "pasted"
+    args = animate_args(tiny_model_folder, reference, inputs / "driving.mp4", crop, "--crop", "none", "--frames", "2")
+    assert main(args) == 0 and main([*args[:8], str(pasted), *args[9:], "--paste-back"]) == 0
+    crop_frames, pasted_frames = read_frames(crop)[0], read_frames(pasted)[0]
+    assert crop_frames.shape == (2, 64, 64, 3) and pasted_frames.shape == (2, 96, 160, 3)
+    assert np.array_equal(pasted_frames[:, :, :8], np.repeat(wide[:, :, :8], 2, axis=0))  # outside the centre square
+    assert not np.array_equal(pasted_frames[:, :, 48:112], np.repeat(wide[:, :, 48:112], 2, axis=0))
+
+
 def test_animate_writes_png_frames_to_a_folder(tiny_model_folder, inputs, tmp_path):
     out = tmp_path / "frames"
     args = animate_args(tiny_model_folder, inputs / "portrait.png", inputs / "driving.mp4", out, "--crop", "none")

@@ -6,11 +6,11 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from test_nodes import animate_inputs
 from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from nodes import animate, loader
 from nodes.motion import extract
-from test_nodes import animate_inputs
 from xnemo_core.checkpoints import CheckpointError, read_metadata
 
 

@@ -75,9 +75,9 @@ def test_convert_cli(official_layout, tmp_path, capsys):
 def test_single_file_vae_without_config_uses_the_svd_config(official_layout, tmp_path):
     from diffusers import AutoencoderKLTemporalDecoder
 
-    from xnemo_core.synthetic_weights import with_synthesized_weights
     from xnemo_core.checkpoints import save_safetensors
     from xnemo_core.config import SVD_VAE
+    from xnemo_core.synthetic_weights import with_synthesized_weights
 
     folder = tmp_path / "single_file_vae"
     folder.mkdir()

@@ -12,6 +12,7 @@ import nodes
 from nodes import comfy_bridge
 from xnemo_core.motion import MotionLatent, check_compatible, save_motion
 from xnemo_core.pipeline import XNeMoPipeline
+from xnemo_core.recipes import OFFICIAL, crop_mode
 
 
 def run(node_id: str, **inputs):
@@ -154,11 +155,28 @@ def test_animate_samples_with_the_chosen_speed_preset(model, motion, monkeypatch
         return denoise(self, condition, motion, settings, *args, **kwargs)
 
     monkeypatch.setattr(XNeMoPipeline, "denoise", recording)
-    exact = run("AnimatePortrait", **animate_inputs(model, torch.rand(1, 64, 64, 3), latent))[0]
-    fast = run("AnimatePortrait", **animate_inputs(model, torch.rand(1, 64, 64, 3), latent), preset="fast")[0]
+    inputs = animate_inputs(model, torch.rand(1, 64, 64, 3), latent)
+    exact = run("AnimatePortrait", **inputs)[0]
+    fast = run("AnimatePortrait", **inputs | {"steps": 0}, preset="fast")[0]  # 0: the preset's steps
+    run("AnimatePortrait", **inputs | {"steps": 3}, preset="fast")  # a chosen value wins over the preset's
     assert (used[0].sampler, used[0].steps, used[0].deep_cache_interval) == ("ddim", 2, 1)
     assert used[1] == used[0].with_preset("fast") and used[1].steps == 12
+    assert used[2] == dataclasses.replace(used[1], steps=3)
     assert exact.shape == fast.shape and not torch.equal(exact, fast)
+
+
+def test_a_fresh_animate_node_runs_at_the_models_recipe(monkeypatch):
+    """The widgets' defaults (0 for steps, size and denoise) take the loaded model's recipe."""
+    (bundled_model,) = run("LoadXNeMo", model="xnemo-synthetic-128", precision="fp32")
+    used = []
+    monkeypatch.setattr(XNeMoPipeline, "animate", lambda self, *args, **kwargs: used.append(args[3]) or 1 / 0)
+    defaults = {s.name: s.default for s in nodes.animate.ANIMATE_PORTRAIT.inputs if s.default is not None}
+    latent = MotionLatent(torch.zeros(2, 32, 16), bundled_model.motion_id.current, fps=25)
+    with pytest.raises(ZeroDivisionError):
+        run("AnimatePortrait", **defaults, model=bundled_model, reference=torch.rand(1, 64, 64, 3), motion=latent)
+    recipe = bundled_model.recipe
+    assert (used[0].steps, used[0].height, used[0].denoise) == (recipe["steps"], recipe["size"], recipe["denoise"])
+    assert (used[0].steps, used[0].height, used[0].denoise) == (25, 128, 0.8)
 
 
 def test_low_vram_gives_the_same_frames_and_leaves_the_modules_on_the_cpu(model, motion):
@@ -317,7 +335,7 @@ def test_animate_warns_that_a_non_square_face_crop_is_cut_to_its_centre(model, m
 
 def test_crop_auto_follows_the_models_recipe(model):
     (bundled_model,) = run("LoadXNeMo", model="xnemo-synthetic-128", precision="fp32")
-    assert nodes.loader.chosen_crop("auto", bundled_model) == "none"
-    assert nodes.loader.chosen_crop("auto", model) == "detect"  # any other model: the official recipe
-    assert nodes.loader.chosen_crop("none", model) == "none"
-    assert bundled_model.recipe == {"size": 128, "steps": 25, "denoise": 0.8, "crop": "none"}
+    assert crop_mode("auto", bundled_model.recipe) == "none"
+    assert crop_mode("auto", model.recipe) == "detect"  # any other model: the official recipe
+    assert crop_mode("none", model.recipe) == "none"
+    assert bundled_model.recipe == OFFICIAL | {"size": 128, "steps": 25, "denoise": 0.8, "crop": "none"}

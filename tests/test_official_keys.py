@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from conftest import OFFICIAL_KEYS
+
 from xnemo_core.config import XNeMoConfig
 from xnemo_core.models.motion_encoder import MotionEncoder
 from xnemo_core.models.reference import ReferenceUNet

@@ -4,11 +4,10 @@ import json
 
 import pytest
 import torch
-
 from conftest import random_condition, random_motion
 
 from xnemo_core import check_fixtures
-from xnemo_core.pipeline import SettingError, AnimationSettings
+from xnemo_core.pipeline import AnimationSettings, SettingError
 
 FRAMES = 6
 

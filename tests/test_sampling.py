@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import random_condition, random_motion
 
 from xnemo_core import sampling

@@ -12,99 +12,82 @@ from . import bundled, check_fixtures, distributed, recipes
 from .compiling import COMPILE_MODES
 from .convert import check_output, write_bundle, write_parts
 from .devices import default_precision, resolve_device
-from .face import CROP_MODES, FaceDetector, driving_crops, reference_crops
+from .face import CROP_MODES, detector_for, driving_crops
 from .loading import DTYPES, load_models
 from .pipeline import SCHEDULES, AnimationSettings, SettingError, XNeMoPipeline
-from .sampling import SAMPLERS, SPEED_PRESETS, describe_preset, preset_settings
+from .portrait import Portrait, animate_portrait, animation_settings
+from .sampling import SAMPLERS, SPEED_PRESETS, describe_preset
 from .synthetic_weights import PRESETS, preset_models
 from .video import old_frames, output_kind, read_frames, read_image, write_video
 
-SETTING_FLAGS = {
-    "guidance_scale": "--cfg",
-    "height": "--size",
-    "width": "--size",
-    "context_frames": "--context",
-    "context_overlap": "--context-overlap",
-}
+SETTING_NAMES = (
+    "size",
+    "steps",
+    "cfg",
+    "denoise",
+    "seed",
+    "schedule",
+    "context_frames",
+    "context_overlap",
+    "window_batch",
+    "decode_chunk",
+    "sampler",
+    "guidance_until",
+    "deep_cache_interval",
+)
+"""The animate flags that become sampling settings (unset ones: the preset's, then the model's recipe)."""
+SETTING_FLAGS = {"guidance_scale": "--cfg", "height": "--size", "width": "--size", "context_frames": "--context"}
 
 
 def _animate(args) -> int:
-    _fill_defaults(args)
-    settings = _settings(args)
+    crop = _fill_inputs(args)
+    settings = animation_settings(
+        recipes.recommended(args.models), args.preset, **{name: getattr(args, name) for name in SETTING_NAMES}
+    )
     if args.frames is not None and args.frames < 1:
         raise ValueError(f"--frames must be at least 1, got {args.frames}")
     output_kind(args.out)
     with distributed.joined(resolve_device(args.device)) as (device, lead):
-        return _animate_on(device, lead, settings, args)
+        return _animate_on(device, lead, settings, crop, args)
 
 
-def _animate_on(device, lead: bool, settings: AnimationSettings, args) -> int:
+def _animate_on(device, lead: bool, settings: AnimationSettings, crop: str, args) -> int:
     """The animation on ``device``; the ``lead`` process (the only one, or rank 0 under torchrun)
     reports and writes the video."""
     say = partial(print, file=sys.stderr) if lead else lambda *_: None
-    detector = FaceDetector(args.face_model) if args.crop == "detect" else None
+    detector = detector_for(crop, args.face_model)
     reference = read_image(args.reference)
     driving, fps = read_frames(args.driving, args.frames)
-    if args.models == bundled.MODEL and not bundled.is_demo_portrait(reference):
-        say(f"warning: {bundled.OUTSIDE_ITS_WORLD}")
     faces = driving_crops(driving, detector, args.face_index)
-    crops = reference_crops(reference, detector)
-    if crops.note:
-        say(f"note: {crops.note}")
-    if faces.undetected:
-        say(f"note: no face in {len(faces.undetected)} driving frames; neighbouring boxes reused")
+    portrait = Portrait.of(reference, detector, bundled_model=args.models == bundled.MODEL)
+    for note in [*portrait.notes, faces.note]:
+        if note:
+            say(f"note: {note}")
     models = load_models(args.models, dtype=args.dtype or default_precision(device))
-    settings.validate(models.config.max_window)
     pipeline = XNeMoPipeline(models, device=device, offload=args.offload, compile=args.compile)
     motion = pipeline.encode_motion(faces.faces)
     steps = settings.steps - settings.skipped_steps
     with tqdm(total=steps, desc="denoising", unit="step", disable=not lead) as bar:
-        animation = pipeline.animate(crops.portrait, crops.face, motion, settings, on_step=lambda *_: bar.update())
+        animation = animate_portrait(pipeline, portrait, motion, settings, on_step=lambda *_: bar.update())
     if not lead:
         return 0
     if stale := old_frames(args.out):
         say(f"note: replaced the {len(stale)} frames of an earlier run in {args.out}")
-    print(f"wrote {write_video(args.out, animation.video.numpy(), fps)}")
+    frames = animation.pasted if args.paste_back else animation.frames
+    print(f"wrote {write_video(args.out, frames, fps)}")
     return 0
 
 
-def _settings(args) -> AnimationSettings:
-    """The sampling settings of the flags, checked before any work."""
-    settings = AnimationSettings(
-        steps=args.steps,
-        guidance_scale=args.cfg,
-        denoise=args.denoise,
-        seed=args.seed,
-        height=args.size,
-        width=args.size,
-        schedule=args.schedule,
-        context_frames=args.context,
-        context_overlap=args.context_overlap,
-        window_batch=args.window_batch,
-        decode_chunk=args.decode_chunk,
-        sampler=args.sampler,
-        guidance_until=args.guidance_until,
-        deep_cache_interval=args.deep_cache_interval,
-    )
-    settings.validate()
-    return settings
-
-
-def _fill_defaults(args) -> None:
-    """Unset options: the speed preset's, then the model's recommended recipe (the bundled model's
-    own, the official one for any other), with the bundled model and demo media where none are
-    given. The demo media are face crops already, whatever the model."""
+def _fill_inputs(args) -> str:
+    """The bundled model and demo media where none are given; returns the crop mode: the flag's,
+    else ``none`` for the demo media (face crops already, whatever the model), else the model's recipe."""
     demo = args.reference is None and args.driving is None
     args.reference = args.reference or bundled.DEMO_PORTRAIT
     args.driving = args.driving or bundled.DEMO_DRIVING
     args.models = args.models or bundled.MODEL
-    defaults = recipes.recommended(args.models)
-    if demo:
-        defaults = defaults | {"crop": bundled.MODEL_SETTINGS["crop"]}
-    defaults = defaults | preset_settings(args.preset)
-    for name, value in defaults.items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
+    if args.crop:
+        return args.crop
+    return "none" if demo else recipes.recommended(args.models)["crop"]
 
 
 def _synthesize(args) -> int:
@@ -237,7 +220,10 @@ def main(argv: list[str] | None = None) -> int:
         help="; ".join(f"{name}: {describe_preset(name)}" for name in SPEED_PRESETS).replace("%", "%%")
         + " (README: Speed presets); the flags below override a preset's values",
     )
-    animate.add_argument("--steps", type=int, help="sampling steps (default 35; bundled model: 25)")
+    official, own = recipes.OFFICIAL, bundled.MODEL_SETTINGS
+    animate.add_argument(
+        "--steps", type=int, help=f"sampling steps (default {official['steps']}; bundled model: {own['steps']})"
+    )
     animate.add_argument("--sampler", choices=SAMPLERS, help="default ddim (official)")
     animate.add_argument(
         "--guidance-until", type=float, help="fraction of the steps run with guidance, the first ones (default 1)"
@@ -247,22 +233,43 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="run the whole denoiser every N steps, reusing its deep features between (default 1: off)",
     )
-    animate.add_argument("--cfg", type=float, default=2.5, help="classifier-free guidance scale")
-    animate.add_argument("--denoise", type=float, help="fraction of the schedule run (default 1; bundled model: 0.8)")
-    animate.add_argument("--seed", type=int, default=42)
-    animate.add_argument("--size", type=int, help="output height and width, multiple of 64 (default 512; bundled: 128)")
+    animate.add_argument("--cfg", type=float, help=f"classifier-free guidance scale (default {official['cfg']})")
+    animate.add_argument(
+        "--denoise",
+        type=float,
+        help=f"fraction of the schedule run (default {official['denoise']:g}; bundled model: {own['denoise']})",
+    )
+    animate.add_argument("--seed", type=int, help=f"default {AnimationSettings.seed}")
+    animate.add_argument(
+        "--size",
+        type=int,
+        help=f"output height and width, multiple of 64 (default {official['size']}; bundled: {own['size']})",
+    )
     animate.add_argument("--frames", type=int, help="use at most this many driving frames")
     animate.add_argument("--dtype", choices=sorted(DTYPES), help="default: fp16 on CUDA, fp32 on CPU")
     animate.add_argument("--device", help="default: cuda if available, else cpu")
-    animate.add_argument("--schedule", choices=SCHEDULES, default="official")
-    animate.add_argument("--context", type=int, help="context window length (default 24 official, 32 long)")
-    animate.add_argument("--context-overlap", type=int, default=4, help="frames shared by neighbouring windows")
-    animate.add_argument("--window-batch", type=int, default=1, help="context windows per denoiser call")
+    animate.add_argument("--schedule", choices=SCHEDULES, help=f"default {AnimationSettings.schedule}")
     animate.add_argument(
-        "--decode-chunk", type=int, default=25, help="frames per VAE decode (25 official; lower saves memory)"
+        "--context",
+        dest="context_frames",
+        type=int,
+        help=f"context window length (default {recipes.OFFICIAL_CONTEXT_FRAMES} official, the model's limit long)",
     )
     animate.add_argument(
-        "--crop", choices=CROP_MODES, help="'none': inputs are face crops (default detect; bundled model: none)"
+        "--context-overlap",
+        type=int,
+        help=f"frames shared by neighbouring windows (default {official['context_overlap']})",
+    )
+    animate.add_argument("--window-batch", type=int, help="context windows per denoiser call (default 1)")
+    animate.add_argument(
+        "--decode-chunk",
+        type=int,
+        help=f"frames per VAE decode ({official['decode_chunk']} official; lower saves memory)",
+    )
+    animate.add_argument(
+        "--crop",
+        choices=CROP_MODES,
+        help=f"'none': inputs are face crops (default {official['crop']}; bundled model: {own['crop']})",
     )
     animate.add_argument(
         "--face-index",
@@ -271,6 +278,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     animate.add_argument("--face-model", type=Path, help="YuNet .onnx or BlazeFace .tflite (default: OpenCV Haar)")
     animate.add_argument("--offload", action="store_true", help="keep once-run modules on the CPU")
+    animate.add_argument(
+        "--paste-back",
+        action="store_true",
+        help="write the frames pasted back into the whole reference image (feathered) instead of the face crop",
+    )
     animate.add_argument(
         "--compile",
         choices=COMPILE_MODES,

@@ -27,6 +27,13 @@ CENTRE_SMOOTHING_SIGMA = 5.0
 CROP_MODES = ("detect", "none")
 
 
+def detector_for(mode: str, model_path: str | Path | None = None) -> "FaceDetector | None":
+    """The detector a crop mode needs: one for ``detect``, ``None`` (inputs are face crops) for ``none``."""
+    if mode not in CROP_MODES:
+        raise ValueError(f"unknown crop mode {mode!r}; choose one of {', '.join(CROP_MODES)}")
+    return FaceDetector(model_path) if mode == "detect" else None
+
+
 class FaceNotFoundError(ValueError):
     pass
 
@@ -136,6 +143,13 @@ class DrivingCrops:
     """``(N, 4)`` crop boxes in the frames."""
     undetected: list[int]
     """Frames whose face was not found (their box comes from the nearest frames that had one)."""
+
+    @property
+    def note(self) -> str | None:
+        """What the video's owner should hear (frames without a face), or ``None``."""
+        if not self.undetected:
+            return None
+        return f"no face in {len(self.undetected)} driving frames; neighbouring boxes reused"
 
 
 def reference_crops(image: np.ndarray, detector: FaceDetector | None, label: str = "reference image") -> ReferenceCrops:

@@ -33,6 +33,7 @@ from .compiling import compile_wanted, compiled
 from .loading import XNeMoModels
 from .models.reference import ReferenceBank, ReferenceTokens, capture_reference, project_reference
 from .preprocess import clip_input, gaussian_blur, motion_input, vae_input
+from .recipes import OFFICIAL, OFFICIAL_CONTEXT_FRAMES
 from .sampling import SAMPLERS, make_scheduler, preset_settings
 from .windows import long_windows, official_windows
 
@@ -48,23 +49,23 @@ StepCallback = Callable[[int, int], None]
 
 @dataclass
 class AnimationSettings:
-    """Sampling settings; the defaults are the official recipe's."""
+    """Sampling settings; the defaults are the official recipe's (:data:`~xnemo_core.recipes.OFFICIAL`)."""
 
-    steps: int = 35
-    guidance_scale: float = 2.5
-    denoise: float = 1.0
+    steps: int = OFFICIAL["steps"]
+    guidance_scale: float = OFFICIAL["cfg"]
+    denoise: float = OFFICIAL["denoise"]
     """Fraction of the ``steps`` schedule to run (as ComfyUI's KSampler ``denoise``): below 1 the
     start latents are noised only to a later timestep, keeping more of the portrait."""
     seed: int = 42
-    height: int = 512
-    width: int = 512
+    height: int = OFFICIAL["size"]
+    width: int = OFFICIAL["size"]
     schedule: str = "official"
     context_frames: int | None = None
     """Window length; ``None``: 24 for ``official``, the position encoding's limit for ``long``."""
-    context_overlap: int = 4
+    context_overlap: int = OFFICIAL["context_overlap"]
     window_batch: int = 1
     """Context windows per denoiser call (each is 2 rows under guidance)."""
-    decode_chunk: int = 25
+    decode_chunk: int = OFFICIAL["decode_chunk"]
     """Frames per temporal VAE decode; the decoder mixes the frames of a chunk, so this changes the output."""
     sampler: str = "ddim"
     """A :data:`~xnemo_core.sampling.SAMPLERS` name; ``ddim`` is the official one."""
@@ -89,7 +90,7 @@ class AnimationSettings:
     def window_length(self, max_window: int) -> int:
         if self.context_frames is not None:
             return self.context_frames
-        return 24 if self.schedule == "official" else max_window
+        return OFFICIAL_CONTEXT_FRAMES if self.schedule == "official" else max_window
 
     def windows(self, num_frames: int, max_window: int, offset: int = 0) -> list[list[int]]:
         """The context windows of one step (``offset`` matters to the ``official`` schedule only)."""
