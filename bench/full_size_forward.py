@@ -17,7 +17,7 @@ from xnemo_core.config import XNeMoConfig
 from xnemo_core.models.motion_encoder import MotionEncoder
 from xnemo_core.models.reference import ReferenceUNet, capture_reference, project_reference
 from xnemo_core.models.unet3d import DenoisingUNet
-from xnemo_core.synthetic_weights import with_synthesized_weights
+from xnemo_core.testing.synthetic_weights import with_synthesized_weights
 
 
 def synthesized(build, label, device="meta"):

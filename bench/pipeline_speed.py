@@ -35,13 +35,13 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from xnemo_core import distributed
-from xnemo_core.loading import parse_dtype
+from xnemo_core.devices import parse_dtype
 from xnemo_core.pipeline import AnimationSettings, XNeMoPipeline
 from xnemo_core.recipes import OFFICIAL
 from xnemo_core.sampling import SPEED_PRESETS
-from xnemo_core.synthetic_weights import preset_models
+from xnemo_core.testing.synthetic_weights import preset_models
 
-# TFLOP per call at 512×512 (docs/xnemo-architecture.md): denoiser per frame and row of a guided
+# TFLOP per call at 512×512 (docs/architecture.md): denoiser per frame and row of a guided
 # 24-frame window, reference UNet (one row), CLIP, VAE encode, motion encoder, decode per frame.
 TFLOP = {"denoise_frame_row": 76.4 / 48, "reference": 1.59 / 2, "clip": 0.16, "encode": 1.12, "motion": 0.11}
 TFLOP_DECODE_FRAME = 3.04

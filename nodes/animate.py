@@ -16,8 +16,8 @@ from xnemo_core.sampling import SPEED_PRESETS, describe_preset
 from . import comfy_bridge
 from .declare import Node, Socket
 from .images import to_frames, to_images
-from .loader import CROP_CHOICES, MODEL
-from .motion import MOTION
+from .loader import CROP_CHOICES, MODEL_TYPE
+from .motion import MOTION_TYPE
 
 BUNDLED = recommended(bundled.MODEL)
 
@@ -78,9 +78,9 @@ ANIMATE_PORTRAIT = Node(
     "Animate the portrait with the motion latents (official recipe by default).",
     animate,
     inputs=(
-        Socket("model", MODEL, tooltip="from Load X-NeMo"),
+        Socket("model", MODEL_TYPE, tooltip="from Load X-NeMo"),
         Socket("reference", "IMAGE", tooltip="the portrait to animate (first image of the batch)"),
-        Socket("motion", MOTION, tooltip="from Extract Motion Latent, Motion Latent Blend or Load Motion Latent"),
+        Socket("motion", MOTION_TYPE, tooltip="from Extract Motion Latent, Motion Latent Blend or Load Motion Latent"),
         Socket(
             "seed",
             "INT",

@@ -5,7 +5,8 @@ from dataclasses import dataclass, field
 from xnemo_core import bundled, recipes
 from xnemo_core.config import SVD_VAE
 from xnemo_core.face import CROP_MODES
-from xnemo_core.loading import XNeMoModels, load_models, part_config
+from xnemo_core.loading import load_models, part_config
+from xnemo_core.models import XNeMoModels
 from xnemo_core.motion import MotionEncoderId
 
 from . import comfy_bridge
@@ -13,12 +14,12 @@ from .comfy_parts import ComfyImageEncoder, ComfyVAE
 from .declare import Node, Socket
 
 PRECISIONS = ("auto", "fp16", "bf16", "fp32")
-MODEL = "XNEMO_MODEL"
+MODEL_TYPE = "XNEMO_MODEL"
 NO_MODELS = "(put X-NeMo models in models/xnemo)"
 
 
 @dataclass
-class XNeMoModel:
+class LoadedXNeMo:
     """What flows on an ``XNEMO_MODEL`` link."""
 
     models: XNeMoModels
@@ -38,7 +39,7 @@ def model_dropdown() -> list[str]:
     return sorted(comfy_bridge.model_choices()) or [NO_MODELS]
 
 
-def load(model: str, precision: str, vae=None, clip_vision=None) -> tuple[XNeMoModel]:
+def load(model: str, precision: str, vae=None, clip_vision=None) -> tuple[LoadedXNeMo]:
     found = comfy_bridge.model_choices()
     if model not in found:
         roots = ", ".join(str(root) for root in comfy_bridge.model_roots())
@@ -56,7 +57,7 @@ def load(model: str, precision: str, vae=None, clip_vision=None) -> tuple[XNeMoM
         models.vae = ComfyVAE(vae, models.config.unet["in_channels"], replaced["scaling_factor"])
     managed = comfy_bridge.ManagedModules(models.modules())
     path = found[model]
-    return (XNeMoModel(models, managed, models.motion_id, model, path == bundled.MODEL, recipes.recommended(path)),)
+    return (LoadedXNeMo(models, managed, models.motion_id, model, path == bundled.MODEL, recipes.recommended(path)),)
 
 
 LOAD_XNEMO = Node(
@@ -77,5 +78,5 @@ LOAD_XNEMO = Node(
         Socket("vae", "VAE", optional=True, tooltip="e.g. the Stable Video Diffusion VAE (temporal decoder)"),
         Socket("clip_vision", "CLIP_VISION", optional=True, tooltip="the CLIP ViT-L/14 image encoder"),
     ),
-    outputs=(Socket("model", MODEL, tooltip="to Extract Motion Latent and Animate Portrait"),),
+    outputs=(Socket("model", MODEL_TYPE, tooltip="to Extract Motion Latent and Animate Portrait"),),
 )

@@ -13,9 +13,9 @@ from xnemo_core.recipes import crop_mode
 from . import comfy_bridge
 from .declare import Node, Socket
 from .images import to_frames, to_images
-from .loader import CROP_CHOICES, MODEL
+from .loader import CROP_CHOICES, MODEL_TYPE
 
-MOTION = "XNEMO_MOTION"
+MOTION_TYPE = "XNEMO_MOTION"
 NO_MOTIONS = "(save a motion, or put motion .safetensors in the input folder)"
 OUTPUT_MARK = " [output]"
 """ComfyUI's annotation of a file in the output folder (as Load Image lists results)."""
@@ -98,7 +98,7 @@ EXTRACT_MOTION_LATENT = Node(
     "Driving frames → per-frame X-NeMo motion latents (identity-free), plus the face crops used.",
     extract,
     inputs=(
-        Socket("model", MODEL, tooltip="from Load X-NeMo; a motion latent works only with this model's encoder"),
+        Socket("model", MODEL_TYPE, tooltip="from Load X-NeMo; a motion latent works only with this model's encoder"),
         Socket("frames", "IMAGE", tooltip="driving video frames, e.g. from Get Video Components"),
         Socket(
             "crop",
@@ -130,7 +130,7 @@ EXTRACT_MOTION_LATENT = Node(
         ),
     ),
     outputs=(
-        Socket("motion", MOTION, tooltip="32 × 16 motion tokens per frame, with fps and crop boxes"),
+        Socket("motion", MOTION_TYPE, tooltip="32 × 16 motion tokens per frame, with fps and crop boxes"),
         Socket("face_crops", "IMAGE", tooltip="the face crops the motion encoder saw"),
         Socket(
             "boxes",
@@ -148,7 +148,7 @@ MOTION_LATENT_BLEND = Node(
     "temporal smoothing of A; expression: add strength × (B[to_frame] − B[from_frame]) to A.",
     blend,
     inputs=(
-        Socket("motion_a", MOTION, tooltip="the motion to edit (sets the length)"),
+        Socket("motion_a", MOTION_TYPE, tooltip="the motion to edit (sets the length)"),
         Socket(
             "mode",
             "COMBO",
@@ -181,9 +181,9 @@ MOTION_LATENT_BLEND = Node(
             step=0.1,
             tooltip="smooth: Gaussian width in frames",
         ),
-        Socket("motion_b", MOTION, optional=True, tooltip="the second motion (interpolate, relative, expression)"),
+        Socket("motion_b", MOTION_TYPE, optional=True, tooltip="the second motion (interpolate, relative, expression)"),
     ),
-    outputs=(Socket("motion", MOTION, tooltip="the blended motion"),),
+    outputs=(Socket("motion", MOTION_TYPE, tooltip="the blended motion"),),
 )
 SAVE_MOTION_LATENT = Node(
     "SaveMotionLatent",
@@ -192,7 +192,7 @@ SAVE_MOTION_LATENT = Node(
     "Latent lists it (marked [output]) after a refresh.",
     save,
     inputs=(
-        Socket("motion", MOTION, tooltip="the motion to keep"),
+        Socket("motion", MOTION_TYPE, tooltip="the motion to keep"),
         Socket(
             "filename_prefix",
             "STRING",
@@ -215,5 +215,5 @@ LOAD_MOTION_LATENT = Node(
             tooltip="a motion .safetensors of the input folder, or of the output folder where marked [output]",
         ),
     ),
-    outputs=(Socket("motion", MOTION, tooltip="the saved motion, for the model whose encoder made it"),),
+    outputs=(Socket("motion", MOTION_TYPE, tooltip="the saved motion, for the model whose encoder made it"),),
 )

@@ -11,7 +11,7 @@ import torch
 from xnemo_core.checkpoints import save_safetensors
 from xnemo_core.convert import write_parts
 from xnemo_core.models.motion_encoder import MotionEncoder
-from xnemo_core.synthetic_weights import preset_models, with_synthesized_weights
+from xnemo_core.testing.synthetic_weights import preset_models, with_synthesized_weights
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FIXTURES = SHARED / "fixtures"

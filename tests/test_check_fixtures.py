@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from xnemo_core import check_fixtures
+from xnemo_core.testing import check_fixtures
 
 
 @pytest.fixture(scope="module")

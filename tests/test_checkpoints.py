@@ -7,9 +7,9 @@ import pytest
 import torch
 from conftest import write_state
 
-from xnemo_core.check_fixtures import small_unets
 from xnemo_core.checkpoints import CheckpointError, load_into, read_sources, read_state_dict
 from xnemo_core.models.unet3d import DenoisingUNet
+from xnemo_core.testing.check_fixtures import small_unets
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +126,7 @@ def test_missing_file_and_unknown_format(tmp_path):
 
 def test_meta_built_module_with_uncomputable_buffers_is_refused():
     from xnemo_core.models.motion_encoder import MotionEncoder
-    from xnemo_core.synthetic_weights import synthesized_state_dict
+    from xnemo_core.testing.synthetic_weights import synthesized_state_dict
 
     with torch.device("meta"):
         encoder = MotionEncoder()

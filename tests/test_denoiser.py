@@ -5,7 +5,7 @@ import torch
 
 from xnemo_core.compiling import compiled
 from xnemo_core.models.reference import capture_reference, project_reference
-from xnemo_core.synthetic_weights import preset_models
+from xnemo_core.testing.synthetic_weights import preset_models
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import torch.multiprocessing as mp
 
 from xnemo_core import distributed
 from xnemo_core.pipeline import AnimationSettings, XNeMoPipeline
-from xnemo_core.synthetic_weights import preset_models
+from xnemo_core.testing.synthetic_weights import preset_models
 from xnemo_core.video import read_frames, write_image, write_video
 
 FRAMES = 9

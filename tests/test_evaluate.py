@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from xnemo_core import evaluation as ev
 from xnemo_core.__main__ import main
-from xnemo_core.train import evaluate as ev
 from xnemo_core.train.data import to_tensor
 
 

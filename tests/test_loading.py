@@ -77,7 +77,7 @@ def test_single_file_vae_without_config_uses_the_svd_config(official_layout, tmp
 
     from xnemo_core.checkpoints import save_safetensors
     from xnemo_core.config import SVD_VAE
-    from xnemo_core.synthetic_weights import with_synthesized_weights
+    from xnemo_core.testing.synthetic_weights import with_synthesized_weights
 
     folder = tmp_path / "single_file_vae"
     folder.mkdir()
@@ -102,3 +102,9 @@ def test_single_file_vae_of_another_size_names_the_mismatch(official_layout, tmp
         load_models(folder, dtype="fp16")
     assert "more tensors of other shapes" in str(error.value)
     assert len(str(error.value).splitlines()) <= 12  # a readable report, not every key
+
+
+def test_part_configs_are_those_of_the_parts_loaded(tiny_model_folder):
+    models = load_models(tiny_model_folder, dtype="fp32", skip=("vae",))
+    assert models.vae is None and set(models.part_configs) == {"image_encoder"}
+    assert models.part_configs["image_encoder"] == load_models(tiny_model_folder).part_configs["image_encoder"]

@@ -6,8 +6,8 @@ import pytest
 import torch
 from conftest import random_condition, random_motion
 
-from xnemo_core import check_fixtures
 from xnemo_core.pipeline import AnimationSettings, SettingError
+from xnemo_core.testing import check_fixtures
 
 FRAMES = 6
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from xnemo_core.__main__ import main
 from xnemo_core.loading import load_models
-from xnemo_core.synthetic_weights import preset_models
+from xnemo_core.testing.synthetic_weights import preset_models
 from xnemo_core.train.landmarks import (
     LandmarkConfig,
     calibrate_token_head,

@@ -8,16 +8,17 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from . import bundled, check_fixtures, distributed, recipes
+from . import bundled, distributed, recipes
 from .compiling import COMPILE_MODES
 from .convert import check_output, write_bundle, write_parts
-from .devices import default_precision, resolve_device
+from .devices import DTYPES, default_precision, resolve_device
 from .face import CROP_MODES, detector_for, driving_crops
-from .loading import DTYPES, load_models
+from .loading import load_models
 from .pipeline import SCHEDULES, AnimationSettings, SettingError, XNeMoPipeline
 from .portrait import Portrait, animate_portrait, animation_settings
 from .sampling import SAMPLERS, SPEED_PRESETS, describe_preset
-from .synthetic_weights import PRESETS, preset_models
+from .testing import check_fixtures
+from .testing.synthetic_weights import PRESETS, preset_models
 from .video import old_frames, output_kind, read_frames, read_image, write_video
 
 SETTING_NAMES = (
@@ -149,7 +150,7 @@ def _setting(item: str) -> tuple[str, object]:
 
 
 def _evaluate(args) -> int:
-    from .train import evaluate as ev
+    from . import evaluation as ev
 
     device = resolve_device(args.device)
     pairs = ev.cross_pairs(args.pairs, args.frames, args.size)

@@ -10,7 +10,7 @@ import torch
 
 from .checkpoints import save_safetensors
 from .files import check_parent_is_folder, replacing
-from .loading import PARTS, XNeMoModels
+from .models import PARTS, XNeMoModels
 
 
 def _part_metadata(models: XNeMoModels, part: str) -> dict:

@@ -1,6 +1,8 @@
-"""Which device to run on, refused with a clear message when it cannot be used here."""
+"""Which device and precision to run on, refused with a clear message when unusable here."""
 
 import torch
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 DEVICE_NAMES = "cpu, cuda, cuda:N or mps"
 
@@ -32,3 +34,11 @@ def resolve_device(name: str | None = None) -> torch.device:
 
 def default_precision(device: torch.device) -> str:
     return "fp16" if device.type == "cuda" else "fp32"
+
+
+def parse_dtype(name: str | torch.dtype) -> torch.dtype:
+    if isinstance(name, torch.dtype):
+        return name
+    if name not in DTYPES:
+        raise ValueError(f"unknown precision {name!r}; choose one of {sorted(DTYPES)}")
+    return DTYPES[name]

@@ -30,7 +30,7 @@ from einops import rearrange
 
 from . import distributed
 from .compiling import compile_wanted, compiled
-from .loading import XNeMoModels
+from .models import XNeMoModels
 from .models.reference import ReferenceBank, ReferenceTokens, capture_reference, project_reference
 from .preprocess import clip_input, gaussian_blur, motion_input, vae_input
 from .recipes import OFFICIAL, OFFICIAL_CONTEXT_FRAMES
@@ -182,7 +182,7 @@ class Animation:
 
 
 class XNeMoPipeline:
-    """Runs :class:`~xnemo_core.loading.XNeMoModels` on ``device``.
+    """Runs :class:`~xnemo_core.models.XNeMoModels` on ``device``.
 
     With ``offload=True`` the modules that run once (CLIP, VAE, reference UNet, motion encoder)
     stay on the CPU and visit the device only while they run, and the denoiser leaves the device

@@ -2,7 +2,6 @@
 an exact measure of identity leakage, on any machine)."""
 
 from .faces import (
-    IDENTITY_FIELDS,
     LANDMARKS,
     MOTION_FIELDS,
     Identity,
@@ -14,7 +13,6 @@ from .faces import (
 )
 
 __all__ = [
-    "IDENTITY_FIELDS",
     "LANDMARKS",
     "MOTION_FIELDS",
     "Identity",

@@ -57,9 +57,6 @@ class Identity:
         return np.asarray(values, np.float32)
 
 
-IDENTITY_FIELDS = tuple(field.name for field in fields(Identity))
-
-
 def random_identity(rng: np.random.Generator) -> Identity:
     def colour(low: int, high: int) -> tuple[int, int, int]:
         return tuple(int(v) for v in rng.integers(low, high, 3))

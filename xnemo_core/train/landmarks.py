@@ -23,8 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..builders import build_motion_encoder
 from ..convert import write_parts
-from ..loading import build_motion_encoder, load_models
+from ..loading import load_models
 from ..synthetic import LANDMARKS, landmarks, random_identity, random_motion_clip, render
 from . import runs
 from .augment import augment_driving

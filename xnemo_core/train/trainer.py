@@ -18,20 +18,23 @@ from diffusers.training_utils import compute_snr
 from einops import rearrange
 from torch import nn
 
+from ..builders import build_motion_encoder
 from ..convert import write_parts
-from ..loading import XNeMoModels, build_motion_encoder, load_models, load_vae
+from ..evaluation import cross_pairs, load_pipeline, motion_measures
+from ..loading import load_models, load_vae
+from ..models import XNeMoModels
 from ..models.reference import capture_reference, project_reference
 from ..pipeline import SIZE_MULTIPLE
 from ..preprocess import clip_normalize
 from ..sampling import OFFICIAL_SCHEDULER
-from ..synthetic_weights import preset_models
+from ..testing.synthetic_weights import preset_models
 from . import runs
 from .augment import augment_driving
 from .data import training_loader
-from .evaluate import cross_pairs, load_pipeline, motion_measures
 from .gan import DualDiscriminator, DualMotionDecoder, discriminator_loss, generator_loss
 
-TEMPORAL, MOTION = "temporal_modules.", "motion_modules."
+TEMPORAL_MODULES, MOTION_MODULES = "temporal_modules.", "motion_modules."
+"""Key infixes of the denoiser's two kinds of frame module."""
 
 
 @dataclass
@@ -73,8 +76,8 @@ class TrainConfig:
     official training does: for a new motion encoder, whose tokens the old modules never learned."""
     watch_motion: bool = False
     """Log, at each checkpoint, on held-out synthetic pairs: how much of the exported motion
-    encoding is identity (:func:`~xnemo_core.train.evaluate.motion_identity_share`; 0: none) and
-    how much the denoiser relies on the motion (:func:`~xnemo_core.train.evaluate.motion_reliance`;
+    encoding is identity (:func:`~xnemo_core.evaluation.motion_identity_share`; 0: none) and
+    how much the denoiser relies on the motion (:func:`~xnemo_core.evaluation.motion_reliance`;
     0: it ignores it)."""
     ema_decay: float = 0.999
     mixed_precision: str = "no"
@@ -133,8 +136,8 @@ class XNeMoTraining(nn.Module):
 
     def _trains(self, name: str) -> bool:
         if self.config.stage == 2:
-            return name.startswith("denoising_unet.") and TEMPORAL in name
-        return TEMPORAL not in name
+            return name.startswith("denoising_unet.") and TEMPORAL_MODULES in name
+        return TEMPORAL_MODULES not in name
 
     def train(self, mode: bool = True) -> "XNeMoTraining":
         """Batch norms (in the motion encoder) keep their running statistics: batches here are small."""
@@ -233,9 +236,9 @@ def initial_models(config: TrainConfig) -> XNeMoModels:
         models = load_models(config.init_from, dtype="fp32", allow_missing=("temporal_modules",))
     else:
         models = preset_models(config.preset, device="cpu")
-        _start_frame_modules_as_identity(models.denoising_unet, TEMPORAL)
+        _start_frame_modules_as_identity(models.denoising_unet, TEMPORAL_MODULES)
     if config.reset_motion_modules:
-        _start_frame_modules_as_identity(models.denoising_unet, MOTION)
+        _start_frame_modules_as_identity(models.denoising_unet, MOTION_MODULES)
     if config.vae_from:
         models.vae, models.part_configs["vae"] = load_vae(config.vae_from)
     if config.motion_guidance == "spatial" and models.config.motion_guidance != "spatial":
@@ -245,7 +248,7 @@ def initial_models(config: TrainConfig) -> XNeMoModels:
 
 
 def _start_frame_modules_as_identity(unet: nn.Module, kind: str) -> None:
-    """Zero the output projections of the ``kind`` (``TEMPORAL`` or ``MOTION``) frame modules.
+    """Zero the output projections of the ``kind`` (``TEMPORAL_MODULES`` or ``MOTION_MODULES``) frame modules.
 
     Also how rule-made temporal modules start: a stage-1 export samples with temporal modules
     that stage 1 neither runs nor trains, and rule-made weights there would act untrained."""

@@ -28,12 +28,12 @@ from einops import rearrange
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..loading import load_models
-from ..models.reference import project_reference
-from ..pipeline import AnimationSettings, XNeMoPipeline
-from ..sampling import OFFICIAL_SCHEDULER
-from ..synthetic import MOTION_FIELDS, random_identity, render, render_clip
-from .data import SyntheticFaces, to_tensor
+from .loading import load_models
+from .models.reference import project_reference
+from .pipeline import AnimationSettings, XNeMoPipeline
+from .sampling import OFFICIAL_SCHEDULER
+from .synthetic import MOTION_FIELDS, random_identity, render, render_clip
+from .train.data import SyntheticFaces, to_tensor
 
 IDENTITY_SIZE = len(random_identity(np.random.default_rng(0)).vector())
 

@@ -1,6 +1,6 @@
 """Compare our modules with golden outputs of the official code on synthesized weights.
 
-``python -m xnemo_core.check_fixtures DIR --tag TAG`` rebuilds the weights by the fixture rule,
+``python -m xnemo_core.testing.check_fixtures DIR --tag TAG`` rebuilds the weights by the fixture rule,
 runs every ``TAG_*`` fixture present in DIR, prints the error of each tensor and exits non-zero if
 any is outside the tolerance of the fixtures README. Every setting comes from ``DIR/TAG.json``.
 """
@@ -15,14 +15,14 @@ import torch
 from einops import rearrange
 from safetensors.torch import load_file
 
-from .config import VAE_SCALING_FACTOR, XNeMoConfig
-from .loading import XNeMoModels
-from .models.motion_encoder import MotionEncoder
-from .models.reference import ReferenceUNet, capture_reference, project_reference
-from .models.unet3d import DenoisingUNet
-from .pipeline import AnimationSettings, XNeMoPipeline
+from ..config import VAE_SCALING_FACTOR, XNeMoConfig
+from ..models import XNeMoModels
+from ..models.motion_encoder import MotionEncoder
+from ..models.reference import ReferenceUNet, capture_reference, project_reference
+from ..models.unet3d import DenoisingUNet
+from ..pipeline import AnimationSettings, XNeMoPipeline
+from ..windows import official_windows
 from .synthetic_weights import synthesized_models, with_synthesized_weights
-from .windows import official_windows
 
 
 @dataclass
@@ -186,7 +186,9 @@ def run_fixtures(directory: Path, tag: str) -> list[Comparison]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m xnemo_core.check_fixtures", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m xnemo_core.testing.check_fixtures", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("directory", type=Path, help="folder with TAG.json and TAG_*.safetensors")
     parser.add_argument("--tag", default="golden", help="fixture set name (default: golden)")
     args = parser.parse_args(argv)

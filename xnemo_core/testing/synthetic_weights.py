@@ -10,11 +10,12 @@ import zlib
 import torch
 from torch import nn
 
-from .checkpoints import load_into
-from .config import CLIP_IMAGE_ENCODER, SMALL_VAE, SVD_VAE, TINY_CLIP_IMAGE_ENCODER, TINY_VAE, XNeMoConfig
-from .loading import XNeMoModels, build_image_encoder, build_motion_encoder, build_vae
-from .models.reference import ReferenceUNet
-from .models.unet3d import DenoisingUNet
+from ..builders import build_image_encoder, build_motion_encoder, build_vae
+from ..checkpoints import load_into
+from ..config import CLIP_IMAGE_ENCODER, SMALL_VAE, SVD_VAE, TINY_CLIP_IMAGE_ENCODER, TINY_VAE, XNeMoConfig
+from ..models import XNeMoModels
+from ..models.reference import ReferenceUNet
+from ..models.unet3d import DenoisingUNet
 
 PRESETS = {
     "tiny": (XNeMoConfig.tiny, TINY_CLIP_IMAGE_ENCODER, TINY_VAE),
@@ -26,7 +27,7 @@ GAINS = {"final_proj.weight": 0.03, "conv_out.weight": 0.05}
 
 
 def synthesize(name: str, shape: tuple[int, ...]) -> torch.Tensor:
-    """The fixture rule for one tensor (see ``fixtures/README.md``)."""
+    """The fixture rule for one tensor (see ``docs/fixtures.md``)."""
     generator = torch.Generator().manual_seed(zlib.crc32(name.encode()))
     t = torch.randn(shape, generator=generator, dtype=torch.float32) * GAINS.get(name, 1.0)
     if name.endswith("running_var"):
