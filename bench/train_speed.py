@@ -62,10 +62,10 @@ def profile_steps(config: TrainConfig, batch_size: int = 16, steps: int = 3) -> 
     """Operators by self time over a few forward + backward passes on one batch."""
     from torch.profiler import ProfilerActivity, profile
 
-    from xnemo_core.train.trainer import XNeMoTraining, initial_models
+    from xnemo_core.train.trainer import XNeMoTraining, initial_models, select_trained
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    network = XNeMoTraining(initial_models(config), config).to(device)
+    network = XNeMoTraining(select_trained(initial_models(config), config), config).to(device)
     network.to_device(device)
     frames = next(iter(DataLoader(clips(config), batch_size)))["frames"].to(device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])

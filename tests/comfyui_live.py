@@ -23,9 +23,10 @@ WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 # default to the bundled model and the demo media the pack copies into ComfyUI's input folder, so
 # they run as opened.
 _OFFICIAL = (
-    "For real portraits: put the official X-NeMo weights in models/xnemo, pick them in Load X-NeMo, and set "
-    "Animate size 512, steps 35, denoise 1 (the official recipe); crop 'auto' then finds the faces. The "
-    "bundled model knows only the synthetic faces it was trained on."
+    "For real portraits: put the official X-NeMo weights in models/xnemo and pick them in Load X-NeMo; "
+    "nothing else changes. Steps, size and denoise at 0 and crop 'auto' take the loaded model's recipe "
+    "(official: 512², 35 steps, face detection; bundled: 128², 25 steps, denoise 0.8). The bundled model "
+    "knows only the synthetic faces it was trained on."
 )
 
 
@@ -51,7 +52,7 @@ _COMMON = {
     "note": ("Note", [40, 60], {}),
     "model": ("LoadXNeMo", [40, 480], {"model": "xnemo-synthetic-128", "precision": "auto"}),
     "portrait": ("LoadImage", [40, 680], {"image": "xnemo_demo_portrait.png"}),
-    "animate": ("AnimatePortrait", [2040, 60], {"steps": 25, "denoise": 0.8, "size": 128, "crop": "auto"}),
+    "animate": ("AnimatePortrait", [2040, 60], {"crop": "auto"}),
     "create": ("CreateVideo", [2440, 60], {"fps": 25}),
     "save": ("SaveVideo", [2440, 260], {"filename_prefix": "xnemo/animated"}),
 }
@@ -129,7 +130,7 @@ SPECS = {
             **_COMMON,
             "load_motion": ("LoadMotionLatent", [440, 60], {"file": "xnemo_demo_motion.safetensors"}),
             "smooth": ("MotionLatentBlend", [840, 60], {"mode": "smooth", "sigma_frames": 2.0}),
-            "animate": ("AnimatePortrait", [1240, 60], {"steps": 25, "denoise": 0.8, "size": 128, "crop": "auto"}),
+            "animate": ("AnimatePortrait", [1240, 60], {"crop": "auto"}),
             "create": ("CreateVideo", [1640, 60], {"fps": 25}),
             "save": ("SaveVideo", [1640, 260], {"filename_prefix": "xnemo/animated"}),
         },
@@ -309,6 +310,30 @@ def saved_name_on_the_node(url: str, workflow: str, overrides: dict, timeout_s: 
         while time.time() < deadline and not page.evaluate(shown):
             time.sleep(1)
         return page.evaluate(shown)
+    finally:
+        browser.close()
+        playwright.stop()
+
+
+def upload_on_the_node(url: str, motion_file: Path, timeout_s: float = 60) -> dict:
+    """Upload a motion file with Load Motion Latent's button, as a user would, and read the node back:
+    the button's label, the chosen file and what the saved workflow keeps of the node's widgets."""
+    playwright, browser, page, _ = _browser(url)
+    try:
+        page.evaluate("() => { app.graph.clear(); app.graph.add(LiteGraph.createNode('LoadMotionLatent')); }")
+        node = "app.graph.nodes.find((n) => n.type === 'LoadMotionLatent')"
+        label = page.evaluate(f"() => {node}.widgets.find((w) => w.type === 'button')?.name ?? null")
+        with page.expect_file_chooser() as chooser:
+            page.evaluate(f"() => {node}.widgets.find((w) => w.type === 'button').callback()")
+        chooser.value.set_files(str(motion_file))
+        chosen = f"() => {node}.widgets.find((w) => w.name === 'file').value"
+        deadline = time.time() + timeout_s
+        while time.time() < deadline and page.evaluate(chosen) != motion_file.name:
+            time.sleep(0.5)
+        saved = page.evaluate(
+            "() => app.graph.serialize().nodes.find((n) => n.type === 'LoadMotionLatent').widgets_values"
+        )
+        return {"button": label, "chosen": page.evaluate(chosen), "widgets_values": saved}
     finally:
         browser.close()
         playwright.stop()

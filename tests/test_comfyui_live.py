@@ -31,8 +31,14 @@ PACK = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_model_folder):
-    root = tmp_path_factory.mktemp("comfy")
+def comfy_root(tmp_path_factory) -> Path:
+    """The server's models, input and output folders."""
+    return tmp_path_factory.mktemp("comfy")
+
+
+@pytest.fixture(scope="module")
+def server(comfy_root, tiny_model_folder):
+    root = comfy_root
     custom_nodes = Path(COMFYUI) / "custom_nodes"
     if not any(entry.resolve() == PACK for entry in custom_nodes.iterdir()):
         (custom_nodes / "comfyui-xnemo").symlink_to(PACK)
@@ -196,3 +202,16 @@ def test_save_motion_latent_shows_the_name_it_wrote(server):
 
     shown = saved_name_on_the_node(URL, "xnemo_exaggerated_expression", SMALL_RUN)
     assert shown and shown.startswith("xnemo/exaggerated_") and shown.endswith(".safetensors")
+
+
+def test_load_motion_latent_uploads_a_motion_file_from_its_button(server, comfy_root, tmp_path):
+    from comfyui_live import upload_on_the_node
+
+    motion = tmp_path / "uploaded_walk.safetensors"
+    save_motion(MotionLatent(torch.zeros(3, 32, 16), "me2-test", fps=25), motion)
+    shown = upload_on_the_node(URL, motion)
+    assert shown["button"] == "choose motion file to upload" and shown["chosen"] == motion.name
+    assert shown["widgets_values"] == [motion.name]  # the button is not saved with the workflow
+    assert (comfy_root / "input" / motion.name).read_bytes() == motion.read_bytes()
+    info = json.load(urllib.request.urlopen(f"{URL}/object_info/LoadMotionLatent"))
+    assert motion.name in info["LoadMotionLatent"]["input"]["required"]["file"][1]["options"]

@@ -2,6 +2,7 @@
 losses, export a model folder the loader reads, and resume."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from torch import nn
 from xnemo_core.__main__ import main
 from xnemo_core.loading import load_models
 from xnemo_core.testing.synthetic_weights import preset_models
+from xnemo_core.train.gan import DualDiscriminator, generator_loss
 from xnemo_core.train.landmarks import (
     LandmarkConfig,
     calibrate_token_head,
@@ -19,7 +21,8 @@ from xnemo_core.train.landmarks import (
     gaussian_heatmaps,
     peak_error,
 )
-from xnemo_core.train.trainer import TrainConfig, XNeMoTraining, initial_models, read_settings, train
+from xnemo_core.train.runs import read_settings
+from xnemo_core.train.trainer import TrainConfig, XNeMoTraining, initial_models, select_trained, train
 
 SMALL = {"batch_size": 2, "log_every": 1, "synthetic_clips": 8, "clip_frames": 3, "size": 64}
 
@@ -69,6 +72,29 @@ def test_training_resumes_from_its_state(stage_one):
     assert [r["step"] for r in records] == [4]
     lines = (output / "log.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4]
+    assert [f.name for f in (output / "checkpoints").iterdir()] == ["step_4"]  # the default keeps the newest only
+
+
+def test_checkpoints_beyond_the_limit_are_removed_oldest_first(tmp_path):
+    config = TrainConfig(str(tmp_path), steps=3, checkpoint_every=1, checkpoints_total_limit=2, **SMALL)
+    train(config)
+    assert sorted(f.name for f in (tmp_path / "checkpoints").iterdir()) == ["step_2", "step_3"]
+
+
+def test_training_accumulates_clips_and_schedules(tmp_path):
+    """The X-NeMo loop (its GAN's two optimisers included) under accumulation, clipping and warm-up."""
+    records = []
+    config = TrainConfig(
+        str(tmp_path),
+        steps=2,
+        gradient_accumulation_steps=2,
+        max_grad_norm=1.0,
+        lr_scheduler="constant_with_warmup",
+        lr_warmup_steps=1,
+        **SMALL | {"batch_size": 1},
+    )
+    train(config, on_log=records.append)
+    assert [r["step"] for r in records] == [1, 2] and all(math.isfinite(r["critic"]) for r in records)
 
 
 def test_config_file_with_an_unknown_setting_is_refused(tmp_path):
@@ -142,7 +168,7 @@ def test_stage_one_runs_no_temporal_modules_and_stage_two_does():
     clip = torch.randn(1, 1, unet.config.cross_attention_dim)
 
     def run(stage):
-        XNeMoTraining(models, TrainConfig("unused", stage=stage))
+        select_trained(models, TrainConfig("unused", stage=stage))
         with torch.no_grad():
             return unet(latents, 10, clip, motion)
 
@@ -240,3 +266,14 @@ def test_token_head_calibration_keeps_what_varies_within_a_person_and_drops_who_
     assert 0.45 < float(tokens.std(dim=1).mean()) < 0.55
     assert float(tokens.std(dim=0).mean()) < 0.05  # the same expression by different people: one encoding
     assert ratios[0] > ratios[1] > 1  # motion variance over the (shrunk) identity variance
+
+
+def test_the_generator_loss_reaches_the_fakes_but_not_the_discriminator():
+    discriminator = DualDiscriminator(channels=8)
+    fakes = tuple(torch.rand(2, 3, 32, 32, requires_grad=True) for _ in range(2))
+    loss = generator_loss(discriminator, fakes)
+    plain = sum(torch.nn.functional.softplus(-logit).mean() for logit in discriminator(fakes))
+    assert torch.allclose(loss, plain)
+    loss.backward()
+    assert all(fake.grad is not None and fake.grad.abs().sum() > 0 for fake in fakes)
+    assert all(p.grad is None for p in discriminator.parameters())

@@ -117,7 +117,8 @@ def _write(models, args) -> list[Path]:
 
 def _train(args) -> int:
     from .train.landmarks import LandmarkConfig, pretrain_motion_encoder
-    from .train.trainer import TrainConfig, read_settings, train
+    from .train.runs import read_settings
+    from .train.trainer import TrainConfig, train
     from .train.vae import VAETrainConfig, train_vae
 
     kind, run = {

@@ -101,8 +101,11 @@ class DualDiscriminator(nn.Module):
 
 
 def generator_loss(discriminator: DualDiscriminator, fakes) -> torch.Tensor:
-    """Non-saturating GAN loss of the decoders."""
-    return sum(F.softplus(-logits).mean() for logits in discriminator(fakes))
+    """Non-saturating GAN loss of the decoders. The discriminator's weights are read detached, so
+    its gradients come from :func:`discriminator_loss` alone (and add up over accumulated batches)."""
+    weights = {name: tensor.detach() for name, tensor in discriminator.state_dict(keep_vars=True).items()}
+    logits = torch.func.functional_call(discriminator, weights, (fakes,))
+    return sum(F.softplus(-logit).mean() for logit in logits)
 
 
 def discriminator_loss(discriminator: DualDiscriminator, reals, fakes) -> torch.Tensor:

@@ -14,7 +14,7 @@ started from the data (:func:`calibrate_token_head`), ready for stage 1
 """
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +30,14 @@ from ..synthetic import LANDMARKS, landmarks, random_identity, random_motion_cli
 from . import runs
 from .augment import augment_driving
 from .data import SyntheticFaces, single_threaded_worker, to_tensor
+from .runs import RunSettings
 
 
 @dataclass
-class LandmarkConfig:
-    output_dir: str
+class LandmarkConfig(RunSettings):
+    """A new motion encoder's landmark pretraining; the run settings are :class:`~xnemo_core.train.runs.RunSettings`'."""
+
+    _: KW_ONLY
     init_from: str
     """The model folder whose motion encoder is replaced by a pretrained one."""
     face_size: int | None = None
@@ -53,10 +56,7 @@ class LandmarkConfig:
     :func:`calibrate_token_head`)."""
     calibration_people: int = 1024
     """How many people (4 frames each) the token head's calibration sees."""
-    mixed_precision: str = "no"
     log_every: int = 50
-    seed: int = 0
-    num_workers: int = 0
 
 
 class LandmarkFrames(Dataset):
@@ -172,7 +172,7 @@ class _Alignment(nn.Module):
 
 def pretrain_motion_encoder(config: LandmarkConfig, on_log=None) -> Path:
     """Train a new motion encoder's heatmaps on synthetic landmarks; returns the written model folder."""
-    output, accelerator = runs.start(config.output_dir, config.mixed_precision, config.seed)
+    output, accelerator = runs.start(config)
     models = load_models(config.init_from, dtype="fp32")
     if models.config.motion_guidance != "tokens":
         raise ValueError(f"{config.init_from}: a {models.config.motion_guidance} model has no motion encoder")
@@ -184,28 +184,27 @@ def pretrain_motion_encoder(config: LandmarkConfig, on_log=None) -> Path:
     trained = encoder.model.alignment_parameters()
     encoder.requires_grad_(False)  # DDP refuses parameters that get no gradient (the token head)
     alignment = _Alignment(encoder.model)
-    optimizer = torch.optim.AdamW([p.requires_grad_() for p in trained], lr=config.learning_rate)
     loader = DataLoader(
-        LandmarkFrames(config.steps * config.batch_size * accelerator.num_processes, config.size, config.seed),
+        LandmarkFrames(config.samples_per_process * accelerator.num_processes, config.size, config.seed),
         config.batch_size,
         num_workers=config.num_workers,
         worker_init_fn=single_threaded_worker,
     )
-    alignment, optimizer, loader = accelerator.prepare(alignment, optimizer, loader)
+    alignment, loader = accelerator.prepare(alignment, loader)
+    part = runs.optimisation(accelerator, config, [p.requires_grad_() for p in trained])
     alignment.train()
     log = runs.RunLog(output / "log.jsonl", on_log)
-    for step, batch in enumerate(loader, start=1):
+
+    def losses(batch):
         faces = F.interpolate(augment_driving(batch["frames"]), size=encoder.face_size, mode="bilinear")
         predicted = alignment(faces)
         target = gaussian_heatmaps(batch["landmarks"], predicted.shape[-1], config.sigma)
         loss = heatmap_loss(predicted.float(), target, config.foreground_weight)
-        accelerator.backward(loss)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if step % config.log_every == 0 or step == config.steps:
-            log.write(
-                {"step": step, "loss": loss.item(), "peak_error": peak_error(predicted, batch["landmarks"]).item()}
-            )
+        return [loss], {"loss": loss, "peak_error": peak_error(predicted.detach(), batch["landmarks"])}
+
+    for step, record in runs.updates(accelerator, config, loader, [alignment], [part], losses):
+        if runs.due(step, config.log_every, config):
+            log.write({"step": step} | {k: v.item() for k, v in record.items()})
     models.motion_encoder = encoder.cpu().eval()
     clips = calibration_clips(config.calibration_people, config.size, config.seed + 1)
     ratios = calibrate_token_head(models.motion_encoder, clips, config.token_spread)

@@ -8,7 +8,8 @@ and ``LoadXNeMo`` read, plus the accelerate state to resume from.
 """
 
 import json
-from dataclasses import asdict, dataclass, fields
+import shutil
+from dataclasses import KW_ONLY, asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -32,14 +33,17 @@ from . import runs
 from .augment import augment_driving
 from .data import training_loader
 from .gan import DualDiscriminator, DualMotionDecoder, discriminator_loss, generator_loss
+from .runs import RunSettings
 
 TEMPORAL_MODULES, MOTION_MODULES = "temporal_modules.", "motion_modules."
 """Key infixes of the denoiser's two kinds of frame module."""
 
 
 @dataclass
-class TrainConfig:
-    output_dir: str
+class TrainConfig(RunSettings):
+    """X-NeMo training (stage 1 or 2); the run settings are :class:`~xnemo_core.train.runs.RunSettings`'."""
+
+    _: KW_ONLY
     preset: str = "tiny"
     """Model size to start from (``tiny``, ``small`` or ``official``), with rule-made weights …"""
     init_from: str | None = None
@@ -57,9 +61,6 @@ class TrainConfig:
     motion_guidance: str = "tokens"
     """``tokens`` (X-NeMo) or ``spatial``: train a pose-guider style comparison model instead."""
     stage: int = 1
-    steps: int = 1000
-    batch_size: int = 4
-    learning_rate: float = 1e-4
     gan_learning_rate: float = 2e-4
     reconstruction_weight: float = 1.0
     gan_weight: float = 0.05
@@ -80,14 +81,17 @@ class TrainConfig:
     how much the denoiser relies on the motion (:func:`~xnemo_core.evaluation.motion_reliance`;
     0: it ignores it)."""
     ema_decay: float = 0.999
-    mixed_precision: str = "no"
     gradient_checkpointing: bool = False
     checkpoint_every: int = 500
-    log_every: int = 10
-    seed: int = 0
-    num_workers: int = 0
+    checkpoints_total_limit: int | None = 1
+    """How many resumable checkpoints (``checkpoints/step_N``) to keep, the newest; ``None``: all."""
 
     def validate(self) -> None:
+        super().validate()
+        if self.checkpoints_total_limit is not None and self.checkpoints_total_limit < 1:
+            raise ValueError(
+                f"checkpoints_total_limit must be at least 1 (or null), got {self.checkpoints_total_limit}"
+            )
         if self.stage not in (1, 2):
             raise ValueError(f"stage must be 1 or 2, got {self.stage}")
         if self.size % SIZE_MULTIPLE:
@@ -96,20 +100,27 @@ class TrainConfig:
             raise ValueError(f"motion_guidance must be 'tokens' or 'spatial', got {self.motion_guidance!r}")
 
 
-def read_settings(cls, path: str | Path | None = None, **overrides):
-    """A settings dataclass (``TrainConfig``, ``VAETrainConfig``) from a YAML (or JSON) file of its
-    fields, if given, and ``overrides``, which win."""
-    import yaml
-
-    data = {**((yaml.safe_load(Path(path).read_text()) or {}) if path else {}), **overrides}
-    unknown = set(data) - {field.name for field in fields(cls)}
-    if unknown:
-        raise ValueError(f"{path or 'settings'}: unknown training settings {sorted(unknown)}")
-    return cls(**data)
+def select_trained(models: XNeMoModels, config: TrainConfig) -> XNeMoModels:
+    """Mark on ``models`` themselves the weights ``config`` trains and freeze the rest: stage 1 all
+    but the temporal modules (and the motion encoder's backbone without ``train_motion_backbone``),
+    stage 2 the denoiser's temporal modules alone, which only stage 2 runs. Call it on models the
+    training owns (:func:`initial_models`'); returns them."""
+    models.denoising_unet.use_temporal_modules = config.stage == 2
+    models.vae.requires_grad_(False)
+    models.image_encoder.requires_grad_(False)
+    for part in ("motion_encoder", "reference_unet", "denoising_unet"):
+        for name, parameter in getattr(models, part).named_parameters():
+            temporal = TEMPORAL_MODULES in name
+            parameter.requires_grad_(temporal and part == "denoising_unet" if config.stage == 2 else not temporal)
+    if config.stage == 1 and models.config.motion_guidance == "tokens" and not config.train_motion_backbone:
+        for parameter in models.motion_encoder.model.alignment_parameters():
+            parameter.requires_grad_(False)
+    return models
 
 
 class XNeMoTraining(nn.Module):
-    """Every network of one training step; ``forward`` returns the losses (and GAN images)."""
+    """Every network of one training step; ``forward`` returns the losses (and GAN images). It trains
+    what :func:`select_trained` marked."""
 
     def __init__(self, models: XNeMoModels, config: TrainConfig):
         super().__init__()
@@ -117,27 +128,13 @@ class XNeMoTraining(nn.Module):
         self.motion_encoder = models.motion_encoder
         self.reference_unet = models.reference_unet
         self.denoising_unet = models.denoising_unet
-        self.denoising_unet.use_temporal_modules = config.stage == 2
         # The GAN decoders read motion tokens: the spatial comparison model has none.
         tokens = models.config.motion_guidance == "tokens"
         self.decoders = DualMotionDecoder() if config.stage == 1 and tokens else None
         # Frozen base parts: outside ``parameters()`` so DDP and the optimiser never see them.
-        self.frozen = {
-            "vae": models.vae.requires_grad_(False),
-            "image_encoder": models.image_encoder.requires_grad_(False),
-        }
+        self.frozen = {"vae": models.vae, "image_encoder": models.image_encoder}
         self.scheduler = DDPMScheduler(**{k: v for k, v in OFFICIAL_SCHEDULER.items() if k != "steps_offset"})
-        for name, parameter in self.named_parameters():
-            parameter.requires_grad_(self._trains(name))
-        if tokens and not config.train_motion_backbone:
-            for parameter in self.motion_encoder.model.alignment_parameters():
-                parameter.requires_grad_(False)
         self.train()
-
-    def _trains(self, name: str) -> bool:
-        if self.config.stage == 2:
-            return name.startswith("denoising_unet.") and TEMPORAL_MODULES in name
-        return TEMPORAL_MODULES not in name
 
     def train(self, mode: bool = True) -> "XNeMoTraining":
         """Batch norms (in the motion encoder) keep their running statistics: batches here are small."""
@@ -262,56 +259,56 @@ def train(config: TrainConfig, on_log=None) -> Path:
     """Run (or resume) training; returns the last exported model folder."""
     from diffusers.training_utils import EMAModel
 
-    config.validate()
-    output, accelerator = runs.start(config.output_dir, config.mixed_precision, config.seed)
-    models = initial_models(config)
+    output, accelerator = runs.start(config)
+    models = select_trained(initial_models(config), config)
     network = XNeMoTraining(models, config)
     network.to_device(accelerator.device)
     trainable = [p for p in network.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate)
-    discriminator = DualDiscriminator() if network.decoders is not None else None
     ema = EMAModel(trainable, decay=config.ema_decay, foreach=True)
-    loader = training_loader(config)
-    network, optimizer, loader = accelerator.prepare(network, optimizer, loader)
-    if discriminator is not None:
-        discriminator_optimizer = torch.optim.AdamW(
-            discriminator.parameters(), lr=config.gan_learning_rate, betas=(0.5, 0.99)
+    network, loader = accelerator.prepare(network, training_loader(config))
+    parts = [runs.optimisation(accelerator, config, trainable)]
+    discriminator = None
+    if accelerator.unwrap_model(network).decoders is not None:
+        discriminator = accelerator.prepare(DualDiscriminator())
+        parts.append(
+            runs.optimisation(
+                accelerator, config, discriminator.parameters(), config.gan_learning_rate, betas=(0.5, 0.99)
+            )
         )
-        discriminator, discriminator_optimizer = accelerator.prepare(discriminator, discriminator_optimizer)
     ema.to(accelerator.device)
     accelerator.register_for_checkpointing(ema)
-    step = _resume(accelerator, output)
     log = runs.RunLog(output / "log.jsonl", on_log)
     exported = output / "model"
-    while step < config.steps:
-        for batch in loader:
-            losses = network(batch["frames"])
-            loss = losses["diffusion"]
-            if discriminator is not None:
-                adversarial = generator_loss(discriminator, losses["fakes"])
-                loss = loss + config.reconstruction_weight * losses["reconstruction"] + config.gan_weight * adversarial
-            accelerator.backward(loss)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            record = {"loss": loss, "diffusion": losses["diffusion"]}
-            if discriminator is not None:
-                critic = discriminator_loss(discriminator, losses["reals"], losses["fakes"])
-                # The generator's backward also reached the discriminator; only the critic loss may step it.
-                discriminator_optimizer.zero_grad(set_to_none=True)
-                accelerator.backward(critic)
-                discriminator_optimizer.step()
-                record |= {"reconstruction": losses["reconstruction"], "gan": adversarial, "critic": critic}
-            ema.step(trainable)
-            step += 1
-            if step % config.log_every == 0 or step == config.steps:
-                # Read back only here: a GPU sync every step would stall the host's queueing.
-                log.write({"step": step, "stage": config.stage} | {k: v.item() for k, v in record.items()})
-            if step % config.checkpoint_every == 0 or step == config.steps:
-                exported = _checkpoint(accelerator, output, step, ema, trainable, models, config)
-                if config.watch_motion and accelerator.is_main_process:
-                    log.write({"step": step} | _motion_watch(exported, config.size, accelerator.device))
-            if step >= config.steps:
-                break
+    modules = [network] + ([discriminator] if discriminator is not None else [])
+
+    def losses(batch):
+        found = network(batch["frames"])
+        record = {"diffusion": found["diffusion"]}
+        if discriminator is None:
+            return [found["diffusion"]], record | {"loss": found["diffusion"]}
+        adversarial = generator_loss(accelerator.unwrap_model(discriminator), found["fakes"])
+        loss = (
+            found["diffusion"]
+            + config.reconstruction_weight * found["reconstruction"]
+            + config.gan_weight * adversarial
+        )
+        critic = discriminator_loss(discriminator, found["reals"], found["fakes"])
+        return [loss, critic], record | {
+            "loss": loss,
+            "reconstruction": found["reconstruction"],
+            "gan": adversarial,
+            "critic": critic,
+        }
+
+    for step, record in runs.updates(accelerator, config, loader, modules, parts, losses, _resume(accelerator, output)):
+        ema.step(trainable)
+        if runs.due(step, config.log_every, config):
+            # Read back only here: a GPU sync every step would stall the host's queueing.
+            log.write({"step": step, "stage": config.stage} | {k: v.item() for k, v in record.items()})
+        if runs.due(step, config.checkpoint_every, config):
+            exported = _checkpoint(accelerator, output, step, ema, trainable, models, config)
+            if config.watch_motion and accelerator.is_main_process:
+                log.write({"step": step} | _motion_watch(exported, config.size, accelerator.device))
     log.close()
     return exported
 
@@ -321,20 +318,36 @@ def _motion_watch(folder: Path, size: int, device: torch.device) -> dict[str, fl
     return motion_measures(pipeline, pairs)
 
 
+CHECKPOINTS = "checkpoints"
+"""Resumable states, one folder per checkpoint: ``checkpoints/step_<N>`` (accelerate state + progress)."""
+
+
+def _checkpoint_folders(output: Path) -> list[Path]:
+    """Resumable checkpoints, oldest first."""
+    folders = (output / CHECKPOINTS).glob("step_*")
+    return sorted((f for f in folders if (f / "progress.json").is_file()), key=lambda f: int(f.name.split("_")[1]))
+
+
 def _resume(accelerator, output: Path) -> int:
-    progress = output / "state" / "progress.json"
-    if not progress.is_file():
+    saved = _checkpoint_folders(output)
+    if not saved:
         return 0
-    accelerator.load_state(str(output / "state"))
-    return json.loads(progress.read_text())["step"]
+    accelerator.load_state(str(saved[-1]))
+    return json.loads((saved[-1] / "progress.json").read_text())["step"]
 
 
 def _checkpoint(accelerator, output: Path, step: int, ema, trainable, models: XNeMoModels, config) -> Path:
+    """The resumable state as ``checkpoints/step_<step>`` (keeping the newest ``checkpoints_total_limit``)
+    and the EMA weights exported as the model folder ``model/``."""
     accelerator.wait_for_everyone()
     folder = output / "model"
     if accelerator.is_main_process:
-        accelerator.save_state(str(output / "state"))
-        (output / "state" / "progress.json").write_text(json.dumps({"step": step, "config": asdict(config)}))
+        state = output / CHECKPOINTS / f"step_{step}"
+        accelerator.save_state(str(state))
+        (state / "progress.json").write_text(json.dumps({"step": step, "config": asdict(config)}))
+        if config.checkpoints_total_limit is not None:
+            for old in _checkpoint_folders(output)[: -config.checkpoints_total_limit]:
+                shutil.rmtree(old)
         ema.store(trainable)
         ema.copy_to(trainable)
         write_parts(models, folder, overwrite=True)

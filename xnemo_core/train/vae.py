@@ -11,7 +11,7 @@ official folder layout (``stable-video-diffusion-img2vid-xt/vae``) take. Its ``s
 measured after training so that scaled latents have unit variance, as the diffusion model expects.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 
 import torch
@@ -22,11 +22,14 @@ from ..config import SVD_VAE
 from ..loading import load_vae
 from . import runs
 from .data import training_loader
+from .runs import RunSettings
 
 
 @dataclass
-class VAETrainConfig:
-    output_dir: str
+class VAETrainConfig(RunSettings):
+    """A small SVD-style VAE's training; the run settings are :class:`~xnemo_core.train.runs.RunSettings`'."""
+
+    _: KW_ONLY
     data: str = "synthetic"
     size: int = 128
     clip_frames: int = 4
@@ -41,10 +44,7 @@ class VAETrainConfig:
     train_encoder: bool = True
     block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 64, 64])
     layers_per_block: int = 1
-    mixed_precision: str = "no"
     log_every: int = 50
-    seed: int = 0
-    num_workers: int = 0
 
     def vae_config(self) -> dict:
         return {
@@ -57,7 +57,7 @@ class VAETrainConfig:
 
 def train_vae(config: VAETrainConfig, on_log=None) -> Path:
     """Train (or continue); returns the diffusers folder written to ``output_dir/vae``."""
-    output, accelerator = runs.start(config.output_dir, config.mixed_precision, config.seed)
+    output, accelerator = runs.start(config)
     vae = (
         load_vae(config.init_from)[0].train()
         if config.init_from
@@ -67,27 +67,22 @@ def train_vae(config: VAETrainConfig, on_log=None) -> Path:
     if not config.train_encoder:
         vae.encoder.requires_grad_(False)
         vae.quant_conv.requires_grad_(False)
-    optimizer = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=config.learning_rate)
-    loader = training_loader(config)
-    vae, optimizer, loader = accelerator.prepare(vae, optimizer, loader)
-    log, step = runs.RunLog(output / "vae_log.jsonl", on_log), 0
-    while step < config.steps:
-        for batch in loader:
-            frames = batch["frames"].flatten(0, 1)
-            posterior = vae.encode(frames).latent_dist
-            frame_by_frame = bool(torch.rand(()) < config.single_frame_fraction)
-            decoded = vae.decode(posterior.sample(), num_frames=1 if frame_by_frame else config.clip_frames).sample
-            reconstruction = F.l1_loss(decoded.float(), frames)
-            kl = posterior.kl().mean()
-            loss = reconstruction + config.kl_weight * kl
-            accelerator.backward(loss)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            if step % config.log_every == 0 or step == config.steps:
-                log.write({"step": step, "reconstruction": reconstruction.item(), "kl": kl.item()})
-            if step >= config.steps:
-                break
+    vae, loader = accelerator.prepare(vae, training_loader(config))
+    part = runs.optimisation(accelerator, config, [p for p in vae.parameters() if p.requires_grad])
+    log = runs.RunLog(output / "vae_log.jsonl", on_log)
+
+    def losses(batch):
+        frames = batch["frames"].flatten(0, 1)
+        posterior = vae.encode(frames).latent_dist
+        frame_by_frame = bool(torch.rand(()) < config.single_frame_fraction)
+        decoded = vae.decode(posterior.sample(), num_frames=1 if frame_by_frame else config.clip_frames).sample
+        reconstruction = F.l1_loss(decoded.float(), frames)
+        kl = posterior.kl().mean()
+        return [reconstruction + config.kl_weight * kl], {"reconstruction": reconstruction, "kl": kl}
+
+    for step, record in runs.updates(accelerator, config, loader, [vae], [part], losses):
+        if runs.due(step, config.log_every, config):
+            log.write({"step": step} | {k: v.item() for k, v in record.items()})
     log.close()
     vae = accelerator.unwrap_model(vae).eval()
     if config.train_encoder:
