@@ -9,7 +9,7 @@ achieved TFLOP/s (FLOPs from the architecture doc's FlopCounter figures) and pea
         [--official-json official.json] [--json out.json]
 
 A run is ``dtype:schedule:frames``, optionally followed by ``:wbN`` (windows per call),
-``:offload`` / ``:resident``, ``:cudnn`` (cuDNN attention first), ``:compiled`` (the denoiser
+``:offload`` / ``:resident``, ``:cudnn`` / ``:flash`` / ``:efficient`` (that attention backend first), ``:compiled`` (the denoiser
 through ``torch.compile``, with CUDA graphs when resident) and a speed preset (``:exact``, the
 default, ``:balanced``, ``:fast``; ``--steps`` is the exact preset's). Each run first animates 24
 frames for 4 steps of its settings (same window shapes, guided and unguided, whole and cached
@@ -73,8 +73,8 @@ def parse_run(spec: str, defaults) -> dict:
             run["offload"] = option == "offload"
         elif option == "compiled":
             run["compiled"] = True
-        elif option == "cudnn":
-            run["attention"] = "cudnn"
+        elif option in ATTENTION_ORDERS:
+            run["attention"] = option
         elif option in SPEED_PRESETS:
             run["preset"] = option
         else:
@@ -116,12 +116,18 @@ def animate_timed(pipeline: XNeMoPipeline, frames: int, settings: AnimationSetti
     return video, phase.figures
 
 
+ATTENTION_ORDERS = {
+    "cudnn": [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION],
+    "flash": [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.CUDNN_ATTENTION],
+    "efficient": [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.CUDNN_ATTENTION],
+}
+"""Scaled-dot-product attention backends tried first (``:cudnn``, ``:flash``, ``:efficient``); else PyTorch's order."""
+
+
 def attention_backends(choice: str):
-    """``cudnn``: cuDNN's fused attention first (then flash, memory-efficient), else PyTorch's order."""
     if choice == "default":
         return contextlib.nullcontext()
-    order = [SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION]
-    return sdpa_kernel(order, set_priority=True)
+    return sdpa_kernel(ATTENTION_ORDERS[choice], set_priority=True)
 
 
 # Kernel families by name, first match wins: what a profile says the time goes to.
