@@ -51,6 +51,7 @@ def animate(
     settings = animation_settings(
         model.recipe,
         preset,
+        model.models.config.max_window,
         **{name: value or None for name, value in chosen.items()},
         seed=seed,
         cfg=cfg,
@@ -59,7 +60,6 @@ def animate(
         context_overlap=context_overlap,
         decode_chunk=decode_chunk,
     )
-    settings.validate(model.models.config.max_window)
     device = model.managed.make_room() if low_vram else model.managed.load()
     try:
         pipeline = XNeMoPipeline(model.models, device, offload=low_vram, compile=compile)
@@ -200,7 +200,7 @@ ANIMATE_PORTRAIT = Node(
             default=False,
             optional=True,
             tooltip="for 12 GB cards at 512²: other models are unloaded and only the module at work sits on the GPU "
-            "(peak 6.4–7.4 GiB with decode_chunk 12); slower",
+            "(peak 6.3–7.4 GiB with decode_chunk 12); slower",
         ),
     ),
     outputs=(

@@ -7,7 +7,7 @@ import torch
 from diffusers import AutoencoderKLTemporalDecoder
 from torch import nn
 
-from .builders import BASE_PARTS, build_motion_encoder, build_unet, build_vae
+from .builders import BASE_PARTS, build_motion_encoder, build_unet
 from .checkpoints import CheckpointError, load_into, read_sources
 from .config import XNeMoConfig
 from .devices import parse_dtype
@@ -40,18 +40,15 @@ def load_models(
     layout = open_layout(path)
     config = layout.config()
     motion_encoder = _load_motion_encoder(layout, config)
-    base = {
-        part: _load_optional(layout, part, build, what)
-        for part, (build, what) in BASE_PARTS.items()
-        if part not in skip
-    }
+    found = {part: layout.optional_part(part) for part in BASE_PARTS if part not in skip}
+    found = {part: config_and_sources for part, config_and_sources in found.items() if config_and_sources}
     models = XNeMoModels(
         config=config,
         motion_encoder=motion_encoder,
         reference_unet=_load_unet(layout, "reference_unet", config, allow_missing=()),
         denoising_unet=_load_unet(layout, "denoising_unet", config, allow_missing),
-        **base,
-        part_configs={part: layout.part_config(part) for part, module in base.items() if module is not None},
+        **{part: _load_base_part(part, config, sources) for part, (config, sources) in found.items()},
+        part_configs={part: config for part, (config, _) in found.items()},
         stored_motion_id=MotionEncoderId.of(motion_encoder),
     )
     for module in models.modules().values():
@@ -62,8 +59,7 @@ def load_models(
 def part_config(path: str | Path, part: str) -> dict | None:
     """The config of a base part (``"vae"``, ``"image_encoder"``) of the model at ``path``, read
     without its weights; ``None`` when the model has no such part."""
-    path = Path(path)
-    return open_layout(path).part_config(part)
+    return open_layout(Path(path)).part_config(part)
 
 
 def _load_motion_encoder(layout, config: XNeMoConfig) -> MotionEncoder | SpatialMotionGuider:
@@ -95,17 +91,12 @@ def load_vae(folder: str | Path) -> tuple[AutoencoderKLTemporalDecoder, dict]:
         raise CheckpointError(
             f"{folder}: expected a diffusers VAE folder (config.json and a weight file) or a model folder with a VAE"
         )
-    vae = build_vae(config)
-    load_into(vae, sources, what="VAE")
-    return vae.float(), config
+    return _load_base_part("vae", config, sources).float(), config
 
 
-def _load_optional(layout, part: str, build, what: str) -> nn.Module | None:
-    """A base-model part (CLIP, VAE): ``None`` when the layout has none."""
-    found = layout.optional_part(part)
-    if found is None:
-        return None
-    config, sources = found
+def _load_base_part(part: str, config: dict, sources) -> nn.Module:
+    """A base-model part (CLIP, VAE) built from ``config`` and loaded strictly from ``sources``."""
+    build, what = BASE_PARTS[part]
     module = build(config)
     load_into(module, sources, what=what)
     return module

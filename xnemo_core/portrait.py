@@ -24,9 +24,12 @@ from .pipeline import AnimationSettings, XNeMoPipeline
 from .sampling import preset_settings
 
 
-def animation_settings(recipe: dict, preset: str = "exact", **chosen) -> AnimationSettings:
-    """The settings a front end asked for, validated: every chosen value (``None``: not chosen) wins
-    over the speed preset's, which wins over the model's ``recipe`` (:mod:`~xnemo_core.recipes`).
+def animation_settings(
+    recipe: dict, preset: str = "exact", max_window: int | None = None, **chosen
+) -> AnimationSettings:
+    """The settings a front end asked for, validated (the window length too when the model's
+    ``max_window`` is known): every chosen value (``None``: not chosen) wins over the speed
+    preset's, which wins over the model's ``recipe`` (:mod:`~xnemo_core.recipes`).
 
     Names are the recipes': ``size`` (height and width), ``cfg`` (guidance scale) and
     :class:`~xnemo_core.pipeline.AnimationSettings`' own for the rest; ``crop`` is not a sampling
@@ -35,7 +38,7 @@ def animation_settings(recipe: dict, preset: str = "exact", **chosen) -> Animati
     values.pop("crop", None)
     size = values.pop("size")
     settings = AnimationSettings(height=size, width=size, guidance_scale=values.pop("cfg"), **values)
-    settings.validate()
+    settings.validate(max_window)
     return settings
 
 
