@@ -189,7 +189,8 @@ class XNeMoPipeline:
     before decoding, which keeps peak GPU memory to the denoiser plus activations.
 
     ``compile`` (``auto``, ``on``, ``off``; see :mod:`~xnemo_core.compiling`) runs the denoiser
-    compiled, with CUDA graphs unless offloading moves its weights between calls.
+    compiled, with CUDA graphs unless offloading moves its weights between calls, and the VAE
+    decode compiled.
     """
 
     def __init__(
@@ -201,10 +202,12 @@ class XNeMoPipeline:
         self.models, self.device, self.offload = models, torch.device(device), offload
         self.dtype = models.denoising_unet.dtype
         self.denoiser = models.denoising_unet
+        self.vae_decode = models.vae.decode
         self.cuda_graphs = False
         if compile_wanted(compile, self.device):
             self.cuda_graphs = self.device.type == "cuda" and not offload
             self.denoiser = compiled(models.denoising_unet, self.cuda_graphs)
+            self.vae_decode = compiled(models.vae, cuda_graphs=False, method="decode")
         placement = "cpu" if offload else self.device
         models.to(device=placement)
 
@@ -294,10 +297,12 @@ class XNeMoPipeline:
             window = settings.window_length(config.max_window)
             offsets = torch.randint(0, window, (settings.steps,), generator=generator).tolist()
         scheduler = make_scheduler(settings.sampler)
-        scheduler.set_timesteps(settings.steps, device=self.device)
+        # The schedule stays on the CPU, so that no step makes the host wait for the GPU.
+        scheduler.set_timesteps(settings.steps)
         timesteps = scheduler.timesteps[settings.skipped_steps :]
         latents = self.start_latents(condition.latents, num_frames, scheduler, timesteps[:1], noise)
         motion = motion.to(self.device)
+        denoiser_timesteps = timesteps.to(self.device)
         total = len(timesteps)
         with self._on_device(self.models.denoising_unet):
             reference = project_reference(self.models.denoising_unet, condition.tokens)
@@ -309,7 +314,7 @@ class XNeMoPipeline:
                     reference,
                     condition,
                     motion,
-                    timestep,
+                    denoiser_timesteps[step],
                     guided=settings.guided(step, total),
                     cache=cache,
                     refresh=step % settings.deep_cache_interval == 0,
@@ -324,11 +329,11 @@ class XNeMoPipeline:
     def _guided_prediction(self, call: "_StepCall", latents, windows, settings) -> torch.Tensor:
         """Window-averaged noise prediction of every frame, with classifier-free guidance applied."""
         average = FrameMean(latents.shape[2], axis=2)
-        batches = list(_batches(windows, settings.window_batch))
+        batches = [self._indices(batch) for batch in _batches(windows, settings.window_batch)]
         predict = partial(self._predict, call, latents)
         for batch, (prediction, *deep) in distributed.spread(batches, predict, call.ranks, self.device):
             if deep:
-                call.cache.add(torch.tensor(batch, device=self.device), deep[0], call.rows)
+                call.cache.add(batch, deep[0], call.rows)
             for row, frames in enumerate(batch):
                 average.add(frames, prediction[row :: len(batch)])
         if call.cache is not None and call.refresh:
@@ -339,14 +344,21 @@ class XNeMoPipeline:
         unconditional, conditional = mean.chunk(2)
         return unconditional + settings.guidance_scale * (conditional - unconditional)
 
-    def _predict(self, call: "_StepCall", latents, batch: list[list[int]]) -> tuple[torch.Tensor, ...]:
-        """One denoiser call on ``len(batch)`` equal-length windows: the prediction, rows
-        ``[uncond…, cond…]``, and on steps that refresh the deep feature cache, the deep features."""
-        windows = torch.tensor(batch, device=self.device)
+    def _indices(self, windows: list[list[int]]) -> torch.Tensor:
+        """Equal-length windows as a ``(W, f)`` frame index on the device, copied from pinned
+        memory: a copy from pageable memory would first wait for the GPU to finish its queue."""
+        indices = torch.tensor(windows)
+        if self.device.type == "cuda":
+            indices = indices.pin_memory()
+        return indices.to(self.device, non_blocking=True)
+
+    def _predict(self, call: "_StepCall", latents, windows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """One denoiser call on windows ``(W, f)`` of frames: the prediction, rows ``[uncond…,
+        cond…]``, and on steps that refresh the deep feature cache, the deep features."""
         condition = call.condition
         window_latents = rearrange(latents[0][:, windows], "c w f h x -> w c f h x")
         window_motion = call.motion[windows]
-        clip = condition.clip_embeds.expand(len(batch), -1, -1)
+        clip = condition.clip_embeds.expand(len(windows), -1, -1)
         if call.guided:
             window_latents = torch.cat([window_latents, window_latents])
             unconditional = condition.unconditional_motion.expand_as(window_motion)
@@ -361,7 +373,7 @@ class XNeMoPipeline:
             clip.to(self.dtype),
             window_motion.to(self.dtype),
             call.reference,
-            reference_rows=slice(len(batch), None) if call.guided else slice(None),
+            reference_rows=slice(len(windows), None) if call.guided else slice(None),
             deep_features=call.cache.gather(windows, call.rows) if cached else None,
             keep_deep=call.cache is not None and call.refresh,
         )
@@ -376,7 +388,7 @@ class XNeMoPipeline:
         with self._on_device(vae):
             for start in range(0, len(frames), chunk):
                 part = frames[start : start + chunk].to(self.device, vae.dtype)
-                pixels = vae.decode(part, num_frames=len(part)).sample
+                pixels = self.vae_decode(part, num_frames=len(part)).sample
                 decoded.append((pixels.float() / 2 + 0.5).clamp(0, 1).cpu())
         return rearrange(torch.cat(decoded), "f c h w -> f h w c")
 

@@ -9,8 +9,18 @@ import math
 
 import torch
 from diffusers.models.attention import FeedForward
-from diffusers.models.attention_processor import Attention
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+SHORT_SEQUENCE_BACKENDS = [
+    SDPBackend.EFFICIENT_ATTENTION,
+    SDPBackend.FLASH_ATTENTION,
+    SDPBackend.CUDNN_ATTENTION,
+    SDPBackend.MATH,
+]
+"""Backend priority for attention over a window's frames: ``bench/attention_sites.py`` measures the
+memory-efficient kernel at 0.7 of PyTorch's default (cuDNN) time on these 24-token sequences."""
 
 
 def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
@@ -44,6 +54,14 @@ class FramePositionalEncoding(nn.Module):
                 f"covers at most {self.pe.shape[1]}: use a shorter context window"
             )
         return tokens + self.pe[:, : tokens.shape[1]].to(tokens.dtype)
+
+
+class ShortSequenceAttnProcessor(AttnProcessor2_0):
+    """diffusers' processor with :data:`SHORT_SEQUENCE_BACKENDS` first (where the device has them)."""
+
+    def __call__(self, *args, **kwargs):
+        with sdpa_kernel(SHORT_SEQUENCE_BACKENDS, set_priority=True):
+            return super().__call__(*args, **kwargs)
 
 
 class PositionedAttention(Attention):

@@ -16,7 +16,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from .attention_blocks import AttentionStack
+from .attention_blocks import AttentionStack, ShortSequenceAttnProcessor
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,10 @@ class FrameTransformer(nn.Module):
             )
             for _ in range(config.num_transformer_block)
         )
+        if config.is_temporal:  # sequences of a window's frames
+            for block in self.transformer_blocks:
+                for attention in block.attention_blocks:
+                    attention.set_processor(ShortSequenceAttnProcessor())
         self.proj_out = nn.Linear(inner_dim, channels)
         nn.init.zeros_(self.proj_out.weight)  # a new module starts as the identity
         nn.init.zeros_(self.proj_out.bias)

@@ -133,10 +133,32 @@ class ReferenceAttnProcessor:
 
 
 class CrossAttnProcessor(AttnProcessor2_0):
-    """diffusers' ``attn2`` processor, which also receives (and ignores) the call's reference."""
+    """diffusers' ``attn2`` processor, which also receives (and ignores) the call's reference.
+
+    Over a context of one token (the CLIP embed) the softmax weight is exactly 1, so every query's
+    output is that token's value: the output is projected once per row and broadcast over the
+    queries, with no query projection and no attention kernel. The numbers are the same.
+    """
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, reference=None):
+        if _one_plain_key(attn, hidden_states, encoder_hidden_states, attention_mask):
+            value = attn.to_out[1](attn.to_out[0](attn.to_v(encoder_hidden_states)))
+            return (value / attn.rescale_output_factor).expand_as(hidden_states)
         return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask)
+
+
+def _one_plain_key(attn, hidden_states, context, attention_mask) -> bool:
+    """Whether this cross-attention reads a single context token, with nothing that would use the
+    queries or keys (mask, norms, residual)."""
+    plain = attn.spatial_norm is None and attn.group_norm is None and not attn.norm_cross
+    return (
+        context is not None
+        and context.shape[1] == 1
+        and attention_mask is None
+        and hidden_states.ndim == 3
+        and plain
+        and not attn.residual_connection
+    )
 
 
 def _with_reference(key, value, reference: AttentionReference):

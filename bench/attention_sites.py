@@ -1,0 +1,164 @@
+"""GPU time of every attention site of the full-size denoiser, per attention implementation.
+
+One guided 24-frame denoising step is run once on synthesized full-size weights while every
+``scaled_dot_product_attention`` call is recorded (query / key shapes, how often per step). Each
+distinct shape is then timed alone with each implementation: PyTorch's default backend order,
+cuDNN, FlashAttention-2, memory-efficient, and ``explicit`` (scores, softmax, weighted sum as
+plain tensor ops, compiled by inductor). The table says which is fastest where, and what the step's
+attention would cost with the best choice at every site.
+
+    python bench/attention_sites.py [--size 512] [--frames 24] [--dtype fp16] [--json out.json]
+"""
+
+import argparse
+import collections
+import contextlib
+import json
+import time
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from xnemo_core.devices import parse_dtype
+from xnemo_core.pipeline import AnimationSettings, XNeMoPipeline
+from xnemo_core.testing.synthetic_weights import preset_models
+
+BACKENDS = {
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+}
+
+MOTION_TOKENS = 32
+Site = collections.namedtuple("Site", "batch heads queries keys head_dim")
+
+
+@contextmanager
+def recorded_sites(counts: collections.Counter):
+    """Count every ``F.scaled_dot_product_attention`` call by its shapes while inside."""
+    original = F.scaled_dot_product_attention
+
+    def recording(query, key, value, *args, **kwargs):
+        counts[Site(*query.shape[:3], key.shape[2], query.shape[3])] += 1
+        return original(query, key, value, *args, **kwargs)
+
+    F.scaled_dot_product_attention = recording
+    try:
+        yield
+    finally:
+        F.scaled_dot_product_attention = original
+
+
+def site_kind(site: Site, frames: int, motion_tokens: int) -> str:
+    if site.keys == 1:
+        return "cross, one key (CLIP)"
+    if site.keys == motion_tokens:
+        return "cross (motion tokens)"
+    if site.queries == site.keys == frames:
+        return "temporal"
+    if site.keys == 2 * site.queries:
+        return "reference self"
+    return "self"
+
+
+def explicit_attention(query, key, value, scale):
+    weights = torch.matmul(query * scale, key.transpose(-1, -2)).softmax(dim=-1)
+    return torch.matmul(weights, value)
+
+
+def implementations() -> dict:
+    compiled = torch.compile(explicit_attention, dynamic=False)
+
+    def sdpa(backend):
+        def attend(query, key, value, scale):
+            with sdpa_kernel([backend]) if backend else contextlib.nullcontext():
+                return F.scaled_dot_product_attention(query, key, value, scale=scale)
+
+        return attend
+
+    return {"default": sdpa(None), **{name: sdpa(b) for name, b in BACKENDS.items()}, "explicit": compiled}
+
+
+def projections(site: Site, dtype: torch.dtype):
+    """Query, key, value laid out as the processors make them: ``(N, L, H*D)`` viewed ``(N, H, L, D)``."""
+
+    def make(length):
+        flat = torch.randn(site.batch, length, site.heads * site.head_dim, device="cuda", dtype=dtype)
+        return flat.view(site.batch, length, site.heads, site.head_dim).transpose(1, 2)
+
+    return make(site.queries), make(site.keys), make(site.keys)
+
+
+def milliseconds(fn, *args, repeats: int = 20) -> float:
+    for _ in range(3):
+        fn(*args)
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(repeats):
+        fn(*args)
+    stop.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(stop) / repeats
+
+
+def step_sites(size: int, frames: int, dtype: torch.dtype, preset="official", device="cuda") -> collections.Counter:
+    models = preset_models(preset).to(dtype=dtype)
+    pipeline = XNeMoPipeline(models, device=device)
+    rng = np.random.default_rng(0)
+    portrait = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    faces = rng.integers(0, 256, (frames + 1, 224, 224, 3), dtype=np.uint8)
+    condition = pipeline.encode_reference(portrait, faces[0], size, size)
+    motion = pipeline.encode_motion(faces[1:])
+    counts = collections.Counter()
+    with recorded_sites(counts):
+        pipeline.denoise(condition, motion, AnimationSettings(steps=1, height=size, width=size))
+    return counts
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--frames", type=int, default=24)
+    parser.add_argument("--dtype", default="fp16")
+    parser.add_argument("--json", help="also write the table here")
+    args = parser.parse_args()
+    dtype = parse_dtype(args.dtype)
+    start = time.perf_counter()
+    counts = step_sites(args.size, args.frames, dtype)
+    print(f"{sum(counts.values())} attention calls at {len(counts)} shapes ({time.perf_counter() - start:.0f} s)")
+    rows, totals = [], collections.Counter()
+    for site, count in sorted(counts.items(), key=lambda item: -item[0].batch * item[0].queries * item[0].keys):
+        query, key, value = projections(site, dtype)
+        scale = site.head_dim**-0.5
+        times = {}
+        for name, attend in implementations().items():
+            try:
+                times[name] = round(milliseconds(attend, query, key, value, scale), 4)
+            except RuntimeError as error:  # a backend that does not take this shape
+                times[name] = f"n/a ({str(error).splitlines()[0][:60]})"
+        timed = {name: t for name, t in times.items() if isinstance(t, float)}
+        best = min(timed, key=timed.get)
+        for name, t in timed.items():
+            totals[name] += t * count
+        totals["best"] += timed[best] * count
+        rows.append(
+            {
+                "site": site_kind(site, args.frames, MOTION_TOKENS),
+                **site._asdict(),
+                "calls": count,
+                "ms": times,
+                "best": best,
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    print("attention per step, ms:", json.dumps({name: round(t, 2) for name, t in totals.items()}))
+    if args.json:
+        with open(args.json, "w") as file:
+            json.dump({"sites": rows, "per_step_ms": totals}, file, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""The denoiser's attention processors compute what diffusers' default processor computes."""
+
+import pytest
+import torch
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+
+from xnemo_core.models.attention_blocks import ShortSequenceAttnProcessor
+from xnemo_core.models.reference import CrossAttnProcessor, ReferenceAttnProcessor
+from xnemo_core.testing.synthetic_weights import preset_models
+
+
+def cross_attention(context_dim: int) -> Attention:
+    torch.manual_seed(0)
+    return Attention(query_dim=32, cross_attention_dim=context_dim, heads=4, dim_head=8).eval()
+
+
+def query_projections(attention: Attention) -> list:
+    calls = []
+    attention.to_q.register_forward_hook(lambda *_: calls.append(1))
+    return calls
+
+
+@pytest.mark.parametrize("context_tokens", [1, 3])
+@torch.no_grad()
+def test_cross_attention_equals_diffusers_and_skips_queries_over_one_context_token(context_tokens):
+    attention = cross_attention(24)
+    tokens, context = torch.randn(2, 10, 32), torch.randn(2, context_tokens, 24)
+    expected = attention(tokens, encoder_hidden_states=context)
+    attention.set_processor(CrossAttnProcessor())
+    calls = query_projections(attention)
+    result = attention(tokens, encoder_hidden_states=context)
+    torch.testing.assert_close(result, expected, rtol=1e-6, atol=1e-6)
+    assert len(calls) == (0 if context_tokens == 1 else 1)
+
+
+@torch.no_grad()
+def test_one_token_shortcut_is_not_taken_when_a_mask_could_change_the_weights():
+    attention = cross_attention(24)
+    attention.set_processor(CrossAttnProcessor())
+    calls = query_projections(attention)
+    tokens, context = torch.randn(2, 10, 32), torch.randn(2, 1, 24)
+    attention(tokens, encoder_hidden_states=context, attention_mask=torch.zeros(2, 1))
+    assert calls == [1]
+
+
+@torch.no_grad()
+def test_temporal_attentions_prefer_the_short_sequence_backends_and_compute_the_same():
+    unet = preset_models("tiny", device="cpu").denoising_unet
+    kinds = {}
+    for name, module in unet.named_modules():
+        if isinstance(module, Attention):
+            kind = "temporal" if ".temporal_modules." in name else "motion" if ".motion_modules." in name else "spatial"
+            kinds.setdefault(kind, set()).add(type(module.processor))
+    assert kinds["temporal"] == {ShortSequenceAttnProcessor}
+    assert kinds["motion"] == {AttnProcessor2_0}
+    assert kinds["spatial"] == {ReferenceAttnProcessor, CrossAttnProcessor}
+    attention = next(m for n, m in unet.named_modules() if ".temporal_modules." in n and isinstance(m, Attention))
+    frames = torch.randn(6, 5, attention.query_dim)
+    result = attention(frames)
+    attention.set_processor(AttnProcessor2_0())
+    torch.testing.assert_close(result, attention(frames), rtol=0, atol=0)
