@@ -63,15 +63,3 @@ def test_the_compiled_denoiser_is_kept_with_the_model_and_adds_no_weights(models
     keys = set(unet.state_dict())
     assert compiled(unet, cuda_graphs=False) is compiled(unet, cuda_graphs=False)
     assert set(unet.state_dict()) == keys
-
-
-@torch.no_grad()
-def test_the_vae_decode_compiles_to_one_graph_kept_with_the_vae(models):
-    vae = models.vae
-    keys = set(vae.state_dict())
-    latents = torch.randn(3, 4, 8, 8)
-    explanation = torch._dynamo.explain(vae.decode)(latents, num_frames=3)
-    assert explanation.graph_count == 1 and explanation.graph_break_count == 0
-    assert compiled(vae, cuda_graphs=False, method="decode") is compiled(vae, cuda_graphs=False, method="decode")
-    assert compiled(vae, cuda_graphs=False, method="decode") is not compiled(vae, cuda_graphs=False)
-    assert set(vae.state_dict()) == keys
