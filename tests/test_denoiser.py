@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from xnemo_core.compiling import compiled, compiled_decode
+from xnemo_core.compiling import compiled
 from xnemo_core.models.reference import capture_reference, project_reference
 from xnemo_core.testing.synthetic_weights import preset_models
 
@@ -63,14 +63,3 @@ def test_the_compiled_denoiser_is_kept_with_the_model_and_adds_no_weights(models
     keys = set(unet.state_dict())
     assert compiled(unet, cuda_graphs=False) is compiled(unet, cuda_graphs=False)
     assert set(unet.state_dict()) == keys
-
-
-@torch.no_grad()
-def test_the_vae_decode_is_one_graph_for_any_chunk_length_kept_with_the_vae(models):
-    vae = models.vae
-    keys = set(vae.state_dict())
-    explanation = torch._dynamo.explain(vae.decode)(torch.randn(3, 4, 8, 8), num_frames=3)
-    assert explanation.graph_count == 1 and explanation.graph_break_count == 0
-    decode = compiled_decode(vae)
-    assert decode is compiled_decode(vae) and decode is not compiled(vae, cuda_graphs=False)
-    assert set(vae.state_dict()) == keys

@@ -29,7 +29,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from einops import rearrange
 
 from . import distributed
-from .compiling import compile_wanted, compiled, compiled_decode
+from .compiling import compile_wanted, compiled
 from .models import XNeMoModels
 from .models.reference import ReferenceBank, ReferenceTokens, capture_reference, project_reference
 from .preprocess import clip_input, gaussian_blur, motion_input, vae_input
@@ -189,8 +189,7 @@ class XNeMoPipeline:
     before decoding, which keeps peak GPU memory to the denoiser plus activations.
 
     ``compile`` (``auto``, ``on``, ``off``; see :mod:`~xnemo_core.compiling`) runs the denoiser
-    compiled, with CUDA graphs unless offloading moves its weights between calls, and the VAE
-    decode compiled (:func:`~xnemo_core.compiling.compiled_decode`).
+    compiled, with CUDA graphs unless offloading moves its weights between calls.
     """
 
     def __init__(
@@ -202,12 +201,10 @@ class XNeMoPipeline:
         self.models, self.device, self.offload = models, torch.device(device), offload
         self.dtype = models.denoising_unet.dtype
         self.denoiser = models.denoising_unet
-        self.vae_decode = models.vae.decode
         self.cuda_graphs = False
         if compile_wanted(compile, self.device):
             self.cuda_graphs = self.device.type == "cuda" and not offload
             self.denoiser = compiled(models.denoising_unet, self.cuda_graphs)
-            self.vae_decode = compiled_decode(models.vae)
         placement = "cpu" if offload else self.device
         models.to(device=placement)
 
@@ -388,7 +385,7 @@ class XNeMoPipeline:
         with self._on_device(vae):
             for start in range(0, len(frames), chunk):
                 part = frames[start : start + chunk].to(self.device, vae.dtype)
-                pixels = self.vae_decode(part, num_frames=len(part)).sample
+                pixels = vae.decode(part, num_frames=len(part)).sample
                 decoded.append((pixels.float() / 2 + 0.5).clamp(0, 1).cpu())
         return rearrange(torch.cat(decoded), "f c h w -> f h w c")
 
