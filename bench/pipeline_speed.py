@@ -16,6 +16,8 @@ frames for 4 steps of its settings (same window shapes, guided and unguided, who
 steps where the preset has them): ``warmup_s`` is that, compilation included. ``--compare-frames N`` also runs fp32 on N frames and
 reports each precision's video error against it, eager and compiled. ``--official-json`` reads
 ``bench_official.py``'s result of the same machine and prints each run's speed as a ratio to it.
+Every run of the first run's length also reports its video's error against the first run's (same
+seed): ``--runs fp16:official:48 fp16:official:48:compiled`` checks compiled against eager.
 ``--profile FILE`` also profiles each run's denoising of one 24-frame window for 2 steps (after
 its timed run, so compiled code is warm) and writes GPU time by kernel family and the top kernels.
 
@@ -173,7 +175,9 @@ def profile_window(pipeline: XNeMoPipeline, settings: AnimationSettings, run: di
     return "\n".join(lines)
 
 
-def run_one(master, run: dict, args, official: dict | None) -> dict:
+def run_one(
+    master, run: dict, args, official: dict | None, first_video: torch.Tensor | None
+) -> tuple[dict, torch.Tensor]:
     dtype = parse_dtype(run["dtype"])
     models = copy.deepcopy(master).to(dtype=dtype)
     settings = AnimationSettings(
@@ -214,10 +218,14 @@ def run_one(master, run: dict, args, official: dict | None) -> dict:
     }
     if official is not None:
         result["x_official"] = round(official["s_per_frame"] / result["s_per_frame"], 2)
+    if first_video is not None and first_video.shape == video.shape:
+        error = (video - first_video).abs()
+        result["video_max_abs_vs_first"] = round(error.max().item(), 4)
+        result["video_mean_abs_vs_first"] = round(error.mean().item(), 5)
     report(json.dumps(result))
     del pipeline, models
     torch.cuda.empty_cache()
-    return result
+    return result, video
 
 
 def compare_precisions(master, frames: int, args) -> list[dict]:
@@ -285,7 +293,11 @@ def bench():
     report(f"synthesized full-size models in {time.perf_counter() - start:.0f} s on {torch.cuda.get_device_name()}")
     official = json.loads(open(args.official_json).read().strip().splitlines()[-1]) if args.official_json else None
     results = compare_precisions(master, args.compare_frames, args) if args.compare_frames else []
-    results += [run_one(master, run, args, official) for run in runs]
+    first_video = None
+    for run in runs:
+        result, video = run_one(master, run, args, official, first_video)
+        results.append(result)
+        first_video = video if first_video is None else first_video
     if args.json and (distributed.current() is None or distributed.current().rank == 0):
         with open(args.json, "w") as file:
             json.dump(results, file, indent=1)
