@@ -2,9 +2,11 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+from torch.nn.attention import sdpa_kernel
 
-from xnemo_core.models.attention_blocks import ShortSequenceAttnProcessor
+from xnemo_core.models.attention_blocks import SHORT_SEQUENCE_BACKENDS, ShortSequenceAttnProcessor
 from xnemo_core.models.reference import CrossAttnProcessor, ReferenceAttnProcessor
 from xnemo_core.testing.synthetic_weights import preset_models
 
@@ -59,3 +61,24 @@ def test_temporal_attentions_prefer_the_short_sequence_backends_and_compute_the_
     result = attention(frames)
     attention.set_processor(AttnProcessor2_0())
     torch.testing.assert_close(result, attention(frames), rtol=0, atol=0)
+
+
+def test_the_short_sequence_backends_trace_into_one_graph():
+    def attend(query, key, value):
+        with sdpa_kernel(SHORT_SEQUENCE_BACKENDS):
+            return F.scaled_dot_product_attention(query, key, value)
+
+    query = torch.randn(6, 2, 5, 8)
+    explanation = torch._dynamo.explain(attend)(query, query, query)
+    assert explanation.graph_count == 1 and explanation.graph_break_count == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the backend choice applies on CUDA devices")
+@torch.no_grad()
+def test_temporal_attention_on_cuda_matches_the_default_backends_to_fp16_rounding():
+    torch.manual_seed(0)
+    attention = Attention(query_dim=320, heads=8, dim_head=40).eval().to("cuda", torch.float16)
+    frames = torch.randn(512, 24, 320, device="cuda", dtype=torch.float16)
+    expected = attention(frames)
+    attention.set_processor(ShortSequenceAttnProcessor())
+    torch.testing.assert_close(attention(frames), expected, rtol=2e-3, atol=2e-3)

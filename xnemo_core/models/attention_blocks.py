@@ -13,14 +13,10 @@ from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-SHORT_SEQUENCE_BACKENDS = [
-    SDPBackend.EFFICIENT_ATTENTION,
-    SDPBackend.FLASH_ATTENTION,
-    SDPBackend.CUDNN_ATTENTION,
-    SDPBackend.MATH,
-]
-"""Backend priority for attention over a window's frames: ``bench/attention_sites.py`` measures the
-memory-efficient kernel at 0.7 of PyTorch's default (cuDNN) time on these 24-token sequences."""
+SHORT_SEQUENCE_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+"""The backends allowed, on CUDA devices, for attention over a window's frames:
+``bench/attention_sites.py`` measures the memory-efficient kernel at 0.7 of PyTorch's default
+(cuDNN) time on these 24-token sequences; math only takes shapes beyond it."""
 
 
 def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
@@ -57,11 +53,13 @@ class FramePositionalEncoding(nn.Module):
 
 
 class ShortSequenceAttnProcessor(AttnProcessor2_0):
-    """diffusers' processor with :data:`SHORT_SEQUENCE_BACKENDS` first (where the device has them)."""
+    """diffusers' processor, limited to :data:`SHORT_SEQUENCE_BACKENDS` on CUDA devices."""
 
-    def __call__(self, *args, **kwargs):
-        with sdpa_kernel(SHORT_SEQUENCE_BACKENDS, set_priority=True):
-            return super().__call__(*args, **kwargs)
+    def __call__(self, attn, hidden_states, *args, **kwargs):
+        if not hidden_states.is_cuda:
+            return super().__call__(attn, hidden_states, *args, **kwargs)
+        with sdpa_kernel(SHORT_SEQUENCE_BACKENDS):
+            return super().__call__(attn, hidden_states, *args, **kwargs)
 
 
 class PositionedAttention(Attention):
