@@ -119,6 +119,15 @@ class ManagedModules:
             self.container.to(device)
         return device
 
+    def place_for_one_part(self) -> tuple[torch.device, bool]:
+        """``(device, offload)`` for a pipeline that runs one small module (the motion encoder).
+        Where the model is on a GPU already (ComfyUI holds it) it runs there; where the model waits
+        on the CPU that module alone visits the device, so that 62 M parameters do not bring 3 B
+        into VRAM."""
+        if next(self.container.parameters()).device.type == "cpu":
+            return torch_device(), True
+        return self.load(), False
+
     def make_room(self) -> torch.device:
         """For a low-VRAM run: our modules back on the CPU and ComfyUI's other models unloaded, so
         that the pipeline can bring one module at a time to the compute device."""

@@ -28,8 +28,8 @@ def extract(
     pixels = to_frames(frames, "driving frames")
     detector = detector_for(crop_mode(crop, model.recipe))
     crops = driving_crops(pixels, detector, None if face_index < 0 else face_index)
-    device = model.managed.load()
-    tokens = XNeMoPipeline(model.models, device).encode_motion(crops.faces)
+    device, offload = model.managed.place_for_one_part()
+    tokens = XNeMoPipeline(model.models, device, offload=offload).encode_motion(crops.faces)
     latent = core.MotionLatent(
         tokens=tokens,
         model_id=model.motion_id.current,

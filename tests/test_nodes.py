@@ -135,6 +135,31 @@ def test_extract_gives_one_latent_per_frame_and_the_crops(motion, driving, model
     assert crops.shape == (5, 224, 224, 3) and crops.dtype == torch.float32
 
 
+def test_extract_on_a_model_waiting_on_the_cpu_brings_only_the_motion_encoder_to_the_device(
+    model, driving, monkeypatch
+):
+    placed = []
+    encode = XNeMoPipeline.encode_motion
+
+    def recorded(pipeline, faces):
+        placed.append((pipeline.device, pipeline.offload))
+        return encode(pipeline, faces)
+
+    monkeypatch.setattr(XNeMoPipeline, "encode_motion", recorded)
+    monkeypatch.setattr(model.managed, "load", lambda: pytest.fail("the whole model was loaded"))
+    model.managed.release()
+    run("ExtractMotionLatent", model=model, frames=driving, crop="none", fps=12.0)
+    assert placed == [(comfy_bridge.torch_device(), True)]
+    assert {p.device.type for p in model.managed.container.parameters()} == {"cpu"}
+
+
+def test_a_small_part_runs_in_place_where_the_model_is_on_a_gpu_already(model, monkeypatch):
+    on_gpu = torch.nn.Parameter(torch.empty(1, device="meta"))  # stands for a weight on another device
+    monkeypatch.setattr(model.managed.container, "parameters", lambda: iter([on_gpu]))
+    monkeypatch.setattr(model.managed, "load", lambda: torch.device("cuda"))
+    assert model.managed.place_for_one_part() == (torch.device("cuda"), False)
+
+
 def test_animate_gives_frames_and_pasted_back_frames(model, motion):
     latent, _ = motion
     reference = torch.rand(1, 80, 100, 3)
