@@ -11,9 +11,9 @@ from xnemo_core.models.reference import CrossAttnProcessor, ReferenceAttnProcess
 from xnemo_core.testing.synthetic_weights import preset_models
 
 
-def cross_attention(context_dim: int) -> Attention:
+def cross_attention(context_dim: int, out_dim: int | None = None) -> Attention:
     torch.manual_seed(0)
-    return Attention(query_dim=32, cross_attention_dim=context_dim, heads=4, dim_head=8).eval()
+    return Attention(query_dim=32, cross_attention_dim=context_dim, heads=4, dim_head=8, out_dim=out_dim).eval()
 
 
 def query_projections(attention: Attention) -> list:
@@ -22,10 +22,10 @@ def query_projections(attention: Attention) -> list:
     return calls
 
 
-@pytest.mark.parametrize("context_tokens", [1, 3])
+@pytest.mark.parametrize("context_tokens, out_dim", [(1, None), (3, None), (1, 48)])
 @torch.no_grad()
-def test_cross_attention_equals_diffusers_and_skips_queries_over_one_context_token(context_tokens):
-    attention = cross_attention(24)
+def test_cross_attention_equals_diffusers_and_skips_queries_over_one_context_token(context_tokens, out_dim):
+    attention = cross_attention(24, out_dim)
     tokens, context = torch.randn(2, 10, 32), torch.randn(2, context_tokens, 24)
     expected = attention(tokens, encoder_hidden_states=context)
     attention.set_processor(CrossAttnProcessor())

@@ -143,7 +143,7 @@ class CrossAttnProcessor(AttnProcessor2_0):
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, reference=None):
         if _one_plain_key(attn, hidden_states, encoder_hidden_states, attention_mask):
             value = attn.to_out[1](attn.to_out[0](attn.to_v(encoder_hidden_states)))
-            return (value / attn.rescale_output_factor).expand_as(hidden_states)
+            return (value / attn.rescale_output_factor).expand(-1, hidden_states.shape[1], -1)
         return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask)
 
 
