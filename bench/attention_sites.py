@@ -70,6 +70,9 @@ def explicit_attention(query, key, value, scale):
 
 
 def implementations() -> dict:
+    """Fresh for every shape: ``explicit`` compiles anew (past dynamo's recompile limit of 8 shapes
+    it would silently run eager)."""
+    torch._dynamo.reset()
     compiled = torch.compile(explicit_attention, dynamic=False)
 
     def sdpa(backend):
