@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import random_condition, random_motion
@@ -123,6 +124,14 @@ def test_out_of_range_settings_are_refused_before_any_work(overrides, setting):
     with pytest.raises(SettingError) as error:
         settings(**overrides).validate()
     assert error.value.setting == setting
+
+
+def test_animate_checks_the_settings_before_encoding_the_portrait(pipeline, motion, monkeypatch):
+    monkeypatch.setattr(pipeline, "encode_reference", lambda *_: pytest.fail("the portrait was encoded first"))
+    image = np.zeros((64, 64, 3), np.uint8)
+    with pytest.raises(SettingError) as error:
+        pipeline.animate(image, image, motion, settings(context_frames=pipeline.models.config.max_window + 1))
+    assert error.value.setting == "context_frames"
 
 
 def test_the_whole_seed_range_is_accepted():

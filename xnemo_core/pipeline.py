@@ -402,7 +402,9 @@ class XNeMoPipeline:
         """Animate the portrait with ``motion`` ``(F, 32, 16)`` (from :meth:`encode_motion`).
 
         In a process group of several ranks (:mod:`~xnemo_core.distributed`) every rank calls this;
-        the denoising is shared and rank 0 alone decodes (the others' ``video`` is ``None``)."""
+        the denoising is shared and rank 0 alone decodes (the others' ``video`` is ``None``).
+        The settings are checked before the portrait is encoded."""
+        settings.validate(self.models.config.max_window)
         condition = self.encode_reference(reference_image, reference_face, settings.height, settings.width)
         latents = self.denoise(condition, motion, settings, noise, offsets, on_step)
         ranks = distributed.current()

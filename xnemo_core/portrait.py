@@ -81,7 +81,6 @@ def animate_portrait(
     on_step: Callable | None = None,
 ) -> PortraitAnimation:
     """Animate ``portrait`` with ``motion`` tokens ``(F, 32, 16)`` and paste the frames back into it."""
-    settings.validate(pipeline.models.config.max_window)
     crops = portrait.crops
     animation = pipeline.animate(crops.portrait, crops.face, motion, settings, on_step=on_step)
     if animation.video is None:
