@@ -8,7 +8,8 @@ achieved TFLOP/s (FLOPs from the architecture doc's FlopCounter figures) and pea
         [--steps 35] [--size 512] [--offload] [--window-batch 1] [--compare-frames 24] \
         [--official-json official.json] [--json out.json]
 
-A run is ``dtype:schedule:frames``, optionally followed by ``:wbN`` (windows per call),
+A run is ``dtype:schedule:frames``, optionally followed by ``:wbN`` (windows per call), ``:sN``
+(N steps of the exact preset, else ``--steps``),
 ``:offload`` / ``:resident``, ``:cudnn`` / ``:flash`` / ``:efficient`` (that attention backend first), ``:compiled`` (the denoiser
 through ``torch.compile``, with CUDA graphs when resident) and a speed preset (``:exact``, the
 default, ``:balanced``, ``:fast``; ``--steps`` is the exact preset's). Each run first animates 24
@@ -16,8 +17,8 @@ frames for 4 steps of its settings (same window shapes, guided and unguided, who
 steps where the preset has them): ``warmup_s`` is that, compilation included. ``--compare-frames N`` also runs fp32 on N frames and
 reports each precision's video error against it, eager and compiled. ``--official-json`` reads
 ``bench_official.py``'s result of the same machine and prints each run's speed as a ratio to it.
-Every run of the first run's length also reports its video's error against the first run's (same
-seed): ``--runs fp16:official:48 fp16:official:48:compiled`` checks compiled against eager.
+Every run of the first run's length and steps also reports its video's error against the first
+run's (same seed): ``--runs fp16:official:48 fp16:official:48:compiled`` checks compiled against eager.
 ``--profile FILE`` also profiles each run's denoising of one 24-frame window for 2 steps (after
 its timed run, so compiled code is warm) and writes GPU time by kernel family and the top kernels.
 
@@ -68,9 +69,12 @@ def parse_run(spec: str, defaults) -> dict:
     run["compiled"] = False
     run["attention"] = "default"
     run["preset"] = "exact"
+    run["steps"] = defaults.steps
     for option in options:
         if option.startswith("wb"):
             run["window_batch"] = int(option[2:])
+        elif option.startswith("s") and option[1:].isdigit():
+            run["steps"] = int(option[1:])
         elif option in ("offload", "resident"):
             run["offload"] = option == "offload"
         elif option == "compiled":
@@ -176,12 +180,12 @@ def profile_window(pipeline: XNeMoPipeline, settings: AnimationSettings, run: di
 
 
 def run_one(
-    master, run: dict, args, official: dict | None, first_video: torch.Tensor | None
+    master, run: dict, args, official: dict | None, first: tuple[dict, torch.Tensor] | None
 ) -> tuple[dict, torch.Tensor]:
     dtype = parse_dtype(run["dtype"])
     models = copy.deepcopy(master).to(dtype=dtype)
     settings = AnimationSettings(
-        steps=args.steps,
+        steps=run["steps"],
         height=args.size,
         width=args.size,
         schedule=run["schedule"],
@@ -218,8 +222,8 @@ def run_one(
     }
     if official is not None:
         result["x_official"] = round(official["s_per_frame"] / result["s_per_frame"], 2)
-    if first_video is not None and first_video.shape == video.shape:
-        error = (video - first_video).abs()
+    if first is not None and first[0]["steps"] == result["steps"] and first[1].shape == video.shape:
+        error = (video - first[1]).abs()
         result["video_max_abs_vs_first"] = round(error.max().item(), 4)
         result["video_mean_abs_vs_first"] = round(error.mean().item(), 5)
     report(json.dumps(result))
@@ -293,11 +297,11 @@ def bench():
     report(f"synthesized full-size models in {time.perf_counter() - start:.0f} s on {torch.cuda.get_device_name()}")
     official = json.loads(open(args.official_json).read().strip().splitlines()[-1]) if args.official_json else None
     results = compare_precisions(master, args.compare_frames, args) if args.compare_frames else []
-    first_video = None
+    first = None
     for run in runs:
-        result, video = run_one(master, run, args, official, first_video)
+        result, video = run_one(master, run, args, official, first)
         results.append(result)
-        first_video = video if first_video is None else first_video
+        first = first or (result, video)
     if args.json and (distributed.current() is None or distributed.current().rank == 0):
         with open(args.json, "w") as file:
             json.dump(results, file, indent=1)

@@ -1,12 +1,20 @@
 """The denoiser's attention processors compute what diffusers' default processor computes."""
 
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+from torch import nn
 from torch.nn.attention import sdpa_kernel
 
-from xnemo_core.models.attention_blocks import SHORT_SEQUENCE_BACKENDS, ShortSequenceAttnProcessor
+from xnemo_core.models.attention_blocks import SHORT_SEQUENCE_BACKENDS, FewKeyAttnProcessor, joint_linear
 from xnemo_core.models.reference import CrossAttnProcessor, ReferenceAttnProcessor
 from xnemo_core.testing.synthetic_weights import preset_models
 
@@ -46,21 +54,86 @@ def test_one_token_shortcut_is_not_taken_when_a_mask_could_change_the_weights():
 
 
 @torch.no_grad()
-def test_temporal_attentions_prefer_the_short_sequence_backends_and_compute_the_same():
+def test_frame_module_attentions_take_the_few_key_processor_and_compute_the_same_on_cpu():
     unet = preset_models("tiny", device="cpu").denoising_unet
     kinds = {}
     for name, module in unet.named_modules():
         if isinstance(module, Attention):
             kind = "temporal" if ".temporal_modules." in name else "motion" if ".motion_modules." in name else "spatial"
             kinds.setdefault(kind, set()).add(type(module.processor))
-    assert kinds["temporal"] == {ShortSequenceAttnProcessor}
-    assert kinds["motion"] == {AttnProcessor2_0}
+            if kind != "spatial":
+                expected = SHORT_SEQUENCE_BACKENDS if kind == "temporal" else None
+                assert module.processor.fallback_backends == expected
+    assert kinds["temporal"] == kinds["motion"] == {FewKeyAttnProcessor}
     assert kinds["spatial"] == {ReferenceAttnProcessor, CrossAttnProcessor}
     attention = next(m for n, m in unet.named_modules() if ".temporal_modules." in n and isinstance(m, Attention))
     frames = torch.randn(6, 5, attention.query_dim)
     result = attention(frames)
     attention.set_processor(AttnProcessor2_0())
     torch.testing.assert_close(result, attention(frames), rtol=0, atol=0)
+
+
+def test_joint_linear_equals_the_layers_apart_and_keeps_them_apart_with_a_bias():
+    torch.manual_seed(0)
+    tokens = torch.randn(2, 7, 12)
+    plain = tuple(nn.Linear(12, width, bias=False) for width in (12, 12, 5))
+    for result, layer in zip(joint_linear(plain, tokens), plain):
+        torch.testing.assert_close(result, layer(tokens), rtol=1e-6, atol=1e-6)
+    biased = (nn.Linear(12, 12), nn.Linear(12, 12, bias=False))
+    results = joint_linear(biased, tokens)
+    assert all(result.is_contiguous() for result in results)
+    torch.testing.assert_close(results[0], biased[0](tokens), rtol=0, atol=0)
+
+
+_INTERPRETED_KERNEL_CHECK = """
+import torch
+import torch.nn.functional as F
+from diffusers.models.attention_processor import Attention
+from einops import rearrange
+
+from xnemo_core.models import attention_blocks
+from xnemo_core.models.few_key_attention import few_key_attention_kernel
+
+torch.manual_seed(0)
+split = lambda t, h: rearrange(t.float(), "n l (h d) -> n h l d", h=h)
+# Shapes of the denoiser's sites: temporal (24 frames, d 40 and 160), motion (32 tokens, several
+# query blocks), queries and keys as strided views of one joint projection.
+for count, queries, keys, heads, head_dim in [(5, 24, 24, 8, 40), (3, 100, 32, 4, 20), (2, 24, 24, 2, 160)]:
+    channels = heads * head_dim
+    joint = torch.randn(count, queries, 3 * channels, dtype=torch.float16)
+    query = joint[..., :channels]
+    key, value = torch.randn(2, count, keys, channels, dtype=torch.float16).unbind()
+    out = few_key_attention_kernel(query, key, value, heads, head_dim**-0.5)
+    expected = F.scaled_dot_product_attention(split(query, heads), split(key, heads), split(value, heads))
+    error = (out.float() - rearrange(expected, "n h l d -> n l (h d)")).abs().max().item()
+    assert out.shape == (count, queries, channels) and error < 2e-3, (count, queries, keys, head_dim, error)
+
+# The processor's kernel path (projections, output layer) against diffusers' processor in fp32.
+attention_blocks.kernel_applies = lambda *_: True
+for context_dim in (None, 16):
+    attention = Attention(query_dim=64, cross_attention_dim=context_dim, heads=4, dim_head=16).eval()
+    tokens = torch.randn(6, 24, 64)
+    context = None if context_dim is None else torch.randn(6, 32, context_dim)
+    with torch.no_grad():
+        expected = attention(tokens, encoder_hidden_states=context)
+        attention.set_processor(attention_blocks.FewKeyAttnProcessor())
+        attention.half()
+        half = lambda t: None if t is None else t.half()
+        result = attention(half(tokens), encoder_hidden_states=half(context)).float()
+    error = (result - expected).abs().max().item()
+    assert error < 1e-2, (context_dim, error)
+print("kernel ok")
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs Triton (its interpreter runs on CPUs)")
+def test_few_key_kernel_matches_pytorch_attention_in_triton_s_interpreter():
+    # The interpreter is chosen when a kernel is defined, so the check runs in a fresh process.
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(root)}
+    script = textwrap.dedent(_INTERPRETED_KERNEL_CHECK)
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "kernel ok" in done.stdout, done.stderr[-3000:]
 
 
 def test_the_short_sequence_backends_trace_into_one_graph():
@@ -73,12 +146,15 @@ def test_the_short_sequence_backends_trace_into_one_graph():
     assert explanation.graph_count == 1 and explanation.graph_break_count == 0
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="the backend choice applies on CUDA devices")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the few-key kernel runs on CUDA devices")
+@pytest.mark.parametrize("context_dim, frames, head_dim", [(None, 24, 40), (None, 24, 160), (16, 4096, 40)])
 @torch.no_grad()
-def test_temporal_attention_on_cuda_matches_the_default_backends_to_fp16_rounding():
+def test_few_key_processor_on_cuda_matches_the_default_to_fp16_rounding(context_dim, frames, head_dim):
     torch.manual_seed(0)
-    attention = Attention(query_dim=320, heads=8, dim_head=40).eval().to("cuda", torch.float16)
-    frames = torch.randn(512, 24, 320, device="cuda", dtype=torch.float16)
-    expected = attention(frames)
-    attention.set_processor(ShortSequenceAttnProcessor())
-    torch.testing.assert_close(attention(frames), expected, rtol=2e-3, atol=2e-3)
+    attention = Attention(query_dim=320, cross_attention_dim=context_dim, heads=8, dim_head=head_dim)
+    attention = attention.eval().to("cuda", torch.float16)
+    tokens = torch.randn(64, frames, 320, device="cuda", dtype=torch.float16)
+    context = None if context_dim is None else torch.randn(64, 32, 16, device="cuda", dtype=torch.float16)
+    expected = attention(tokens, encoder_hidden_states=context)
+    attention.set_processor(FewKeyAttnProcessor())
+    torch.testing.assert_close(attention(tokens, encoder_hidden_states=context), expected, rtol=2e-3, atol=2e-3)

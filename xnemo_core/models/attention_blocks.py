@@ -6,17 +6,21 @@ layout-agnostic, which lets a temporal module rearrange once instead of once per
 """
 
 import math
+from functools import partial
 
 import torch
+import torch.nn.functional as F
 from diffusers.models.attention import FeedForward
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from .few_key_attention import few_key_attention, kernel_applies
+
 SHORT_SEQUENCE_BACKENDS = [SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
-"""The backends allowed, on CUDA devices, for attention over a window's frames:
-``bench/attention_sites.py`` measures the memory-efficient kernel at 0.7 of PyTorch's default
-(cuDNN) time on these 24-token sequences; math only takes shapes beyond it."""
+"""The backends allowed, on CUDA devices, for attention over a window's frames where the few-key
+kernel does not apply: ``bench/attention_sites.py`` measures the memory-efficient kernel at 0.7 of
+PyTorch's default (cuDNN) time on these 24-token sequences; math only takes shapes beyond it."""
 
 
 def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
@@ -52,14 +56,51 @@ class FramePositionalEncoding(nn.Module):
         return tokens + self.pe[:, : tokens.shape[1]].to(tokens.dtype)
 
 
-class ShortSequenceAttnProcessor(AttnProcessor2_0):
-    """diffusers' processor, limited to :data:`SHORT_SEQUENCE_BACKENDS` on CUDA devices."""
+def is_plain(attn: Attention) -> bool:
+    """Whether ``attn`` is projections and attention alone: no norms of its own, no residual."""
+    norms = (attn.spatial_norm, attn.group_norm, getattr(attn, "norm_q", None), getattr(attn, "norm_k", None))
+    return all(norm is None for norm in norms) and not attn.norm_cross and not attn.residual_connection
 
-    def __call__(self, attn, hidden_states, *args, **kwargs):
-        if not hidden_states.is_cuda:
-            return super().__call__(attn, hidden_states, *args, **kwargs)
-        with sdpa_kernel(SHORT_SEQUENCE_BACKENDS):
-            return super().__call__(attn, hidden_states, *args, **kwargs)
+
+def joint_linear(layers: tuple[nn.Module, ...], tokens: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Bias-free linear layers of the same tokens as one matrix product; the outputs are views of it."""
+    if not all(type(layer) is nn.Linear and layer.bias is None for layer in layers):
+        return tuple(layer(tokens) for layer in layers)
+    joint = F.linear(tokens, torch.cat([layer.weight for layer in layers]))
+    return joint.split([layer.out_features for layer in layers], dim=-1)
+
+
+def attention_projections(attn: Attention, tokens: torch.Tensor, context: torch.Tensor | None = None):
+    """Query of ``tokens``, key and value of ``context`` (of ``tokens`` if ``None``): ``(N, L, inner)`` each."""
+    if context is None:
+        return joint_linear((attn.to_q, attn.to_k, attn.to_v), tokens)
+    return (attn.to_q(tokens), *joint_linear((attn.to_k, attn.to_v), context))
+
+
+class FewKeyAttnProcessor(AttnProcessor2_0):
+    """diffusers' processor, with attention over a few keys done by the few-key kernel.
+
+    Where :func:`~.few_key_attention.kernel_applies` (CUDA, half precision, at most 64 keys) the
+    projections run as joint matrix products and the attention as one Triton kernel. Elsewhere
+    diffusers' processor runs, on CUDA limited to ``fallback_backends`` if given.
+    """
+
+    def __init__(self, fallback_backends: list[SDPBackend] | None = None):
+        super().__init__()
+        self.fallback_backends = fallback_backends
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, *args, **kwargs):
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        takes_kernel = kernel_applies(hidden_states, context.shape[1], attn.inner_dim // attn.heads)
+        if takes_kernel and attention_mask is None and hidden_states.ndim == 3 and is_plain(attn):
+            query, key, value = attention_projections(attn, hidden_states, encoder_hidden_states)
+            out = few_key_attention(query, key, value, attn.heads, attn.scale)
+            return attn.to_out[1](attn.to_out[0](out)) / attn.rescale_output_factor
+        call = partial(super().__call__, attn, hidden_states, encoder_hidden_states, attention_mask, *args, **kwargs)
+        if self.fallback_backends is None or not hidden_states.is_cuda:
+            return call()
+        with sdpa_kernel(self.fallback_backends):
+            return call()
 
 
 class PositionedAttention(Attention):

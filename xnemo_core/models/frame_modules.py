@@ -16,7 +16,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from .attention_blocks import AttentionStack, ShortSequenceAttnProcessor
+from .attention_blocks import SHORT_SEQUENCE_BACKENDS, AttentionStack, FewKeyAttnProcessor
 
 
 @dataclass(frozen=True)
@@ -79,10 +79,11 @@ class FrameTransformer(nn.Module):
             )
             for _ in range(config.num_transformer_block)
         )
-        if config.is_temporal:  # sequences of a window's frames
-            for block in self.transformer_blocks:
-                for attention in block.attention_blocks:
-                    attention.set_processor(ShortSequenceAttnProcessor())
+        # A window's frames, or a frame's motion tokens: few keys either way.
+        fallback_backends = SHORT_SEQUENCE_BACKENDS if config.is_temporal else None
+        for block in self.transformer_blocks:
+            for attention in block.attention_blocks:
+                attention.set_processor(FewKeyAttnProcessor(fallback_backends))
         self.proj_out = nn.Linear(inner_dim, channels)
         nn.init.zeros_(self.proj_out.weight)  # a new module starts as the identity
         nn.init.zeros_(self.proj_out.bias)

@@ -23,6 +23,8 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from einops import rearrange
 from torch import nn
 
+from .attention_blocks import attention_projections, is_plain
+
 ReferenceTokens = dict[str, torch.Tensor]
 """Self-attention input of each reference layer, by ``attn1`` module name: ``(R, L, C)``."""
 
@@ -117,7 +119,7 @@ class ReferenceAttnProcessor:
     """
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, reference=None):
-        query, key, value = attn.to_q(hidden_states), attn.to_k(hidden_states), attn.to_v(hidden_states)
+        query, key, value = attention_projections(attn, hidden_states)
         if reference is None:
             out = _attend(attn, query, key, value)
         else:
@@ -150,14 +152,12 @@ class CrossAttnProcessor(AttnProcessor2_0):
 def _one_plain_key(attn, hidden_states, context, attention_mask) -> bool:
     """Whether this cross-attention reads a single context token, with nothing that would use the
     queries or keys (mask, norms, residual)."""
-    plain = attn.spatial_norm is None and attn.group_norm is None and not attn.norm_cross
     return (
         context is not None
         and context.shape[1] == 1
         and attention_mask is None
         and hidden_states.ndim == 3
-        and plain
-        and not attn.residual_connection
+        and is_plain(attn)
     )
 
 
