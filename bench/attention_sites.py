@@ -3,11 +3,12 @@
 One guided 24-frame denoising step is run once on synthesized full-size weights while every
 ``scaled_dot_product_attention`` call is recorded (query / key shapes, how often per step). Each
 distinct shape is then timed alone with each implementation: PyTorch's default backend order,
-cuDNN, FlashAttention-2, memory-efficient, and ``explicit`` (scores, softmax, weighted sum as
-plain tensor ops, compiled by inductor). The table says which is fastest where, and what the step's
+cuDNN, FlashAttention-2, memory-efficient, ``explicit`` (scores, softmax, weighted sum as
+plain tensor ops, compiled by inductor) and ``few-key`` (the frame modules' Triton kernel, at most
+64 keys). The table says which is fastest where, and what the step's
 attention would cost with the best choice at every site.
 
-    python bench/attention_sites.py [--size 512] [--frames 24] [--dtype fp16] [--json out.json]
+    python bench/attention_sites.py [--size 512] [--frames 24] [--dtype fp16] [--only default few-key] [--json out.json]
 """
 
 import argparse
@@ -23,6 +24,8 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from xnemo_core.devices import parse_dtype
+from xnemo_core.models import attention_blocks
+from xnemo_core.models.few_key_attention import MAX_KEYS, few_key_attention
 from xnemo_core.pipeline import AnimationSettings, XNeMoPipeline
 from xnemo_core.testing.synthetic_weights import preset_models
 
@@ -82,7 +85,29 @@ def implementations() -> dict:
 
         return attend
 
-    return {"default": sdpa(None), **{name: sdpa(b) for name, b in BACKENDS.items()}, "explicit": compiled}
+    def few_key(query, key, value, scale):
+        if key.shape[2] > MAX_KEYS:
+            raise RuntimeError(f"more than {MAX_KEYS} keys")
+        flat = [t.transpose(1, 2).flatten(2) for t in (query, key, value)]
+        return few_key_attention(*flat, query.shape[1], scale)
+
+    return {
+        "default": sdpa(None),
+        **{name: sdpa(b) for name, b in BACKENDS.items()},
+        "explicit": compiled,
+        "few-key": few_key,
+    }
+
+
+@contextmanager
+def few_key_kernel_off():
+    """Frame-module attentions through ``scaled_dot_product_attention`` (so that they are recorded)."""
+    original = attention_blocks.kernel_applies
+    attention_blocks.kernel_applies = lambda *_: False
+    try:
+        yield
+    finally:
+        attention_blocks.kernel_applies = original
 
 
 def projections(site: Site, dtype: torch.dtype):
@@ -116,7 +141,7 @@ def step_sites(size: int, frames: int, dtype: torch.dtype, preset="official", de
     condition = pipeline.encode_reference(portrait, faces[0], size, size)
     motion = pipeline.encode_motion(faces[1:])
     counts = collections.Counter()
-    with recorded_sites(counts):
+    with recorded_sites(counts), few_key_kernel_off():
         pipeline.denoise(condition, motion, AnimationSettings(steps=1, height=size, width=size))
     return counts
 
@@ -126,6 +151,7 @@ def main():
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--dtype", default="fp16")
+    parser.add_argument("--only", nargs="+", help="time only these implementations (default: all)")
     parser.add_argument("--json", help="also write the table here")
     args = parser.parse_args()
     dtype = parse_dtype(args.dtype)
@@ -138,6 +164,8 @@ def main():
         scale = site.head_dim**-0.5
         times = {}
         for name, attend in implementations().items():
+            if args.only and name not in args.only:
+                continue
             try:
                 times[name] = round(milliseconds(attend, query, key, value, scale), 4)
             except RuntimeError as error:  # a backend that does not take this shape
