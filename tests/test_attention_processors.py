@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn.attention import sdpa_kernel
 
 from xnemo_core.models.attention_blocks import SHORT_SEQUENCE_BACKENDS, FewKeyAttnProcessor, joint_linear
+from xnemo_core.models.few_key_attention import MIN_PROGRAMS, kernel_applies, kernel_programs
 from xnemo_core.models.reference import CrossAttnProcessor, ReferenceAttnProcessor
 from xnemo_core.testing.synthetic_weights import preset_models
 
@@ -85,6 +86,15 @@ def test_joint_linear_equals_the_layers_apart_and_keeps_them_apart_with_a_bias()
     torch.testing.assert_close(results[0], biased[0](tokens), rtol=0, atol=0)
 
 
+@pytest.mark.parametrize(
+    "sequences, queries, used",
+    # The full-size sites of bench/attention_sites.py: temporal at 64², 32², 16², motion at 64², 32².
+    [(8192, 24, True), (2048, 24, True), (512, 24, False), (48, 4096, True), (48, 1024, False)],
+)
+def test_few_key_kernel_takes_the_sites_where_it_was_measured_faster(sequences, queries, used):
+    assert (kernel_programs(sequences, queries) >= MIN_PROGRAMS) == used
+
+
 _INTERPRETED_KERNEL_CHECK = """
 import torch
 import torch.nn.functional as F
@@ -130,7 +140,8 @@ print("kernel ok")
 def test_few_key_kernel_matches_pytorch_attention_in_triton_s_interpreter():
     # The interpreter is chosen when a kernel is defined, so the check runs in a fresh process.
     root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(root)}
+    path = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": path}
     script = textwrap.dedent(_INTERPRETED_KERNEL_CHECK)
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and "kernel ok" in done.stdout, done.stderr[-3000:]
@@ -147,14 +158,17 @@ def test_the_short_sequence_backends_trace_into_one_graph():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the few-key kernel runs on CUDA devices")
-@pytest.mark.parametrize("context_dim, frames, head_dim", [(None, 24, 40), (None, 24, 160), (16, 4096, 40)])
+@pytest.mark.parametrize(
+    "context_dim, sequences, length, head_dim", [(None, 2048, 24, 40), (None, 2048, 24, 160), (16, 48, 4096, 40)]
+)
 @torch.no_grad()
-def test_few_key_processor_on_cuda_matches_the_default_to_fp16_rounding(context_dim, frames, head_dim):
+def test_few_key_processor_on_cuda_matches_the_default_to_fp16_rounding(context_dim, sequences, length, head_dim):
     torch.manual_seed(0)
     attention = Attention(query_dim=320, cross_attention_dim=context_dim, heads=8, dim_head=head_dim)
     attention = attention.eval().to("cuda", torch.float16)
-    tokens = torch.randn(64, frames, 320, device="cuda", dtype=torch.float16)
-    context = None if context_dim is None else torch.randn(64, 32, 16, device="cuda", dtype=torch.float16)
+    tokens = torch.randn(sequences, length, 320, device="cuda", dtype=torch.float16)
+    context = None if context_dim is None else torch.randn(sequences, 32, 16, device="cuda", dtype=torch.float16)
+    assert kernel_applies(tokens, length if context is None else 32, head_dim)
     expected = attention(tokens, encoder_hidden_states=context)
     attention.set_processor(FewKeyAttnProcessor())
     torch.testing.assert_close(attention(tokens, encoder_hidden_states=context), expected, rtol=2e-3, atol=2e-3)

@@ -20,6 +20,11 @@ import torch
 MAX_KEYS = 64
 """Longest key sequence the kernel takes (one register tile per head)."""
 MAX_HEAD_DIM = 256
+MIN_PROGRAMS = 2048
+"""Fewest kernel programs (sequences × query blocks) for which the kernel is used. A program works
+through its heads one after another, so it needs many programs to fill the GPU: on the H200
+(``bench/attention_sites.py``) it beats PyTorch's kernels at the 64×64 and 32×32 temporal sites
+(8192 and 2048 programs) and the 64×64 motion site (3072), and loses below (768 and fewer)."""
 _DTYPES = (torch.float16, torch.bfloat16)
 _AVAILABLE = importlib.util.find_spec("triton") is not None and hasattr(torch.library, "triton_op")
 
@@ -79,8 +84,8 @@ if _AVAILABLE:
         key_len = key.shape[1]
         head_dim = channels // heads
         out = query.new_empty(count, query_len, channels)
-        block_q = min(64, max(16, triton.next_power_of_2(query_len)))
-        grid = (count, triton.cdiv(query_len, block_q))
+        block_q = _query_block(query_len)
+        grid = (count, triton.cdiv(query_len, block_q))  # kernel_programs(count, query_len) in all
         torch.library.wrap_triton(_few_key_attention_kernel)[grid](
             query,
             key,
@@ -107,11 +112,26 @@ if _AVAILABLE:
         return out
 
 
+def _query_block(query_len: int) -> int:
+    """Queries a program takes: a power of two from 16 to 64."""
+    return min(64, max(16, 1 << (query_len - 1).bit_length()))
+
+
+def kernel_programs(count: int, query_len: int) -> int:
+    """Programs the kernel launches for ``count`` sequences of ``query_len`` queries."""
+    return count * -(-query_len // _query_block(query_len))
+
+
 def kernel_applies(tokens: torch.Tensor, key_len: int, head_dim: int) -> bool:
-    """Whether :func:`few_key_attention` takes attention of ``tokens`` over ``key_len`` keys of
-    ``head_dim`` channels a head."""
+    """Whether :func:`few_key_attention` takes attention of ``tokens (N, Lq, C)`` over ``key_len``
+    keys of ``head_dim`` channels a head."""
     return (
-        _AVAILABLE and tokens.is_cuda and tokens.dtype in _DTYPES and key_len <= MAX_KEYS and head_dim <= MAX_HEAD_DIM
+        _AVAILABLE
+        and tokens.is_cuda
+        and tokens.dtype in _DTYPES
+        and key_len <= MAX_KEYS
+        and head_dim <= MAX_HEAD_DIM
+        and kernel_programs(*tokens.shape[:2]) >= MIN_PROGRAMS
     )
 
 
