@@ -25,6 +25,15 @@ def cross_attention(context_dim: int, out_dim: int | None = None) -> Attention:
     return Attention(query_dim=32, cross_attention_dim=context_dim, heads=4, dim_head=8, out_dim=out_dim).eval()
 
 
+def run_fresh(script: str, **env) -> subprocess.CompletedProcess:
+    """``script`` in a new Python process that imports this checkout's packages."""
+    root = Path(__file__).resolve().parents[1]
+    path = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, **env, "PYTHONPATH": path}
+    command = [sys.executable, "-c", textwrap.dedent(script)]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+
+
 def query_projections(attention: Attention) -> list:
     calls = []
     attention.to_q.register_forward_hook(lambda *_: calls.append(1))
@@ -139,11 +148,7 @@ print("kernel ok")
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs Triton (its interpreter runs on CPUs)")
 def test_few_key_kernel_matches_pytorch_attention_in_triton_s_interpreter():
     # The interpreter is chosen when a kernel is defined, so the check runs in a fresh process.
-    root = Path(__file__).resolve().parents[1]
-    path = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": path}
-    script = textwrap.dedent(_INTERPRETED_KERNEL_CHECK)
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    done = run_fresh(_INTERPRETED_KERNEL_CHECK, TRITON_INTERPRET="1")
     assert done.returncode == 0 and "kernel ok" in done.stdout, done.stderr[-3000:]
 
 
@@ -155,6 +160,21 @@ def test_the_short_sequence_backends_trace_into_one_graph():
     query = torch.randn(6, 2, 5, 8)
     explanation = torch._dynamo.explain(attend)(query, query, query)
     assert explanation.graph_count == 1 and explanation.graph_break_count == 0
+
+
+def test_without_triton_the_kernel_module_imports_and_takes_no_site():
+    script = """
+import sys
+sys.modules["triton"] = None  # what an install without Triton sees: ImportError
+import torch
+from xnemo_core.models import few_key_attention
+assert not few_key_attention._AVAILABLE
+tokens = torch.empty(8192, 24, 320, dtype=torch.float16, device="meta")
+assert not few_key_attention.kernel_applies(tokens, 24, 40)
+print("fallback ok")
+"""
+    done = run_fresh(script)
+    assert done.returncode == 0 and "fallback ok" in done.stdout, done.stderr[-3000:]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the few-key kernel runs on CUDA devices")

@@ -37,10 +37,14 @@ def _inputs():
 
 
 def _animate(settings: AnimationSettings):
-    torch.set_num_threads(1)
-    pipeline = XNeMoPipeline(preset_models("tiny", device="cpu"))
-    portrait, motion = _inputs()
-    return pipeline.animate(portrait, portrait, motion, settings)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # every rank, and the one-process run compared with them, uses one thread
+    try:
+        pipeline = XNeMoPipeline(preset_models("tiny", device="cpu"))
+        portrait, motion = _inputs()
+        return pipeline.animate(portrait, portrait, motion, settings)
+    finally:
+        torch.set_num_threads(threads)  # later tests in this process keep their threads
 
 
 def _rank(rank: int, world_size: int, port: int, overrides: dict, out: str, fail_rank: int | None) -> None:

@@ -13,8 +13,6 @@ keys, Triton installed); callers keep PyTorch's attention everywhere else. The k
 traces it into the denoiser's graph like any other op.
 """
 
-import importlib.util
-
 import torch
 
 MAX_KEYS = 64
@@ -26,11 +24,16 @@ through its heads one after another, so it needs many programs to fill the GPU: 
 (``bench/attention_sites.py``) it beats PyTorch's kernels at the 64×64 and 32×32 temporal sites
 (8192 and 2048 programs) and the 64×64 motion site (3072), and loses below (768 and fewer)."""
 _DTYPES = (torch.float16, torch.bfloat16)
-_AVAILABLE = importlib.util.find_spec("triton") is not None and hasattr(torch.library, "triton_op")
 
-if _AVAILABLE:
+try:
     import triton
     import triton.language as tl
+except ImportError:  # CPU-only and most Windows installs: PyTorch's attention everywhere
+    triton = None
+# torch.compile traces Triton kernels registered through these (PyTorch 2.6 and later).
+_AVAILABLE = triton is not None and hasattr(torch.library, "triton_op") and hasattr(torch.library, "wrap_triton")
+
+if _AVAILABLE:
 
     @triton.jit
     def _few_key_attention_kernel(
