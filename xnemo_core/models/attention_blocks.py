@@ -80,9 +80,10 @@ def attention_projections(attn: Attention, tokens: torch.Tensor, context: torch.
 class FewKeyAttnProcessor(AttnProcessor2_0):
     """diffusers' processor, with attention over a few keys done by the few-key kernel.
 
-    Where :func:`~.few_key_attention.kernel_applies` (CUDA, half precision, at most 64 keys) the
-    projections run as joint matrix products and the attention as one Triton kernel. Elsewhere
-    diffusers' processor runs, on CUDA limited to ``fallback_backends`` if given.
+    Where :func:`~.few_key_attention.kernel_applies` (CUDA, half precision, at most 64 keys, enough
+    sequences to fill the GPU) the projections run as joint matrix products and the attention as
+    one Triton kernel. Elsewhere diffusers' processor runs, on CUDA limited to ``fallback_backends``
+    if given.
     """
 
     def __init__(self, fallback_backends: list[SDPBackend] | None = None):
