@@ -3,14 +3,15 @@
 The denoiser's frame modules attend over at most a few dozen keys: temporal attention over the 24
 frames of a window at every pixel, motion attention of every pixel over a frame's 32 motion tokens.
 PyTorch's attention kernels tile keys and queries in blocks of 64 or more and stream the keys in
-an online softmax, which for such short sequences leaves most of every tile idle: a 24-frame
-sequence runs at a fifth of the memory bandwidth. Here all keys of a head fit in one tile, so each
-program reads its queries once, keeps the keys and values of every head in registers, and does the
-softmax in one pass; the time is close to that of reading the inputs once.
+an online softmax, which for such short sequences leaves most of every tile idle: on the H200 the
+64×64 temporal site moves its inputs at about a sixth of the memory bandwidth. Here all keys of a
+head fit in one tile, so a program reads a block of queries and the keys and values once for each
+head in turn, and does the softmax in one pass (2.5× faster at that site, ``bench/RESULTS.md``).
 
 :func:`kernel_applies` says where the kernel runs (CUDA, fp16 / bf16, at most :data:`MAX_KEYS`
-keys, Triton installed); callers keep PyTorch's attention everywhere else. The kernel is a ``torch.library.triton_op``: ``torch.compile``
-traces it into the denoiser's graph like any other op.
+keys, at least :data:`MIN_PROGRAMS` programs, Triton installed); callers keep PyTorch's attention
+everywhere else. The kernel is a ``torch.library.triton_op``: ``torch.compile`` traces it into the
+denoiser's graph like any other op.
 """
 
 import torch
