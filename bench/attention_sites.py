@@ -5,10 +5,13 @@ One guided 24-frame denoising step is run once on synthesized full-size weights 
 distinct shape is then timed alone with each implementation: PyTorch's default backend order,
 cuDNN, FlashAttention-2, memory-efficient, ``explicit`` (scores, softmax, weighted sum as
 plain tensor ops, compiled by inductor) and ``few-key`` (the frame modules' Triton kernel, at most
-64 keys). The table says which is fastest where, and what the step's
-attention would cost with the best choice at every site.
+64 keys, reading its projections as the denoiser makes them: views of one joint projection). The
+table says which is fastest where, and what the step's attention would cost with the best choice
+at every site. ``--launches`` also times the kernel at every launch of :data:`LAUNCHES` (named
+``few-key h<heads a program>q<queries a program>w<warps>``).
 
-    python bench/attention_sites.py [--size 512] [--frames 24] [--dtype fp16] [--only default few-key] [--json out.json]
+    python bench/attention_sites.py [--size 512] [--frames 24] [--dtype fp16] [--only default few-key]
+        [--launches] [--json out.json]
 """
 
 import argparse
@@ -25,7 +28,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from xnemo_core.devices import parse_dtype
 from xnemo_core.models import attention_blocks
-from xnemo_core.models.few_key_attention import MAX_KEYS, few_key_attention
+from xnemo_core.models.few_key_attention import MAX_KEYS, Launch, few_key_attention, few_key_attention_kernel
 from xnemo_core.pipeline import AnimationSettings, XNeMoPipeline
 from xnemo_core.testing.synthetic_weights import preset_models
 
@@ -36,6 +39,7 @@ BACKENDS = {
 }
 
 MOTION_TOKENS = 32
+LAUNCHES = [Launch(h, q, w) for h in (1, 2, 8) for q in (32, 64, 128) for w in (2, 4, 8)]
 Site = collections.namedtuple("Site", "batch heads queries keys head_dim")
 
 
@@ -72,7 +76,7 @@ def explicit_attention(query, key, value, scale):
     return torch.matmul(weights, value)
 
 
-def implementations() -> dict:
+def implementations(heads: int, launches: list[Launch]) -> dict:
     """Fresh for every shape: ``explicit`` compiles anew (past dynamo's recompile limit of 8 shapes
     it would silently run eager)."""
     torch._dynamo.reset()
@@ -85,18 +89,34 @@ def implementations() -> dict:
 
         return attend
 
-    def few_key(query, key, value, scale):
-        if key.shape[2] > MAX_KEYS:
-            raise RuntimeError(f"more than {MAX_KEYS} keys")
-        flat = [t.transpose(1, 2).flatten(2) for t in (query, key, value)]
-        return few_key_attention(*flat, query.shape[1], scale)
+    def few_key(launch=None):
+        def attend(query, key, value, scale):  # (N, L, H*D) views of the joint projections
+            if key.shape[1] > MAX_KEYS:
+                raise RuntimeError(f"more than {MAX_KEYS} keys")
+            if launch is None:
+                return few_key_attention(query, key, value, heads, scale)
+            if launch.block_q > 2 * query.shape[1] or launch.block_q * query.shape[2] // heads > 64 * 160:
+                raise RuntimeError("query block over twice the queries or its tile over 64 × 160")
+            return few_key_attention_kernel(query, key, value, heads, scale, *launch)
+
+        return attend
 
     return {
         "default": sdpa(None),
         **{name: sdpa(b) for name, b in BACKENDS.items()},
         "explicit": compiled,
-        "few-key": few_key,
+        "few-key": few_key(),
+        **{f"few-key h{h}q{q}w{w}": few_key(Launch(h, q, w)) for h, q, w in launches},
     }
+
+
+def joint_views(query, key, value):
+    """``(N, H, L, D)`` query, key, value as ``(N, L, H*D)`` views of one projection, as the
+    few-key processor makes them: one for all three (self-attention) or one for key and value."""
+    flat = [t.transpose(1, 2).flatten(2) for t in (query, key, value)]
+    if query.shape == key.shape:
+        return torch.cat(flat, dim=-1).split(flat[0].shape[-1], dim=-1)
+    return (flat[0], *torch.cat(flat[1:], dim=-1).split(flat[1].shape[-1], dim=-1))
 
 
 @contextmanager
@@ -152,6 +172,7 @@ def main():
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--dtype", default="fp16")
     parser.add_argument("--only", nargs="+", help="time only these implementations (default: all)")
+    parser.add_argument("--launches", action="store_true", help="also time the few-key kernel at every launch")
     parser.add_argument("--json", help="also write the table here")
     args = parser.parse_args()
     dtype = parse_dtype(args.dtype)
@@ -160,14 +181,16 @@ def main():
     print(f"{sum(counts.values())} attention calls at {len(counts)} shapes ({time.perf_counter() - start:.0f} s)")
     rows, totals = [], collections.Counter()
     for site, count in sorted(counts.items(), key=lambda item: -item[0].batch * item[0].queries * item[0].keys):
-        query, key, value = projections(site, dtype)
+        split_heads = projections(site, dtype)
+        joint = joint_views(*split_heads)
         scale = site.head_dim**-0.5
         times = {}
-        for name, attend in implementations().items():
-            if args.only and name not in args.only:
+        for name, attend in implementations(site.heads, LAUNCHES if args.launches else []).items():
+            if args.only and name.split(" ")[0] not in args.only:
                 continue
+            inputs = joint if name.startswith("few-key") else split_heads
             try:
-                times[name] = round(milliseconds(attend, query, key, value, scale), 4)
+                times[name] = round(milliseconds(attend, *inputs, scale), 4)
             except RuntimeError as error:  # a backend that does not take this shape
                 times[name] = f"n/a ({str(error).splitlines()[0][:60]})"
         timed = {name: t for name, t in times.items() if isinstance(t, float)}

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.attention import sdpa_kernel
 
 from xnemo_core.models.attention_blocks import SHORT_SEQUENCE_BACKENDS, FewKeyAttnProcessor, joint_linear
-from xnemo_core.models.few_key_attention import MIN_PROGRAMS, kernel_applies, kernel_programs
+from xnemo_core.models.few_key_attention import MIN_PROGRAMS, kernel_applies, launch_for
 from xnemo_core.models.reference import CrossAttnProcessor, ReferenceAttnProcessor
 from xnemo_core.testing.synthetic_weights import preset_models
 
@@ -96,12 +96,12 @@ def test_joint_linear_equals_the_layers_apart_and_keeps_them_apart_with_a_bias()
 
 
 @pytest.mark.parametrize(
-    "sequences, queries, used",
+    "sequences, queries, head_dim, used",
     # The full-size sites of bench/attention_sites.py: temporal at 64², 32², 16², motion at 64², 32².
-    [(8192, 24, True), (2048, 24, True), (512, 24, False), (48, 4096, True), (48, 1024, False)],
+    [(8192, 24, 40, True), (2048, 24, 80, True), (512, 24, 160, False), (48, 4096, 40, True), (48, 1024, 80, False)],
 )
-def test_few_key_kernel_takes_the_sites_where_it_was_measured_faster(sequences, queries, used):
-    assert (kernel_programs(sequences, queries) >= MIN_PROGRAMS) == used
+def test_few_key_kernel_takes_the_sites_where_it_was_measured_faster(sequences, queries, head_dim, used):
+    assert (launch_for(queries, head_dim).programs(sequences, queries, heads=8) >= MIN_PROGRAMS) == used
 
 
 _INTERPRETED_KERNEL_CHECK = """
@@ -111,21 +111,25 @@ from diffusers.models.attention_processor import Attention
 from einops import rearrange
 
 from xnemo_core.models import attention_blocks
-from xnemo_core.models.few_key_attention import few_key_attention_kernel
+from xnemo_core.models.few_key_attention import Launch, few_key_attention, few_key_attention_kernel
 
 torch.manual_seed(0)
 split = lambda t, h: rearrange(t.float(), "n l (h d) -> n h l d", h=h)
 # Shapes of the denoiser's sites: temporal (24 frames, d 40 and 160), motion (32 tokens, several
-# query blocks), queries and keys as strided views of one joint projection.
+# query blocks), queries and keys as strided views of one joint projection; the chosen launch and
+# launches that group heads.
 for count, queries, keys, heads, head_dim in [(5, 24, 24, 8, 40), (3, 100, 32, 4, 20), (2, 24, 24, 2, 160)]:
     channels = heads * head_dim
     joint = torch.randn(count, queries, 3 * channels, dtype=torch.float16)
     query = joint[..., :channels]
     key, value = torch.randn(2, count, keys, channels, dtype=torch.float16).unbind()
-    out = few_key_attention_kernel(query, key, value, heads, head_dim**-0.5)
     expected = F.scaled_dot_product_attention(split(query, heads), split(key, heads), split(value, heads))
-    error = (out.float() - rearrange(expected, "n h l d -> n l (h d)")).abs().max().item()
-    assert out.shape == (count, queries, channels) and error < 2e-3, (count, queries, keys, head_dim, error)
+    expected = rearrange(expected, "n h l d -> n l (h d)")
+    results = [few_key_attention(query, key, value, heads, head_dim**-0.5)]
+    results += [few_key_attention_kernel(query, key, value, heads, head_dim**-0.5, *Launch(h, 32, 2)) for h in (2, heads)]
+    for out in results:
+        error = (out.float() - expected).abs().max().item()
+        assert out.shape == (count, queries, channels) and error < 2e-3, (count, queries, keys, head_dim, error)
 
 # The processor's kernel path (projections, output layer) against diffusers' processor in fp32.
 attention_blocks.kernel_applies = lambda *_: True
@@ -170,7 +174,7 @@ import torch
 from xnemo_core.models import few_key_attention
 assert not few_key_attention._AVAILABLE
 tokens = torch.empty(8192, 24, 320, dtype=torch.float16, device="meta")
-assert not few_key_attention.kernel_applies(tokens, 24, 40)
+assert not few_key_attention.kernel_applies(tokens, 24, 8)
 print("fallback ok")
 """
     done = run_fresh(script)
@@ -188,7 +192,7 @@ def test_few_key_processor_on_cuda_matches_the_default_to_fp16_rounding(context_
     attention = attention.eval().to("cuda", torch.float16)
     tokens = torch.randn(sequences, length, 320, device="cuda", dtype=torch.float16)
     context = None if context_dim is None else torch.randn(sequences, 32, 16, device="cuda", dtype=torch.float16)
-    assert kernel_applies(tokens, length if context is None else 32, head_dim)
+    assert kernel_applies(tokens, length if context is None else 32, heads=8)
     expected = attention(tokens, encoder_hidden_states=context)
     attention.set_processor(FewKeyAttnProcessor())
     torch.testing.assert_close(attention(tokens, encoder_hidden_states=context), expected, rtol=2e-3, atol=2e-3)

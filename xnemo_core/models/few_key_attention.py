@@ -14,16 +14,15 @@ everywhere else. The kernel is a ``torch.library.triton_op``: ``torch.compile`` 
 denoiser's graph like any other op.
 """
 
+from typing import NamedTuple
+
 import torch
 
 MAX_KEYS = 64
 """Longest key sequence the kernel takes (one register tile per head)."""
 MAX_HEAD_DIM = 256
-MIN_PROGRAMS = 2048
-"""Fewest kernel programs (sequences × query blocks) for which the kernel is used. A program works
-through its heads one after another, so it needs many programs to fill the GPU: on the H200
-(``bench/attention_sites.py``) it beats PyTorch's kernels at the 64×64 and 32×32 temporal sites
-(8192 and 2048 programs) and the 64×64 motion site (3072), and loses below (768 and fewer)."""
+MIN_PROGRAMS = 16384
+"""Fewest kernel programs (sequences × query blocks × head groups) for which the kernel is used."""
 _DTYPES = (torch.float16, torch.bfloat16)
 
 try:
@@ -52,21 +51,28 @@ if _AVAILABLE:
         out_stride_l,
         query_len,
         key_len,
+        query_blocks,
         scale,
         HEADS: tl.constexpr,
+        HEADS_PER_PROGRAM: tl.constexpr,
         HEAD_DIM: tl.constexpr,
         BLOCK_Q: tl.constexpr,
         BLOCK_K: tl.constexpr,
         BLOCK_D: tl.constexpr,
     ):
-        n = tl.program_id(0).to(tl.int64)
-        rows = tl.program_id(1) * BLOCK_Q + tl.arange(0, BLOCK_Q)
+        # Programs run head groups fastest, so neighbours read neighbouring channels of the same rows.
+        program = tl.program_id(0)
+        head_groups: tl.constexpr = HEADS // HEADS_PER_PROGRAM
+        first_head = (program % head_groups) * HEADS_PER_PROGRAM
+        block = program // head_groups
+        n = (block // query_blocks).to(tl.int64)
+        rows = (block % query_blocks) * BLOCK_Q + tl.arange(0, BLOCK_Q)
         keys = tl.arange(0, BLOCK_K)
         dims = tl.arange(0, BLOCK_D)
         row_mask = (rows < query_len)[:, None] & (dims < HEAD_DIM)[None, :]
         key_mask = (keys < key_len)[:, None] & (dims < HEAD_DIM)[None, :]
-        for head in tl.static_range(HEADS):
-            columns = head * HEAD_DIM + dims[None, :]
+        for head in tl.static_range(HEADS_PER_PROGRAM):
+            columns = (first_head + head) * HEAD_DIM + dims[None, :]
             query = tl.load(q_ptr + n * q_stride_n + rows[:, None] * q_stride_l + columns, mask=row_mask, other=0.0)
             key = tl.load(k_ptr + n * k_stride_n + keys[:, None] * k_stride_l + columns, mask=key_mask, other=0.0)
             value = tl.load(v_ptr + n * v_stride_n + keys[:, None] * v_stride_l + columns, mask=key_mask, other=0.0)
@@ -80,16 +86,23 @@ if _AVAILABLE:
 
     @torch.library.triton_op("xnemo::few_key_attention", mutates_args=())
     def few_key_attention_kernel(
-        query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, heads: int, scale: float
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        heads: int,
+        scale: float,
+        heads_per_program: int,
+        block_q: int,
+        num_warps: int,
     ) -> torch.Tensor:
         """Multi-head attention of ``query (N, Lq, C)`` over ``key`` / ``value (N, Lk, C)`` →
-        ``(N, Lq, C)``, heads side by side in ``C``. Any strides but a contiguous last axis."""
+        ``(N, Lq, C)``, heads side by side in ``C``. Any strides but a contiguous last axis. A
+        program takes ``heads_per_program`` heads of ``block_q`` queries (a :class:`Launch`)."""
         count, query_len, channels = query.shape
-        key_len = key.shape[1]
         head_dim = channels // heads
         out = query.new_empty(count, query_len, channels)
-        block_q = _query_block(query_len)
-        grid = (count, triton.cdiv(query_len, block_q))  # kernel_programs(count, query_len) in all
+        query_blocks = triton.cdiv(query_len, block_q)
+        grid = (count * query_blocks * (heads // heads_per_program),)
         torch.library.wrap_triton(_few_key_attention_kernel)[grid](
             query,
             key,
@@ -104,38 +117,48 @@ if _AVAILABLE:
             out.stride(0),
             out.stride(1),
             query_len,
-            key_len,
+            key.shape[1],
+            query_blocks,
             scale,
             HEADS=heads,
+            HEADS_PER_PROGRAM=heads_per_program,
             HEAD_DIM=head_dim,
             BLOCK_Q=block_q,
-            BLOCK_K=max(16, triton.next_power_of_2(key_len)),
+            BLOCK_K=max(16, triton.next_power_of_2(key.shape[1])),
             BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
-            num_warps=8 if head_dim > 128 else 4,
+            num_warps=num_warps,
         )
         return out
 
 
-def _query_block(query_len: int) -> int:
-    """Queries a program takes: a power of two from 16 to 64."""
-    return min(64, max(16, 1 << (query_len - 1).bit_length()))
+class Launch(NamedTuple):
+    """How the kernel splits the work: heads and queries a program takes, warps a program runs."""
+
+    heads_per_program: int
+    block_q: int
+    num_warps: int
+
+    def programs(self, count: int, query_len: int, heads: int) -> int:
+        return count * -(-query_len // self.block_q) * (heads // self.heads_per_program)
 
 
-def kernel_programs(count: int, query_len: int) -> int:
-    """Programs the kernel launches for ``count`` sequences of ``query_len`` queries."""
-    return count * -(-query_len // _query_block(query_len))
+def launch_for(query_len: int, head_dim: int) -> Launch:
+    """The launch used for ``query_len`` queries of ``head_dim`` channels a head."""
+    return Launch(heads_per_program=1, block_q=min(64, max(16, 1 << (query_len - 1).bit_length())), num_warps=4)
 
 
-def kernel_applies(tokens: torch.Tensor, key_len: int, head_dim: int) -> bool:
+def kernel_applies(tokens: torch.Tensor, key_len: int, heads: int) -> bool:
     """Whether :func:`few_key_attention` takes attention of ``tokens (N, Lq, C)`` over ``key_len``
-    keys of ``head_dim`` channels a head."""
+    keys with ``heads`` heads."""
+    count, query_len, channels = tokens.shape
+    head_dim = channels // heads
     return (
         _AVAILABLE
         and tokens.is_cuda
         and tokens.dtype in _DTYPES
         and key_len <= MAX_KEYS
         and head_dim <= MAX_HEAD_DIM
-        and kernel_programs(*tokens.shape[:2]) >= MIN_PROGRAMS
+        and launch_for(query_len, head_dim).programs(count, query_len, heads) >= MIN_PROGRAMS
     )
 
 
@@ -145,4 +168,5 @@ def few_key_attention(
     """Scaled dot-product attention of ``(N, L, C)`` projections (heads side by side in ``C``) by
     the few-key kernel → ``(N, Lq, C)``; only where :func:`kernel_applies`."""
     query, key, value = (t if t.stride(-1) == 1 else t.contiguous() for t in (query, key, value))
-    return few_key_attention_kernel(query, key, value, heads, scale)
+    launch = launch_for(query.shape[1], query.shape[2] // heads)
+    return few_key_attention_kernel(query, key, value, heads, scale, *launch)
