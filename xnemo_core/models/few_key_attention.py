@@ -5,11 +5,12 @@ frames of a window at every pixel, motion attention of every pixel over a frame'
 PyTorch's attention kernels tile keys and queries in blocks of 64 or more and stream the keys in
 an online softmax, which for such short sequences leaves most of every tile idle: on the H200 the
 64×64 temporal site moves its inputs at about a sixth of the memory bandwidth. Here all keys of a
-head fit in one tile, so a program reads a block of queries and the keys and values once for each
-head in turn, and does the softmax in one pass (2.5× faster at that site, ``bench/RESULTS.md``).
+head fit in one tile, so a program reads a block of queries of one head (a :class:`Launch` may
+group heads) with that head's keys and values once, and does the softmax in one pass (3.6× faster
+than PyTorch's best kernel at that site, ``bench/RESULTS.md``).
 
-:func:`kernel_applies` says where the kernel runs (CUDA, fp16 / bf16, at most :data:`MAX_KEYS`
-keys, at least :data:`MIN_PROGRAMS` programs, Triton installed); callers keep PyTorch's attention
+:func:`kernel_applies` says where the kernel runs (:func:`~.triton_support.kernels_take`, at most
+:data:`MAX_KEYS` keys, at least :data:`MIN_PROGRAMS` programs); callers keep PyTorch's attention
 everywhere else. The kernel is a ``torch.library.triton_op``: ``torch.compile`` traces it into the
 denoiser's graph like any other op.
 """
@@ -18,22 +19,17 @@ from typing import NamedTuple
 
 import torch
 
+from .triton_support import AVAILABLE, kernels_take
+
 MAX_KEYS = 64
 """Longest key sequence the kernel takes (one register tile per head)."""
 MAX_HEAD_DIM = 256
 MIN_PROGRAMS = 16384
 """Fewest kernel programs (sequences × query blocks × head groups) for which the kernel is used."""
-_DTYPES = (torch.float16, torch.bfloat16)
 
-try:
+if AVAILABLE:
     import triton
     import triton.language as tl
-except ImportError:  # CPU-only and most Windows installs: PyTorch's attention everywhere
-    triton = None
-# torch.compile traces Triton kernels registered through these (PyTorch 2.6 and later).
-_AVAILABLE = triton is not None and hasattr(torch.library, "triton_op") and hasattr(torch.library, "wrap_triton")
-
-if _AVAILABLE:
 
     @triton.jit
     def _few_key_attention_kernel(
@@ -143,8 +139,11 @@ class Launch(NamedTuple):
 
 
 def launch_for(query_len: int, head_dim: int) -> Launch:
-    """The launch used for ``query_len`` queries of ``head_dim`` channels a head."""
-    return Launch(heads_per_program=1, block_q=min(64, max(16, 1 << (query_len - 1).bit_length())), num_warps=4)
+    """The launch used for ``query_len`` queries of ``head_dim`` channels a head: one head a program
+    (neighbouring programs then read neighbouring channels), up to 64 queries, 2 warps for tiles of
+    up to 32 × 64 (``bench/attention_sites.py --launches``, the fastest at the 64² sites)."""
+    block_q = min(64, max(16, 1 << (query_len - 1).bit_length()))
+    return Launch(heads_per_program=1, block_q=block_q, num_warps=2 if block_q <= 32 and head_dim <= 64 else 4)
 
 
 def kernel_applies(tokens: torch.Tensor, key_len: int, heads: int) -> bool:
@@ -153,9 +152,7 @@ def kernel_applies(tokens: torch.Tensor, key_len: int, heads: int) -> bool:
     count, query_len, channels = tokens.shape
     head_dim = channels // heads
     return (
-        _AVAILABLE
-        and tokens.is_cuda
-        and tokens.dtype in _DTYPES
+        kernels_take(tokens)
         and key_len <= MAX_KEYS
         and head_dim <= MAX_HEAD_DIM
         and launch_for(query_len, head_dim).programs(count, query_len, heads) >= MIN_PROGRAMS
