@@ -9,8 +9,8 @@ head fit in one tile, so a program reads a block of queries of one head (a :clas
 group heads) with that head's keys and values once, and does the softmax in one pass (3.6× faster
 than PyTorch's best kernel at that site, ``bench/RESULTS.md``).
 
-:func:`kernel_applies` says where the kernel runs (:func:`~.triton_support.kernels_take`, at most
-:data:`MAX_KEYS` keys, at least :data:`MIN_PROGRAMS` programs); callers keep PyTorch's attention
+:func:`kernel_applies` says where the kernel runs (Triton installed, CUDA, fp16 / bf16, no gradient
+wanted, at most :data:`MAX_KEYS` keys, at least :data:`MIN_PROGRAMS` programs); callers keep PyTorch's attention
 everywhere else. The kernel is a ``torch.library.triton_op``: ``torch.compile`` traces it into the
 denoiser's graph like any other op.
 """
@@ -19,17 +19,22 @@ from typing import NamedTuple
 
 import torch
 
-from .triton_support import AVAILABLE, kernels_take
-
 MAX_KEYS = 64
 """Longest key sequence the kernel takes (one register tile per head)."""
 MAX_HEAD_DIM = 256
 MIN_PROGRAMS = 16384
 """Fewest kernel programs (sequences × query blocks × head groups) for which the kernel is used."""
+_DTYPES = (torch.float16, torch.bfloat16)
 
-if AVAILABLE:
+try:
     import triton
     import triton.language as tl
+except ImportError:  # CPU-only and most Windows installs: PyTorch's attention everywhere
+    triton = None
+# torch.compile traces Triton kernels registered through these (PyTorch 2.6 and later).
+AVAILABLE = triton is not None and hasattr(torch.library, "triton_op") and hasattr(torch.library, "wrap_triton")
+
+if AVAILABLE:
 
     @triton.jit
     def _few_key_attention_kernel(
@@ -152,7 +157,10 @@ def kernel_applies(tokens: torch.Tensor, key_len: int, heads: int) -> bool:
     count, query_len, channels = tokens.shape
     head_dim = channels // heads
     return (
-        kernels_take(tokens)
+        AVAILABLE
+        and tokens.is_cuda
+        and tokens.dtype in _DTYPES
+        and not torch.is_grad_enabled()  # the kernel has no backward
         and key_len <= MAX_KEYS
         and head_dim <= MAX_HEAD_DIM
         and launch_for(query_len, head_dim).programs(count, query_len, heads) >= MIN_PROGRAMS

@@ -20,7 +20,6 @@ from einops import rearrange
 from torch import nn
 
 from .frame_modules import FrameModule, FrameModuleConfig
-from .geglu import fuse_geglu
 from .reference import AttentionReference, ReferenceBank, install_reference_processors
 
 _FIXED_FLAGS = {
@@ -87,7 +86,6 @@ class DenoisingUNet(UNet2DConditionModel):
             _attach_frame_modules(self.mid_block, motion, temporal)
         self._motion_token_dim = motion.cross_attention_dim
         install_reference_processors(self)
-        fuse_geglu(self)
 
     def forward(
         self,
