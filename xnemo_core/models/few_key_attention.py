@@ -23,7 +23,10 @@ MAX_KEYS = 64
 """Longest key sequence the kernel takes (one register tile per head)."""
 MAX_HEAD_DIM = 256
 MIN_PROGRAMS = 16384
-"""Fewest kernel programs (sequences × query blocks × head groups) for which the kernel is used."""
+"""Fewest kernel programs (sequences × query blocks × head groups) for which the kernel is used:
+the 64² and 32² temporal sites and the 64² motion site of the full-size denoiser, where
+``bench/attention_sites.py`` has it fastest. Smaller sites keep PyTorch's kernels, which beat
+session 12's launch there (one head a program is not yet timed at those sites)."""
 _DTYPES = (torch.float16, torch.bfloat16)
 
 try:
