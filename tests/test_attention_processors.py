@@ -135,6 +135,11 @@ for count, queries, keys, heads, head_dim in [(5, 24, 24, 8, 40), (3, 100, 32, 4
     for out in results:
         error = (out.float() - expected).abs().max().item()
         assert out.shape == (count, queries, channels) and error < 2e-3, (count, queries, keys, head_dim, error)
+try:
+    few_key_attention_kernel(query, key, value, heads, 1.0, *Launch(3, 32, 2))
+    raise AssertionError("2 heads split into groups of 3")
+except ValueError as error:
+    assert "2 heads do not split into groups of 3" in str(error), error
 
 # The processor's kernel path (projections, output layer) against diffusers' processor in fp32.
 attention_blocks.kernel_applies = lambda *_: True
@@ -200,6 +205,8 @@ def test_few_key_processor_on_cuda_matches_the_default_to_fp16_rounding(context_
     tokens = torch.randn(sequences, length, 320, device="cuda", dtype=torch.float16)
     context = None if context_dim is None else torch.randn(sequences, 32, 16, device="cuda", dtype=torch.float16)
     assert kernel_applies(tokens, length if context is None else 32, heads=8)
+    with torch.enable_grad():  # the kernel has no backward
+        assert not kernel_applies(tokens, length if context is None else 32, heads=8)
     expected = attention(tokens, encoder_hidden_states=context)
     attention.set_processor(FewKeyAttnProcessor())
     torch.testing.assert_close(attention(tokens, encoder_hidden_states=context), expected, rtol=2e-3, atol=2e-3)

@@ -9,10 +9,10 @@ head fit in one tile, so a program reads a block of queries of one head (a :clas
 group heads) with that head's keys and values once, and does the softmax in one pass (3.6× faster
 than PyTorch's best kernel at that site, ``bench/RESULTS.md``).
 
-:func:`kernel_applies` says where the kernel runs (Triton installed, CUDA, fp16 / bf16, no gradient
-wanted, at most :data:`MAX_KEYS` keys, at least :data:`MIN_PROGRAMS` programs); callers keep PyTorch's attention
-everywhere else. The kernel is a ``torch.library.triton_op``: ``torch.compile`` traces it into the
-denoiser's graph like any other op.
+:func:`kernel_applies` says where the kernel runs (Triton installed, CUDA, fp16 / bf16, no
+gradient wanted, at most :data:`MAX_KEYS` keys, at least :data:`MIN_PROGRAMS` programs); callers
+keep PyTorch's attention everywhere else. The kernel is a ``torch.library.triton_op``:
+``torch.compile`` traces it into the denoiser's graph like any other op.
 """
 
 from typing import NamedTuple
@@ -25,8 +25,9 @@ MAX_HEAD_DIM = 256
 MIN_PROGRAMS = 16384
 """Fewest kernel programs (sequences × query blocks × head groups) for which the kernel is used:
 the 64² and 32² temporal sites and the 64² motion site of the full-size denoiser, where
-``bench/attention_sites.py`` has it fastest. Smaller sites keep PyTorch's kernels, which beat
-session 12's launch there (one head a program is not yet timed at those sites)."""
+``bench/attention_sites.py`` has it fastest. Smaller sites keep PyTorch's kernels: they beat the
+kernel's earlier launch (all heads a program) there, and one head a program is not yet timed
+at them (``bench/RESULTS.md``)."""
 _DTYPES = (torch.float16, torch.bfloat16)
 
 try:
@@ -102,6 +103,8 @@ if AVAILABLE:
         """Multi-head attention of ``query (N, Lq, C)`` over ``key`` / ``value (N, Lk, C)`` →
         ``(N, Lq, C)``, heads side by side in ``C``. Any strides but a contiguous last axis. A
         program takes ``heads_per_program`` heads of ``block_q`` queries (a :class:`Launch`)."""
+        if heads % heads_per_program:
+            raise ValueError(f"{heads} heads do not split into groups of {heads_per_program}")
         count, query_len, channels = query.shape
         head_dim = channels // heads
         out = query.new_empty(count, query_len, channels)
