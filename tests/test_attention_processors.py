@@ -83,6 +83,15 @@ def test_frame_module_attentions_take_the_few_key_processor_and_compute_the_same
     torch.testing.assert_close(result, attention(frames), rtol=0, atol=0)
 
 
+@torch.no_grad()
+def test_few_key_processor_takes_feature_maps_as_diffusers_does():
+    attention = Attention(query_dim=32, heads=4, dim_head=8).eval()
+    features = torch.randn(2, 32, 3, 4)  # (N, C, H, W): diffusers flattens them to tokens
+    expected = attention(features)
+    attention.set_processor(FewKeyAttnProcessor())
+    torch.testing.assert_close(attention(features), expected, rtol=0, atol=0)
+
+
 def test_joint_linear_equals_the_layers_apart_and_keeps_them_apart_with_a_bias():
     torch.manual_seed(0)
     tokens = torch.randn(2, 7, 12)

@@ -92,8 +92,13 @@ class FewKeyAttnProcessor(AttnProcessor2_0):
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, *args, **kwargs):
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-        takes_kernel = kernel_applies(hidden_states, context.shape[1], attn.heads)
-        if takes_kernel and attention_mask is None and hidden_states.ndim == 3 and is_plain(attn):
+        takes_kernel = (
+            hidden_states.ndim == 3
+            and attention_mask is None
+            and is_plain(attn)
+            and kernel_applies(hidden_states, context.shape[1], attn.heads)
+        )
+        if takes_kernel:
             query, key, value = attention_projections(attn, hidden_states, encoder_hidden_states)
             out = few_key_attention(query, key, value, attn.heads, attn.scale)
             return attn.to_out[1](attn.to_out[0](out)) / attn.rescale_output_factor
