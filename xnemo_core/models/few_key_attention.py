@@ -30,6 +30,21 @@ kernel's earlier launch (all heads a program) there, and one head a program is n
 at them (``bench/RESULTS.md``)."""
 _DTYPES = (torch.float16, torch.bfloat16)
 
+
+class Launch(NamedTuple):
+    """How the kernel splits the work: heads and queries a program takes, warps a program runs."""
+
+    heads_per_program: int
+    block_q: int
+    num_warps: int
+
+    def query_blocks(self, query_len: int) -> int:
+        return -(-query_len // self.block_q)
+
+    def programs(self, count: int, query_len: int, heads: int) -> int:
+        return count * self.query_blocks(query_len) * (heads // self.heads_per_program)
+
+
 try:
     import triton
     import triton.language as tl
@@ -108,8 +123,8 @@ if AVAILABLE:
         count, query_len, channels = query.shape
         head_dim = channels // heads
         out = query.new_empty(count, query_len, channels)
-        query_blocks = triton.cdiv(query_len, block_q)
-        grid = (count * query_blocks * (heads // heads_per_program),)
+        launch = Launch(heads_per_program, block_q, num_warps)
+        grid = (launch.programs(count, query_len, heads),)
         torch.library.wrap_triton(_few_key_attention_kernel)[grid](
             query,
             key,
@@ -125,7 +140,7 @@ if AVAILABLE:
             out.stride(1),
             query_len,
             key.shape[1],
-            query_blocks,
+            launch.query_blocks(query_len),
             scale,
             HEADS=heads,
             HEADS_PER_PROGRAM=heads_per_program,
@@ -136,17 +151,6 @@ if AVAILABLE:
             num_warps=num_warps,
         )
         return out
-
-
-class Launch(NamedTuple):
-    """How the kernel splits the work: heads and queries a program takes, warps a program runs."""
-
-    heads_per_program: int
-    block_q: int
-    num_warps: int
-
-    def programs(self, count: int, query_len: int, heads: int) -> int:
-        return count * -(-query_len // self.block_q) * (heads // self.heads_per_program)
 
 
 def launch_for(query_len: int, head_dim: int) -> Launch:
