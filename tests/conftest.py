@@ -2,6 +2,10 @@
 
 import functools
 import json
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -102,3 +106,12 @@ def tiny_model_folder(tmp_path_factory, tiny_models) -> Path:
     folder = tmp_path_factory.mktemp("tiny_model")
     write_parts(tiny_models, folder)
     return folder
+
+
+def run_fresh(script: str, **env) -> subprocess.CompletedProcess:
+    """``script`` in a new Python process that imports this checkout's packages."""
+    root = Path(__file__).resolve().parents[1]
+    path = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, **env, "PYTHONPATH": path}
+    command = [sys.executable, "-c", textwrap.dedent(script)]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)

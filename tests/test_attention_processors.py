@@ -1,15 +1,11 @@
 """The denoiser's attention processors compute what diffusers' default processor computes."""
 
 import importlib.util
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import run_fresh
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 from torch import nn
 from torch.nn.attention import sdpa_kernel
@@ -23,15 +19,6 @@ from xnemo_core.testing.synthetic_weights import preset_models
 def cross_attention(context_dim: int, out_dim: int | None = None) -> Attention:
     torch.manual_seed(0)
     return Attention(query_dim=32, cross_attention_dim=context_dim, heads=4, dim_head=8, out_dim=out_dim).eval()
-
-
-def run_fresh(script: str, **env) -> subprocess.CompletedProcess:
-    """``script`` in a new Python process that imports this checkout's packages."""
-    root = Path(__file__).resolve().parents[1]
-    path = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, **env, "PYTHONPATH": path}
-    command = [sys.executable, "-c", textwrap.dedent(script)]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
 
 
 def query_projections(attention: Attention) -> list:

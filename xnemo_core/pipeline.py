@@ -31,6 +31,7 @@ from einops import rearrange
 from . import distributed
 from .compiling import compile_wanted, compiled
 from .models import XNeMoModels
+from .models.group_norm import fuse_group_norm_silu
 from .models.reference import ReferenceBank, ReferenceTokens, capture_reference, project_reference
 from .preprocess import clip_input, gaussian_blur, motion_input, vae_input
 from .recipes import OFFICIAL, OFFICIAL_CONTEXT_FRAMES
@@ -190,6 +191,9 @@ class XNeMoPipeline:
 
     ``compile`` (``auto``, ``on``, ``off``; see :mod:`~xnemo_core.compiling`) runs the denoiser
     compiled, with CUDA graphs unless offloading moves its weights between calls.
+
+    The VAE decoder's ``GroupNorm → SiLU`` pairs run as fused kernels on CUDA
+    (:func:`~xnemo_core.models.group_norm.fuse_group_norm_silu`: same parameters, same results).
     """
 
     def __init__(
@@ -199,6 +203,7 @@ class XNeMoPipeline:
             missing = [name for name in ("image_encoder", "vae") if getattr(models, name) is None]
             raise ValueError(f"the model has no {' and no '.join(missing)}; animation needs both")
         self.models, self.device, self.offload = models, torch.device(device), offload
+        fuse_group_norm_silu(models.vae.decoder)
         self.dtype = models.denoising_unet.dtype
         self.denoiser = models.denoising_unet
         self.cuda_graphs = False
