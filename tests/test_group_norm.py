@@ -73,6 +73,7 @@ cases = [
     (torch.randn(1, 4, 3, 70, 70) + 50, 2),  # lines longer than a tile, a large mean
     (torch.randn(1, 2, 20, 1, 1), 1),  # more tiles a group than the statistics kernel takes at once
     (torch.randn(2, 4, 33), 2),  # (N, C, L)
+    (torch.randn(2, 6, 5, 3).contiguous(memory_format=torch.channels_last), 3),  # read after a copy
 ]
 for x, groups in cases:
     for dtype in (torch.float32, torch.float16):
@@ -126,17 +127,27 @@ print("fallback ok")
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the kernels run on CUDA devices")
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize(
-    "shape, permuted", [((25, 128, 256, 256), False), ((1, 25, 256, 128, 128), True), ((1, 512, 25, 64, 64), False)]
+    "shape, layout",
+    [
+        ((25, 128, 256, 256), "contiguous"),
+        ((1, 25, 256, 128, 128), "frames first"),
+        ((25, 256, 64, 64), "channels last"),
+    ],
 )
 @torch.no_grad()
-def test_on_cuda_the_kernels_match_pytorch_to_rounding(shape, permuted, dtype):
+def test_on_cuda_the_kernels_match_pytorch_to_rounding(shape, layout, dtype):
     torch.manual_seed(0)
     x = torch.randn(shape, device="cuda", dtype=dtype) * 2 + 1
-    x = x.permute(0, 2, 1, 3, 4) if permuted else x
+    if layout == "frames first":  # as the decoder's temporal blocks see them
+        x = x.permute(0, 2, 1, 3, 4)
+    elif layout == "channels last":
+        x = x.contiguous(memory_format=torch.channels_last)
     channels = x.shape[1]
     weight, bias = torch.randn(2, channels, device="cuda", dtype=dtype).unbind()
     assert kernel_applies(x)
     with torch.enable_grad():
         assert not kernel_applies(x)
     expected = F.silu(F.group_norm(x, 32, weight, bias, 1e-6))
-    torch.testing.assert_close(group_norm(x, 32, weight, bias, 1e-6, silu=True), expected, rtol=1e-2, atol=1e-2)
+    tolerance = 1e-2 if dtype == torch.float16 else 4e-2  # PyTorch rounds before the SiLU, the kernel after
+    out = group_norm(x, 32, weight, bias, 1e-6, silu=True)
+    torch.testing.assert_close(out, expected, rtol=tolerance, atol=tolerance)

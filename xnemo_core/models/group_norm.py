@@ -130,8 +130,6 @@ def _as_lines(x: torch.Tensor) -> tuple[int, int, int, tuple[int, int, int]] | N
     """``x (N, C, *spatial)`` read as ``(N, C, T, S)``: T the frames of a 5-D input (else 1), S the
     rest, contiguous in memory. ``(frames, line_len, channels, strides of N, C, T)``, or ``None``
     where the trailing axes do not merge into one contiguous line."""
-    if x.dim() not in (3, 4, 5):
-        return None
     frames = x.shape[2] if x.dim() == 5 else 1
     line_shape = x.shape[3:] if x.dim() == 5 else x.shape[2:]
     expected = 1
@@ -145,15 +143,14 @@ def _as_lines(x: torch.Tensor) -> tuple[int, int, int, tuple[int, int, int]] | N
 
 def kernel_applies(x: torch.Tensor) -> bool:
     """Whether :func:`group_norm` runs the kernels on ``x``: Triton, CUDA, no gradient (the kernels
-    have no backward), fp16 / bf16 / fp32, ``(N, C, …)`` with up to 3 trailing axes merging into
-    contiguous lines."""
+    have no backward), fp16 / bf16 / fp32, ``(N, C, …)`` with 1 to 3 trailing axes."""
     return (
         AVAILABLE
         and x.is_cuda
         and x.dtype in _DTYPES
         and not torch.is_grad_enabled()
         and x.numel() > 0
-        and _as_lines(x) is not None
+        and x.dim() in (3, 4, 5)
     )
 
 
@@ -163,7 +160,11 @@ def group_norm(
     """``F.group_norm`` (then ``F.silu`` if ``silu``) of ``x (N, C, …)`` by the kernels → a
     contiguous tensor of ``x``'s shape and dtype; only where :func:`kernel_applies`. Statistics
     are fp32 whatever ``x``'s dtype."""
-    frames, line_len, channels, (stride_n, stride_c, stride_t) = _as_lines(x)
+    lines = _as_lines(x)
+    if lines is None:  # channels last, say: read as lines after one copy
+        x = x.contiguous()
+        lines = _as_lines(x)
+    frames, line_len, channels, (stride_n, stride_c, stride_t) = lines
     if channels % groups:
         raise ValueError(f"{channels} channels do not split into {groups} groups")
     channels_per_group = channels // groups
