@@ -20,26 +20,28 @@ def tiny_vae() -> AutoencoderKLTemporalDecoder:
 
 
 def decode(vae: AutoencoderKLTemporalDecoder, latents: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return vae.decode(latents, num_frames=len(latents)).sample
+    return vae.decode(latents, num_frames=len(latents)).sample
 
 
+@torch.no_grad()
 def test_fusing_swaps_every_norm_before_a_silu_and_keeps_keys_and_results():
     vae = tiny_vae()
     keys = {name: tensor.clone() for name, tensor in vae.state_dict().items()}
     latents = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
-    expected = decode(vae, latents)
-    blocks = [m for m in vae.decoder.modules() if hasattr(m, "time_emb_proj") and hasattr(m, "norm2")]
+    pixels = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    expected = decode(vae, latents), vae.encode(pixels).latent_dist.mean
+    blocks = [m for m in vae.modules() if hasattr(m, "time_emb_proj") and hasattr(m, "norm2")]
 
-    assert fuse_group_norm_silu(vae.decoder) == 2 * len(blocks) + 1
-    assert fuse_group_norm_silu(vae.decoder) == 0
+    assert fuse_group_norm_silu(vae) == 2 * len(blocks) + 2  # and the encoder's and decoder's output norms
+    assert fuse_group_norm_silu(vae) == 0
     assert all(isinstance(block.nonlinearity, nn.Identity) for block in blocks)
-    assert isinstance(vae.decoder.conv_norm_out, FusedGroupNorm) and vae.decoder.conv_norm_out.silu
-    assert type(vae.encoder.conv_norm_out) is nn.GroupNorm  # the encoder is not touched
+    for part in (vae.encoder, vae.decoder):
+        assert isinstance(part.conv_norm_out, FusedGroupNorm) and part.conv_norm_out.silu
     state = vae.state_dict()
     assert state.keys() == keys.keys() and all(torch.equal(state[k], keys[k]) for k in keys)
     # On the CPU the fused norms are PyTorch's own ops: the same bits.
-    assert torch.equal(decode(vae, latents), expected)
+    assert torch.equal(decode(vae, latents), expected[0])
+    assert torch.equal(vae.encode(pixels).latent_dist.mean, expected[1])
 
 
 def test_a_norm_whose_block_takes_a_time_embedding_is_left_alone():
@@ -93,7 +95,7 @@ vae = with_synthesized_weights(build_vae(two_levels), "VAE").requires_grad_(Fals
 latents = torch.randn(2, 4, 4, 4)
 with torch.no_grad():
     expected = vae.decode(latents, num_frames=2).sample
-    module.fuse_group_norm_silu(vae.decoder)
+    module.fuse_group_norm_silu(vae)
     module.kernel_applies = lambda x: True
     out = vae.decode(latents, num_frames=2).sample
 error = (out - expected).abs().max().item()

@@ -192,7 +192,7 @@ class XNeMoPipeline:
     ``compile`` (``auto``, ``on``, ``off``; see :mod:`~xnemo_core.compiling`) runs the denoiser
     compiled, with CUDA graphs unless offloading moves its weights between calls.
 
-    The VAE decoder's ``GroupNorm → SiLU`` pairs run as fused kernels on CUDA
+    The VAE's ``GroupNorm → SiLU`` pairs run as fused kernels on CUDA
     (:func:`~xnemo_core.models.group_norm.fuse_group_norm_silu`: same parameters, same results).
     """
 
@@ -203,7 +203,7 @@ class XNeMoPipeline:
             missing = [name for name in ("image_encoder", "vae") if getattr(models, name) is None]
             raise ValueError(f"the model has no {' and no '.join(missing)}; animation needs both")
         self.models, self.device, self.offload = models, torch.device(device), offload
-        fuse_group_norm_silu(models.vae.decoder)
+        fuse_group_norm_silu(models.vae)
         self.dtype = models.denoising_unet.dtype
         self.denoiser = models.denoising_unet
         self.cuda_graphs = False

@@ -1,4 +1,4 @@
-"""GroupNorm, and GroupNorm followed by SiLU, as Triton kernels for the VAE's temporal decoder.
+"""GroupNorm, and GroupNorm followed by SiLU, as Triton kernels for the VAE (its temporal decoder).
 
 The decoder normalises tensors of up to 25 frames × 128 channels × 512² in eager mode. PyTorch's
 CUDA GroupNorm reduces each (sample, group) in one thread block: the decoder's temporal blocks
@@ -8,7 +8,7 @@ and its SiLU another pass over memory (``bench/RESULTS.md``). Here three kernels
 statistics of tiles of every channel line (any number of programs), their combination per group
 (Chan's pairwise formula, in fp32), and one pass that normalises, applies the affine and the SiLU.
 
-:func:`fuse_group_norm_silu` swaps the decoder's norms for :class:`FusedGroupNorm` (same
+:func:`fuse_group_norm_silu` swaps the VAE's norms for :class:`FusedGroupNorm` (same
 parameters, so the same state-dict keys); it falls back to PyTorch wherever
 :func:`kernel_applies` says no (CPUs, gradients, layouts the kernels do not read).
 """
@@ -217,21 +217,22 @@ def _fusable(norm: nn.Module, activation: nn.Module) -> bool:
     return type(norm) is nn.GroupNorm and norm.affine and isinstance(activation, nn.SiLU)
 
 
-def fuse_group_norm_silu(decoder: nn.Module) -> int:
-    """Swap every ``GroupNorm → SiLU`` of ``decoder`` (an SVD temporal decoder: its resnet blocks,
-    whose activation follows each norm when they take no time embedding, and the output norm) for
-    :class:`FusedGroupNorm`, the activation for an identity. Same results; returns the number of
-    norms swapped (0 the second time)."""
+def fuse_group_norm_silu(vae: nn.Module) -> int:
+    """Swap every ``GroupNorm → SiLU`` of ``vae``'s diffusers blocks (resnet blocks that take no
+    time embedding, whose activation follows each norm, and the encoder's and decoder's output
+    norms) for :class:`FusedGroupNorm`, the activation for an identity. Same results; other
+    modules (a ComfyUI VAE's, say) are left alone. Returns the number of norms swapped (0 the
+    second time)."""
     swapped = 0
-    for block in decoder.modules():
+    for block in vae.modules():
         if isinstance(block, (ResnetBlock2D, TemporalResnetBlock)) and block.time_emb_proj is None:
             if _fusable(block.norm1, block.nonlinearity) and _fusable(block.norm2, block.nonlinearity):
                 block.norm1 = FusedGroupNorm.replacing(block.norm1, silu=True)
                 block.norm2 = FusedGroupNorm.replacing(block.norm2, silu=True)
                 block.nonlinearity = nn.Identity()
                 swapped += 2
-    if hasattr(decoder, "conv_norm_out") and _fusable(decoder.conv_norm_out, getattr(decoder, "conv_act", None)):
-        decoder.conv_norm_out = FusedGroupNorm.replacing(decoder.conv_norm_out, silu=True)
-        decoder.conv_act = nn.Identity()
-        swapped += 1
+        elif _fusable(getattr(block, "conv_norm_out", None), getattr(block, "conv_act", None)):
+            block.conv_norm_out = FusedGroupNorm.replacing(block.conv_norm_out, silu=True)
+            block.conv_act = nn.Identity()
+            swapped += 1
     return swapped
