@@ -9,8 +9,9 @@ statistics of tiles of every channel line (any number of programs), their combin
 (Chan's pairwise formula, in fp32), and one pass that normalises, applies the affine and the SiLU.
 
 :func:`fuse_group_norm_silu` swaps the VAE's norms for :class:`FusedGroupNorm` (same
-parameters, so the same state-dict keys); it falls back to PyTorch wherever
-:func:`kernel_applies` says no (CPUs, gradients, layouts the kernels do not read).
+parameters, so the same state-dict keys); it runs PyTorch's ops wherever :func:`kernel_applies`
+says no (no Triton, CPUs, gradients). Inputs whose channel lines are not contiguous (channels
+last) are copied once first.
 """
 
 import torch
