@@ -193,7 +193,8 @@ class XNeMoPipeline:
     compiled, with CUDA graphs unless offloading moves its weights between calls.
 
     The VAE's ``GroupNorm → SiLU`` pairs run as fused kernels on CUDA
-    (:func:`~xnemo_core.models.group_norm.fuse_group_norm_silu`: same parameters, same results).
+    (:func:`~xnemo_core.models.group_norm.fuse_group_norm_silu`: same parameters, the same results up
+    to fp16 / bf16 rounding).
     """
 
     def __init__(

@@ -221,8 +221,9 @@ def _fusable(norm: nn.Module, activation: nn.Module) -> bool:
 def fuse_group_norm_silu(vae: nn.Module) -> int:
     """Swap every ``GroupNorm → SiLU`` of ``vae``'s diffusers blocks (resnet blocks that take no
     time embedding, whose activation follows each norm, and the encoder's and decoder's output
-    norms) for :class:`FusedGroupNorm`, the activation for an identity. Same results; other
-    modules (a ComfyUI VAE's, say) are left alone. Returns the number of norms swapped (0 the
+    norms) for :class:`FusedGroupNorm`, the activation for an identity. The same results up to
+    rounding (the same bits where PyTorch's ops run); other modules (a ComfyUI VAE's, say) are
+    left alone. Returns the number of norms swapped (0 the
     second time)."""
     swapped = 0
     for block in vae.modules():
