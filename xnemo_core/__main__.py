@@ -1,25 +1,17 @@
 """Command line: ``python -m xnemo_core {animate,convert,synthesize,check-fixtures,train,train-vae,pretrain-motion,evaluate} ...``."""
 
 import argparse
-import os
+import signal
 import sys
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
-from tqdm import tqdm
+from . import bundled, recipes
+from .choices import COMPILE_MODES, CROP_MODES, DEFAULT_SEED, MODEL_SIZES, PRECISIONS, SAMPLER_NAMES, SCHEDULES
+from .choices import SPEED_PRESETS, describe_preset
 
-from . import bundled, distributed, recipes
-from .compiling import COMPILE_MODES
-from .convert import check_output, write_bundle, write_parts
-from .devices import DTYPES, default_precision, resolve_device
-from .face import CROP_MODES, detector_for, driving_crops
-from .loading import load_models
-from .pipeline import SCHEDULES, AnimationSettings, SettingError, XNeMoPipeline
-from .portrait import Portrait, animate_portrait, animation_settings
-from .sampling import SAMPLERS, SPEED_PRESETS, describe_preset
-from .testing import check_fixtures
-from .testing.synthetic_weights import PRESETS, preset_models
-from .video import old_frames, output_kind, read_frames, read_image, write_video
+# Torch, diffusers and OpenCV are imported inside the commands, so that --help answers at once.
 
 SETTING_NAMES = (
     "size",
@@ -38,53 +30,126 @@ SETTING_NAMES = (
 )
 """The animate flags that become sampling settings (unset ones: the preset's, then the model's recipe)."""
 SETTING_FLAGS = {"guidance_scale": "--cfg", "height": "--size", "width": "--size", "context_frames": "--context"}
+INTERRUPTED = 130
+TERMINATED = 143
 
 
 def _animate(args) -> int:
+    from . import distributed
+    from .devices import resolve_device
+    from .layouts import check_parts
+    from .portrait import animation_settings
+
     crop = _fill_inputs(args)
-    settings = animation_settings(
-        recipes.recommended(args.models), args.preset, **{name: getattr(args, name) for name in SETTING_NAMES}
-    )
     if args.frames is not None and args.frames < 1:
         raise ValueError(f"--frames must be at least 1, got {args.frames}")
-    output_kind(args.out)
-    with distributed.joined(resolve_device(args.device)) as (device, lead):
-        return _animate_on(device, lead, settings, crop, args)
+    recipe = recipes.recommended(args.models)
+    settings = animation_settings(recipe, args.preset, **{name: getattr(args, name) for name in SETTING_NAMES})
+    _check_animate_output(args)
+    device = resolve_device(args.device)
+    if not args.models.exists():
+        raise FileNotFoundError(f"model not found: {args.models}")
+    check_parts(args.models)
+    with distributed.joined(device) as (device, lead):
+        return _animate_on(device, lead, settings, recipe, crop, args)
 
 
-def _animate_on(device, lead: bool, settings: AnimationSettings, crop: str, args) -> int:
+def _check_animate_output(args) -> None:
+    """The output: a known kind, creatable, and none of the inputs, the model or the pack's files."""
+    from .video import VIDEO_SUFFIXES, check_output, has_sound
+
+    inputs = [path for path in (args.reference, args.driving, args.motion, args.models) if path is not None]
+    untouchable = [bundled.BUNDLED] + ([args.models] if args.models.is_dir() else [])
+    check_output(args.out, inputs, untouchable)
+    if args.audio and (args.motion is not None or args.out.suffix.lower() not in VIDEO_SUFFIXES):
+        raise ValueError("--audio copies the driving video's sound: it needs --driving and a video --out (.mp4, ...)")
+    if args.audio and not has_sound(args.driving):
+        raise ValueError(f"--audio: {args.driving} has no sound to keep")
+
+
+def _flag_notes(args, crop: str) -> list[str]:
+    """What the user should hear about flags that do nothing here."""
+    if crop != "none":
+        return []
+    notes = []
+    if args.face_index is not None:
+        notes.append("--face-index has no effect with --crop none (the inputs are used as face crops)")
+    if args.face_model is not None:
+        missing = "" if args.face_model.is_file() else f" (and {args.face_model} does not exist)"
+        notes.append(f"--face-model has no effect with --crop none{missing}")
+    return notes
+
+
+def _animate_on(device, lead: bool, settings, recipe: dict, crop: str, args) -> int:
     """The animation on ``device``; the ``lead`` process (the only one, or rank 0 under torchrun)
     reports and writes the video."""
+    from tqdm import tqdm
+
+    from .compiling import compile_wanted
+    from .devices import default_precision
+    from .face import detector_for, driving_crops
+    from .loading import load_models
+    from .motion import check_compatible, load_motion
+    from .pipeline import XNeMoPipeline
+    from .portrait import Portrait, animate_portrait, check_host_memory, describe_run
+    from .video import old_frames, read_frames, read_portrait, write_video
+
     say = partial(print, file=sys.stderr) if lead else lambda *_: None
+    for note in _flag_notes(args, crop):
+        say(f"note: {note}")
+    precision = args.dtype or default_precision(device)
+    compiling = compile_wanted(args.compile, device)
+    say(describe_run(args.models, recipe, settings, args.preset, device, precision, compiling))
     detector = detector_for(crop, args.face_model)
-    reference = read_image(args.reference)
-    driving, fps = read_frames(args.driving, args.frames)
-    faces = driving_crops(driving, detector, args.face_index)
+    reference, reference_note = read_portrait(args.reference)
+    if args.motion is not None:
+        saved = load_motion(args.motion)
+        motion_tokens, fps, faces = saved.tokens[: args.frames], saved.fps or bundled.DEMO_FPS, None
+    else:
+        driving, fps = read_frames(args.driving, args.frames)
+        faces = driving_crops(driving, detector, args.face_index)
+    num_frames = len(motion_tokens) if faces is None else len(faces.faces)
+    check_host_memory(settings, num_frames, reference.shape[0] * reference.shape[1], _decoder_width(args, device))
     portrait = Portrait.of(reference, detector, bundled_model=args.models == bundled.MODEL)
-    for note in [*portrait.notes, faces.note]:
+    for note in [reference_note, *portrait.notes, faces and faces.note]:
         if note:
             say(f"note: {note}")
-    models = load_models(args.models, dtype=args.dtype or default_precision(device))
+    models = load_models(args.models, dtype=precision)
     pipeline = XNeMoPipeline(models, device=device, offload=args.offload, compile=args.compile)
-    motion = pipeline.encode_motion(faces.faces)
+    if faces is None:
+        check_compatible(saved, models.stored_motion_id, f"the model {args.models}")
+    else:
+        motion_tokens = pipeline.encode_motion(faces.faces)
     steps = settings.steps - settings.skipped_steps
     with tqdm(total=steps, desc="denoising", unit="step", disable=not lead) as bar:
-        animation = animate_portrait(pipeline, portrait, motion, settings, on_step=lambda *_: bar.update())
-    if not lead:
+        animation = animate_portrait(pipeline, portrait, motion_tokens, settings, on_step=lambda *_: bar.update())
+    if animation.frames is None:  # not the lead process of a process group
         return 0
     if stale := old_frames(args.out):
         say(f"note: replaced the {len(stale)} frames of an earlier run in {args.out}")
     frames = animation.pasted if args.paste_back else animation.frames
-    print(f"wrote {write_video(args.out, frames, fps)}")
+    audio = args.driving if args.audio else None
+    print(f"wrote {write_video(args.out, frames, fps, audio_from=audio)}")
     return 0
+
+
+def _decoder_width(args, device) -> int:
+    """Channels of the VAE decoder's full-size layers where it runs on the CPU (0 on a GPU)."""
+    from .loading import part_config
+
+    vae = part_config(args.models, "vae") or {}
+    return vae.get("block_out_channels", [0])[0] if device.type == "cpu" else 0
 
 
 def _fill_inputs(args) -> str:
     """The bundled model and demo media where none are given; returns the crop mode: the flag's,
     else ``none`` for the demo media (face crops already, whatever the model), else the model's recipe."""
-    demo = args.reference is None and args.driving is None
+    if args.motion is not None and args.driving is not None:
+        raise ValueError("give --driving (a video to take the motion from) or --motion (a saved motion), not both")
+    demo = args.reference is None and args.driving is None and args.motion is None
     args.reference = args.reference or bundled.DEMO_PORTRAIT
-    args.driving = args.driving or bundled.DEMO_DRIVING
+    if args.motion is None:
+        args.driving = args.driving or bundled.DEMO_DRIVING
     args.models = args.models or bundled.MODEL
     if args.crop:
         return args.crop
@@ -92,6 +157,9 @@ def _fill_inputs(args) -> str:
 
 
 def _synthesize(args) -> int:
+    from .convert import check_output
+    from .testing.synthetic_weights import preset_models
+
     check_output(args.out, args.bundle, args.force)
     models = preset_models(args.preset)
     written = _write(models, args)
@@ -102,6 +170,9 @@ def _synthesize(args) -> int:
 
 
 def _convert(args) -> int:
+    from .convert import check_output
+    from .loading import load_models
+
     check_output(args.out, args.bundle, args.force)
     models = load_models(args.models, dtype=args.dtype, allow_missing=tuple(args.allow_missing))
     for path in _write(models, args):
@@ -110,12 +181,16 @@ def _convert(args) -> int:
 
 
 def _write(models, args) -> list[Path]:
+    from .convert import write_bundle, write_parts
+
     if args.bundle:
         return [write_bundle(models, args.out, overwrite=args.force)]
     return write_parts(models, args.out, overwrite=args.force)
 
 
 def _train(args) -> int:
+    from tqdm import tqdm
+
     from .train.landmarks import LandmarkConfig, pretrain_motion_encoder
     from .train.runs import read_settings
     from .train.trainer import TrainConfig, train
@@ -151,7 +226,10 @@ def _setting(item: str) -> tuple[str, object]:
 
 
 def _evaluate(args) -> int:
+    import os
+
     from . import evaluation as ev
+    from .devices import resolve_device
 
     device = resolve_device(args.device)
     pairs = ev.cross_pairs(args.pairs, args.frames, args.size)
@@ -177,6 +255,12 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _check_fixtures(args) -> int:
+    from .testing import check_fixtures
+
+    return check_fixtures.main([args.directory, "--tag", args.tag])
+
+
 def _labels(paths: list[Path]) -> list[str]:
     """The shortest path endings that tell the paths apart (``run_a/model``, ``run_b/model``)."""
     for depth in range(1, max((len(p.parts) for p in paths), default=1) + 1):
@@ -188,12 +272,13 @@ def _labels(paths: list[Path]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m xnemo_core")
+    parser.set_defaults(on_interrupt="nothing was written")
     commands = parser.add_subparsers(dest="command", required=True)
 
     convert = commands.add_parser("convert", help="write safetensors with the configs embedded")
     convert.add_argument("models", type=Path, help="model folder (official layout) or bundle file")
     convert.add_argument("out", type=Path, help="output folder, or output file with --bundle")
-    convert.add_argument("--dtype", choices=sorted(DTYPES), default="fp16")
+    convert.add_argument("--dtype", choices=PRECISIONS, default="fp16")
     convert.add_argument("--bundle", action="store_true", help="write one .safetensors file instead of one per part")
     convert.add_argument("--force", action="store_true", help="replace files an earlier conversion wrote")
     convert.add_argument(
@@ -208,12 +293,16 @@ def main(argv: list[str] | None = None) -> int:
     fixtures = commands.add_parser("check-fixtures", help="parity with the official code's golden outputs")
     fixtures.add_argument("directory")
     fixtures.add_argument("--tag", default="golden")
-    fixtures.set_defaults(run=lambda a: check_fixtures.main([a.directory, "--tag", a.tag]))
+    fixtures.set_defaults(run=_check_fixtures)
 
     animate = commands.add_parser("animate", help="animate a portrait with the face motion of a video")
     animate.add_argument("--models", type=Path, help="model folder or bundle file (default: the bundled model)")
     animate.add_argument("--reference", type=Path, help="portrait image (default: the bundled demo portrait)")
     animate.add_argument("--driving", type=Path, help="driving video or folder of frames (default: the demo clip)")
+    animate.add_argument(
+        "--motion", type=Path, help="a saved motion file (.safetensors, from Save Motion Latent) instead of --driving"
+    )
+    animate.add_argument("--audio", action="store_true", help="keep the driving video's sound in the output video")
     animate.add_argument("--out", type=Path, required=True, help="output .mp4 or .gif, or a folder for PNG frames")
     animate.add_argument(
         "--preset",
@@ -226,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     animate.add_argument(
         "--steps", type=int, help=f"sampling steps (default {official['steps']}; bundled model: {own['steps']})"
     )
-    animate.add_argument("--sampler", choices=SAMPLERS, help="default ddim (official)")
+    animate.add_argument("--sampler", choices=SAMPLER_NAMES, help="default ddim (official)")
     animate.add_argument(
         "--guidance-until", type=float, help="fraction of the steps run with guidance, the first ones (default 1)"
     )
@@ -241,16 +330,16 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         help=f"fraction of the schedule run (default {official['denoise']:g}; bundled model: {own['denoise']})",
     )
-    animate.add_argument("--seed", type=int, help=f"default {AnimationSettings.seed}")
+    animate.add_argument("--seed", type=int, help=f"default {DEFAULT_SEED}")
     animate.add_argument(
         "--size",
         type=int,
         help=f"output height and width, multiple of 64 (default {official['size']}; bundled: {own['size']})",
     )
     animate.add_argument("--frames", type=int, help="use at most this many driving frames")
-    animate.add_argument("--dtype", choices=sorted(DTYPES), help="default: fp16 on CUDA, fp32 on CPU")
+    animate.add_argument("--dtype", choices=PRECISIONS, help="default: fp16 on CUDA, fp32 on CPU")
     animate.add_argument("--device", help="default: cuda if available, else cpu")
-    animate.add_argument("--schedule", choices=SCHEDULES, help=f"default {AnimationSettings.schedule}")
+    animate.add_argument("--schedule", choices=SCHEDULES, help=f"default {SCHEDULES[0]}")
     animate.add_argument(
         "--context",
         dest="context_frames",
@@ -295,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
 
     synthesize = commands.add_parser("synthesize", help="write an untrained model with rule-made weights")
     synthesize.add_argument("out", type=Path, help="output folder, or output file with --bundle")
-    synthesize.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    synthesize.add_argument("--preset", choices=MODEL_SIZES, default="tiny")
     synthesize.add_argument("--bundle", action="store_true")
     synthesize.add_argument("--force", action="store_true", help="replace files written before")
     synthesize.set_defaults(run=_synthesize)
@@ -309,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         training.add_argument("--config", type=Path, help=f"YAML file of training settings (see {settings})")
         training.add_argument("--output-dir", type=Path, help="where the log, state and results go")
         training.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
-        training.set_defaults(run=_train)
+        training.set_defaults(run=_train, on_interrupt="the checkpoints saved so far are kept")
 
     evaluation = commands.add_parser("evaluate", help="cross-reenactment metrics on held-out synthetic faces")
     evaluation.add_argument("models", type=Path, nargs="*", help="model folders to compare (and the baseline)")
@@ -328,20 +417,40 @@ def main(argv: list[str] | None = None) -> int:
     evaluation.add_argument("--device")
     evaluation.add_argument("--regressor", type=Path, default=Path("eval/regressor.pt"), help="cached or trained here")
     evaluation.add_argument("--out", type=Path, default=Path("eval/results.json"))
-    evaluation.set_defaults(run=_evaluate)
+    evaluation.set_defaults(run=_evaluate, on_interrupt="results were not written")
 
     args = parser.parse_args(argv)
     try:
-        return args.run(args)
-    except SettingError as error:
-        print(
-            f"error: {SETTING_FLAGS.get(error.setting, '--' + error.setting.replace('_', '-'))}: {error}",
-            file=sys.stderr,
-        )
-        return 2
+        with _termination_as_interrupt():
+            return args.run(args)
+    except KeyboardInterrupt as interrupt:
+        print(f"{interrupt.args[0] if interrupt.args else 'interrupted'}; {args.on_interrupt}", file=sys.stderr)
+        return TERMINATED if isinstance(interrupt, Terminated) else INTERRUPTED
     except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        setting = getattr(error, "setting", None)  # a SettingError names the field, said here by its flag
+        flag = f"{SETTING_FLAGS.get(setting, '--' + setting.replace('_', '-'))}: " if setting else ""
+        print(f"error: {flag}{error}", file=sys.stderr)
         return 2
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every write in progress removes its temporary file."""
+
+
+@contextmanager
+def _termination_as_interrupt():
+    def terminate(*_):
+        raise Terminated("terminated")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread: signals stay as they are
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

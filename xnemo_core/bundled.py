@@ -25,8 +25,9 @@ MODEL_SETTINGS = {"size": 128, "steps": 25, "denoise": 0.8, "crop": "none"}
 """Sampling settings the bundled model was checked with (its inputs are face crops already)."""
 
 OUTSIDE_ITS_WORLD = (
-    "the bundled model knows only the synthetic cartoon faces it was trained on: a real photo comes "
-    "out as a cartoon face. For real portraits use the official X-NeMo weights (README: Models)."
+    "hint: the bundled model knows only the synthetic cartoon faces it was trained on; if this "
+    "reference is a real photo, it will come out as a cartoon face. For real portraits use the "
+    "official X-NeMo weights (README: Models)."
 )
 
 

@@ -3,7 +3,8 @@
 * Files are untrusted: safetensors are read as data, pickles (``.pth``/``.bin``/``.ckpt``) only
   through ``torch.load(weights_only=True)``, which refuses anything but tensors and containers.
 * Loading is all-or-nothing: every key of the module must come from some file (computed
-  buffers excepted), no file may carry keys the module lacks, and shapes must agree. Otherwise a
+  buffers excepted), no file may carry keys the module lacks, shapes must agree, and weights must
+  be finite floating-point numbers (a NaN weight would turn every frame black). Otherwise a
   :class:`CheckpointError` names the files and the keys, and the module is left untouched.
 """
 
@@ -49,6 +50,15 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     try:
         with safe_open(str(path), "pt") as handle:
             return handle.metadata() or {}
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from None
+
+
+def read_keys(path: str | Path) -> list[str]:
+    """The tensor names of a safetensors file, without reading the tensors."""
+    try:
+        with safe_open(str(path), "pt") as handle:
+            return list(handle.keys())
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from None
 
@@ -139,18 +149,22 @@ def load_into(
         for key, tensor in tensors.items():
             if key in expected:
                 merged[key], origin[key] = tensor, label
-    mis_shaped, wrong_tables = [], []
+    mis_shaped, wrong_values, wrong_tables = [], [], []
     for key, tensor in merged.items():
         if tuple(tensor.shape) != tuple(expected[key].shape):
             mis_shaped.append(
                 f"{origin[key]}: {key} has shape {tuple(tensor.shape)}, the {what} expects {tuple(expected[key].shape)}"
             )
+        elif expected[key].is_floating_point() and not tensor.is_floating_point():
+            wrong_values.append(f"{origin[key]}: {key} holds {tensor.dtype} values, the {what} expects floating point")
+        elif tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            wrong_values.append(f"{origin[key]}: {key} holds NaN or infinite values (a damaged file?)")
         elif _is_computed(key) and not key.endswith("num_batches_tracked"):
             # Files may store it rounded, also to a lower precision than their own (fp16 → fp32).
             tolerance = 2 * max(torch.finfo(torch.float16).eps, torch.finfo(tensor.dtype).eps)
             if not torch.allclose(tensor.float(), expected[key].float(), atol=tolerance):
                 wrong_tables.append(f"{origin[key]}: {key} differs from the fixed table it must hold")
-    problems += mis_shaped[:_LISTED] + wrong_tables
+    problems += mis_shaped[:_LISTED] + wrong_values[:_LISTED] + wrong_tables
     if len(mis_shaped) > _LISTED:
         problems.append(f"… and {len(mis_shaped) - _LISTED} more tensors of other shapes (a model of another size?)")
     missing = [k for k in expected if k not in merged and not _is_computed(k)]

@@ -10,7 +10,8 @@ import importlib.util
 import torch
 from torch import nn
 
-COMPILE_MODES = ("auto", "on", "off")
+from .choices import COMPILE_MODES
+
 _CACHE = "_xnemo_compiled"
 
 

@@ -17,6 +17,8 @@ def _part_metadata(models: XNeMoModels, part: str) -> dict:
     metadata = {"xnemo_config": models.config.to_dict(), "part": part}
     if part in models.part_configs:
         metadata["config"] = models.part_configs[part]
+    if part == "denoising_unet" and models.recipe:
+        metadata["recipe"] = models.recipe
     return metadata
 
 
@@ -65,6 +67,8 @@ def write_bundle(models: XNeMoModels, path: str | Path, overwrite: bool = False)
     for part, module in models.modules().items():
         tensors.update({f"{part}.{key}": value for key, value in module.state_dict().items()})
     metadata = {"xnemo_config": models.config.to_dict(), "part_configs": models.part_configs}
+    if models.recipe:
+        metadata["recipe"] = models.recipe
     with replacing(path) as temporary:
         save_safetensors(temporary, tensors, metadata)
     return path

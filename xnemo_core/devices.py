@@ -2,7 +2,9 @@
 
 import torch
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+from .choices import PRECISIONS
+
+DTYPES = dict(zip(PRECISIONS, (torch.bfloat16, torch.float16, torch.float32), strict=True))
 
 DEVICE_NAMES = "cpu, cuda, cuda:N or mps"
 

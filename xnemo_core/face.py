@@ -18,13 +18,13 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from .choices import CROP_MODES
 from .preprocess import MOTION_INPUT_SIZE
 
 DETECTION_MAX_SIDE = 640
 FACE_SCALE = 1.1
 PORTRAIT_MARGIN = 0.5
 CENTRE_SMOOTHING_SIGMA = 5.0
-CROP_MODES = ("detect", "none")
 
 
 def detector_for(mode: str, model_path: str | Path | None = None) -> "FaceDetector | None":
@@ -224,9 +224,11 @@ def _followed_face(faces: list[np.ndarray], index: int) -> list[np.ndarray | Non
     start = next((i for i, boxes in enumerate(faces) if len(boxes) > index), None)
     if start is None:
         most = max(len(boxes) for boxes in faces)
+        if most == 0:
+            raise FaceNotFoundError(f"no face found in any of the {len(faces)} driving frames")
         raise FaceNotFoundError(
             f"face index {index} needs a frame with at least {index + 1} faces, but no driving frame "
-            f"shows more than {most}; use an index below {max(most, 1)}"
+            f"shows more than {most}; use an index below {most}"
         )
     chosen: list[np.ndarray | None] = [None] * len(faces)
     chosen[start] = last = faces[start][index]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import CheckpointError, Sources, read_metadata, read_sources, read_state_dict
+from .checkpoints import CheckpointError, Sources, read_keys, read_metadata, read_sources, read_state_dict
 from .config import CLIP_IMAGE_ENCODER, SVD_VAE, XNeMoConfig
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
@@ -30,6 +30,32 @@ BASE_UNET = Path("sd-image-variations-diffusers/unet")
 BASE_IMAGE_ENCODER = Path("sd-image-variations-diffusers/image_encoder")
 BASE_VAE = Path("stable-video-diffusion-img2vid-xt/vae")
 DEFAULT_PART_CONFIGS = {"image_encoder": CLIP_IMAGE_ENCODER, "vae": SVD_VAE}
+XNEMO_RELEASE = "https://drive.google.com/drive/folders/1RdjBYYbstO7SOchDg7oimoAwu03g_-mI"
+IMAGE_VARIATIONS = "https://huggingface.co/lambdalabs/sd-image-variations-diffusers"
+SVD = "https://huggingface.co/stabilityai/stable-video-diffusion-img2vid-xt"
+PART_ORIGINS = {
+    "denoising_unet": ("denoising UNet", "xnemo_denoising_unet.pth", XNEMO_RELEASE),
+    "reference_unet": ("reference UNet", "xnemo_reference_unet.pth", XNEMO_RELEASE),
+    "motion_encoder": ("motion encoder", "xnemo_motion_encoder.pth", XNEMO_RELEASE),
+    "image_encoder": ("CLIP image encoder", f"{BASE_IMAGE_ENCODER}/ (config.json, model.safetensors)", IMAGE_VARIATIONS),
+    "vae": ("VAE", f"{BASE_VAE}/ (config.json, diffusion_pytorch_model.safetensors)", SVD),
+}
+"""Per part: its name in words, where it lies in an official-layout folder, and where it is published."""
+XNEMO_PARTS = ("denoising_unet", "reference_unet", "motion_encoder")
+"""The parts only the X-NeMo release has; the others come from base models (or from ComfyUI)."""
+
+
+def check_parts(path: Path, parts=tuple(PART_ORIGINS)) -> None:
+    """Refuse a model that lacks any of ``parts``, naming each missing one, where it belongs and
+    where it comes from, before any weight is read."""
+    layout = open_layout(path)
+    missing = [part for part in parts if not layout.has_part(part)]
+    if missing:
+        lines = [f"{PART_ORIGINS[p][0]}: {PART_ORIGINS[p][1]} from {PART_ORIGINS[p][2]}" for p in missing]
+        raise CheckpointError(
+            f"{path}: the model lacks {len(missing)} part(s):\n  " + "\n  ".join(lines) + "\n(README: Models; a "
+            "converted model has xnemo_<part>.safetensors instead)"
+        )
 
 
 def open_layout(path: Path) -> "FolderLayout | BundleLayout":
@@ -47,6 +73,19 @@ class FolderLayout:
             if candidate.is_file():
                 return candidate
         return None
+
+    def has_part(self, part: str) -> bool:
+        if self._find(f"xnemo_{part}") is not None:
+            return True
+        if part not in DEFAULT_PART_CONFIGS:
+            return False
+        folder = self._base_folder(part)
+        return (folder / "config.json").is_file() and diffusers_weights(folder) is not None
+
+    def recipe(self) -> str | None:
+        """The ``recipe`` metadata (JSON) of the converted denoiser file, if any."""
+        converted = self._find("xnemo_denoising_unet")
+        return read_metadata(converted).get("recipe") if converted else None
 
     def config(self) -> XNeMoConfig:
         converted = self._find("xnemo_denoising_unet")
@@ -121,12 +160,22 @@ class BundleLayout:
             )
         self.part_configs = json.loads(self.metadata.get("part_configs", "{}"))
 
+    def has_part(self, part: str) -> bool:
+        return part in self.part_names
+
+    @cached_property
+    def part_names(self) -> set[str]:
+        return {key.split(".", 1)[0] for key in read_keys(self.file)}
+
     @cached_property
     def tensors(self) -> dict[str, torch.Tensor]:
         return read_state_dict(self.file)
 
     def config(self) -> XNeMoConfig:
         return XNeMoConfig.from_dict(json.loads(self.metadata["xnemo_config"]))
+
+    def recipe(self) -> str | None:
+        return self.metadata.get("recipe")
 
     def _part(self, part: str) -> dict[str, torch.Tensor]:
         prefix = f"{part}."

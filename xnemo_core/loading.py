@@ -7,11 +7,12 @@ import torch
 from diffusers import AutoencoderKLTemporalDecoder
 from torch import nn
 
+from . import recipes
 from .builders import BASE_PARTS, build_motion_encoder, build_unet
 from .checkpoints import CheckpointError, load_into, read_sources
 from .config import XNeMoConfig
 from .devices import parse_dtype
-from .layouts import FolderLayout, diffusers_weights, open_layout
+from .layouts import XNEMO_PARTS, FolderLayout, check_parts, diffusers_weights, open_layout
 from .models import XNeMoModels
 from .models.motion_encoder import MotionEncoder
 from .models.spatial_guider import SpatialMotionGuider
@@ -37,6 +38,7 @@ def load_models(
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"model path not found: {path}")
+    check_parts(path, XNEMO_PARTS)
     layout = open_layout(path)
     config = layout.config()
     motion_encoder = _load_motion_encoder(layout, config)
@@ -50,6 +52,7 @@ def load_models(
         **{part: _load_base_part(part, config, sources) for part, (config, sources) in found.items()},
         part_configs={part: config for part, (config, _) in found.items()},
         stored_motion_id=MotionEncoderId.of(motion_encoder),
+        recipe=recipes.parse(layout.recipe(), path),
     )
     for module in models.modules().values():
         module.eval().requires_grad_(False)

@@ -7,6 +7,7 @@ token row carries, is preserved.
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,6 +22,9 @@ from .video import check_fps
 LENGTH_MODES = ("trim", "loop", "ping-pong", "resample")
 BLEND_MODES = ("interpolate", "relative", "intensity", "smooth")
 FORMAT = "xnemo-motion/1"
+TOKEN_SHAPE = (32, 16)
+MAX_SMOOTH_SIGMA = 100.0
+"""Frames; smoothing wider than this flattens any clip (and its kernel would not fit in memory)."""
 
 
 @dataclass
@@ -36,10 +40,29 @@ class MotionLatent:
     """``(F, 4)`` face crop boxes in the driving frames, when faces were detected."""
 
     def __post_init__(self):
+        tokens = self.tokens
+        if not torch.is_tensor(tokens) or not tokens.is_floating_point():
+            raise ValueError(f"the motion tokens must be floating-point numbers, got {getattr(tokens, 'dtype', tokens)}")
+        if tokens.dim() != 3 or tuple(tokens.shape[1:]) != TOKEN_SHAPE or len(tokens) == 0:
+            raise ValueError(f"the motion tokens have shape {tuple(tokens.shape)}, expected (frames ≥ 1, 32, 16)")
+        if not torch.isfinite(tokens).all():
+            raise ValueError("the motion tokens hold NaN or infinite values; extract the motion again")
         if self.fps is not None:
             check_fps(self.fps)
-        if not torch.isfinite(self.tokens).all():
-            raise ValueError("the motion tokens hold NaN or infinite values; extract the motion again")
+        size = self.source_size
+        if size is not None and not (
+            len(size) == 2 and all(isinstance(side, int) and not isinstance(side, bool) and side > 0 for side in size)
+        ):
+            raise ValueError(f"the source size must be (height, width) in whole pixels above 0, got {size!r:.60}")
+        boxes = self.boxes
+        if boxes is not None and not (
+            torch.is_tensor(boxes)
+            and boxes.is_floating_point()
+            and tuple(boxes.shape) == (len(tokens), 4)
+            and torch.isfinite(boxes).all()
+        ):
+            shape = tuple(boxes.shape) if torch.is_tensor(boxes) else type(boxes).__name__
+            raise ValueError(f"the face boxes must be finite numbers of shape ({len(tokens)}, 4), got {shape}")
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
@@ -99,8 +122,11 @@ def check_compatible(motion: MotionLatent, encoder_id: MotionEncoderId, what: st
             f"the motion latent was extracted with another motion encoder ({motion.model_id}) than "
             f"{what} ({encoder_id.current}); extract it again with the model you animate with"
         )
-    if len(motion) == 0:
-        raise ValueError("the motion latent has no frames")
+
+
+def _check_weight(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"the blend's {name} must be a finite number, got {value!r}")
 
 
 def match_length(tokens: torch.Tensor, length: int, mode: str) -> torch.Tensor:
@@ -135,24 +161,30 @@ def _paired(a: MotionLatent, b: MotionLatent, length_mode: str) -> tuple[torch.T
 
 def interpolate(a: MotionLatent, b: MotionLatent, weight: float, length_mode: str = "resample") -> MotionLatent:
     """``(1 - weight) · A + weight · B`` frame by frame (B fitted to A's length)."""
+    _check_weight("weight", weight)
     tokens_a, tokens_b = _paired(a, b, length_mode)
     return a.with_tokens(torch.lerp(tokens_a, tokens_b, weight))
 
 
 def relative(a: MotionLatent, b: MotionLatent, strength: float = 1.0, length_mode: str = "resample") -> MotionLatent:
     """A plus B's change since its first frame: B's expressions played on top of A's."""
+    _check_weight("strength", strength)
     tokens_a, tokens_b = _paired(a, b, length_mode)
     return a.with_tokens(tokens_a + strength * (tokens_b - tokens_b[:1]))
 
 
 def intensity(motion: MotionLatent, scale: float, neutral_frame: int = 0) -> MotionLatent:
     """Scale every frame's motion around a neutral frame (``scale`` > 1 exaggerates)."""
+    _check_weight("scale", scale)
     neutral = motion.tokens[_frame_index(motion, neutral_frame)]
     return motion.with_tokens(neutral + scale * (motion.tokens - neutral))
 
 
 def smooth(motion: MotionLatent, sigma_frames: float) -> MotionLatent:
     """Gaussian smoothing over time (``sigma_frames`` 0: unchanged)."""
+    _check_weight("sigma", sigma_frames)
+    if sigma_frames > MAX_SMOOTH_SIGMA:
+        raise ValueError(f"smoothing sigma {sigma_frames:g} is above {MAX_SMOOTH_SIGMA:g} frames; use a smaller one")
     if sigma_frames <= 0:
         return motion
     flat = motion.tokens.reshape(len(motion), -1).double().numpy()
@@ -164,6 +196,7 @@ def expression_edit(
     motion: MotionLatent, example: MotionLatent, from_frame: int, to_frame: int, strength: float
 ) -> MotionLatent:
     """Add ``strength`` × (example[to_frame] − example[from_frame]) to every frame, e.g. neutral → smile."""
+    _check_weight("strength", strength)
     if example.model_id != motion.model_id:
         raise ValueError("the expression example comes from another motion encoder")
     delta = example.tokens[_frame_index(example, to_frame)] - example.tokens[_frame_index(example, from_frame)]
@@ -207,16 +240,10 @@ def load_motion(path: str | Path, folder: str | Path | None = None) -> MotionLat
         raise ValueError(f"{path}: not a readable safetensors file ({error})") from None
     if metadata.get("format") != FORMAT or "tokens" not in tensors:
         raise ValueError(f"{path}: not an X-NeMo motion file (expected format {FORMAT!r} with 'tokens')")
-    tokens = tensors["tokens"]
-    if tokens.dim() != 3 or tuple(tokens.shape[1:]) != (32, 16):
-        raise ValueError(f"{path}: tokens have shape {tuple(tokens.shape)}, expected (frames, 32, 16)")
     try:
         size = json.loads(metadata.get("source_size", "null"))
         fps = json.loads(metadata.get("fps", "null"))
-        source_size = tuple(int(side) for side in size) if size else None
-    except (ValueError, TypeError) as error:
-        raise ValueError(f"{path}: damaged motion file metadata ({error})") from None
-    try:
-        return MotionLatent(tokens, metadata.get("model_id", ""), fps, source_size, tensors.get("boxes"))
-    except ValueError as error:  # MotionLatent's own checks: finite tokens, a valid frame rate
-        raise ValueError(f"{path}: {error}") from None
+        source_size = tuple(size) if isinstance(size, list) else size
+        return MotionLatent(tensors["tokens"], metadata.get("model_id", ""), fps, source_size, tensors.get("boxes"))
+    except (ValueError, TypeError) as error:  # damaged JSON, or MotionLatent's own checks
+        raise ValueError(f"{path}: not a valid motion file: {error}") from None

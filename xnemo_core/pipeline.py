@@ -29,7 +29,9 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from einops import rearrange
 
 from . import distributed
+from .choices import DEFAULT_SEED, SCHEDULES
 from .compiling import compile_wanted, compiled
+from .layouts import PART_ORIGINS
 from .models import XNeMoModels
 from .models.group_norm import fuse_group_norm_silu
 from .models.reference import ReferenceBank, ReferenceTokens, capture_reference, project_reference
@@ -38,9 +40,13 @@ from .recipes import OFFICIAL, OFFICIAL_CONTEXT_FRAMES
 from .sampling import SAMPLERS, make_scheduler, preset_settings
 from .windows import long_windows, official_windows
 
-SCHEDULES = ("official", "long")
 SIZE_MULTIPLE = 64
 MAX_GUIDANCE = 100.0
+MAX_SIZE = 2048
+"""Four times the official 512: past it the model is far outside what it was trained on, and a
+48-frame video's frames alone take several GiB (they grow with the square of the size)."""
+MAX_STEPS = 1000
+"""The official noise schedule's timesteps: a sampler cannot take more steps than it has."""
 SEED_LIMIT = 2**64
 """Seeds are the CPU generator's: whole numbers below 2**64."""
 
@@ -57,7 +63,7 @@ class AnimationSettings:
     denoise: float = OFFICIAL["denoise"]
     """Fraction of the ``steps`` schedule to run (as ComfyUI's KSampler ``denoise``): below 1 the
     start latents are noised only to a later timestep, keeping more of the portrait."""
-    seed: int = 42
+    seed: int = DEFAULT_SEED
     height: int = OFFICIAL["size"]
     width: int = OFFICIAL["size"]
     schedule: str = "official"
@@ -105,7 +111,7 @@ class AnimationSettings:
         (:class:`SettingError`); the context length is checked when ``max_window`` is known."""
         if self.schedule not in SCHEDULES:
             raise SettingError("schedule", f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-        _check_whole("steps", self.steps, 1)
+        _check_whole("steps", self.steps, 1, MAX_STEPS + 1)
         if not _is_number(self.guidance_scale) or not 1 <= self.guidance_scale <= MAX_GUIDANCE:
             raise SettingError(
                 "guidance_scale",
@@ -120,8 +126,12 @@ class AnimationSettings:
         _check_whole("seed", self.seed, 0, SEED_LIMIT)
         for name in ("height", "width"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < SIZE_MULTIPLE or value % SIZE_MULTIPLE:
-                raise SettingError(name, f"{name} {value!r} must be a positive multiple of {SIZE_MULTIPLE}")
+            if not isinstance(value, int) or not SIZE_MULTIPLE <= value <= MAX_SIZE or value % SIZE_MULTIPLE:
+                raise SettingError(
+                    name,
+                    f"{name} {value!r} must be a multiple of {SIZE_MULTIPLE} from {SIZE_MULTIPLE} to {MAX_SIZE} "
+                    f"(the official size is {OFFICIAL['size']})",
+                )
         for name in ("window_batch", "decode_chunk", "deep_cache_interval"):
             _check_whole(name, getattr(self, name), 1)
         _check_whole("context_overlap", self.context_overlap, 0)
@@ -139,6 +149,20 @@ class AnimationSettings:
             raise SettingError(
                 "context_overlap", f"context overlap {self.context_overlap} must be below the window length {window}"
             )
+
+
+class NonFiniteError(ValueError):
+    """A stage of the pipeline produced NaN or infinite values: its weights (or the precision) are at fault."""
+
+
+def check_finite(stage: str, *tensors: torch.Tensor) -> None:
+    """Refuse to go on from ``stage`` (its name in words) with NaN or infinite values, which would
+    end as black frames."""
+    if not all(bool(torch.isfinite(tensor).all()) for tensor in tensors):
+        raise NonFiniteError(
+            f"{stage} produced NaN or infinite values, so no frame was written; its weights are damaged, "
+            "or the precision overflows (try --dtype fp32, or bf16 on a GPU)"
+        )
 
 
 class SettingError(ValueError):
@@ -200,9 +224,12 @@ class XNeMoPipeline:
     def __init__(
         self, models: XNeMoModels, device: str | torch.device = "cpu", offload: bool = False, compile: str = "off"
     ):
-        if models.image_encoder is None or models.vae is None:
-            missing = [name for name in ("image_encoder", "vae") if getattr(models, name) is None]
-            raise ValueError(f"the model has no {' and no '.join(missing)}; animation needs both")
+        missing = [PART_ORIGINS[part] for part in ("image_encoder", "vae") if getattr(models, part) is None]
+        if missing:
+            raise ValueError(
+                "animation needs a CLIP image encoder and a VAE; the model has no "
+                + " and no ".join(f"{name} ({where}, from {source})" for name, where, source in missing)
+            )
         self.models, self.device, self.offload = models, torch.device(device), offload
         fuse_group_norm_silu(models.vae)
         self.dtype = models.denoising_unet.dtype
@@ -236,7 +263,9 @@ class XNeMoPipeline:
                 pixels = motion_input(faces[start : start + batch_size], encoder.face_size)
                 pixels = pixels.to(self.device, encoder.dtype)
                 tokens.append(encoder(pixels).float().cpu())
-        return torch.cat(tokens)
+        tokens = torch.cat(tokens)
+        check_finite("the motion encoder", tokens)
+        return tokens
 
     @torch.no_grad()
     def encode_reference(self, image: np.ndarray, face: np.ndarray, height: int, width: int) -> ReferenceCondition:
@@ -246,9 +275,12 @@ class XNeMoPipeline:
             size = models.image_encoder.config.image_size
             pixels = clip_input(image, size).to(self.device, models.image_encoder.dtype)
             clip_embeds = models.image_encoder(pixels).image_embeds[:, None]
+        check_finite("the CLIP image encoder", clip_embeds)
         latents = self.encode_latents(vae_input(image, height, width))
+        check_finite("the VAE encoder", latents)
         with self._on_device(models.reference_unet):
             tokens = capture_reference(models.reference_unet, latents.to(self.dtype), clip_embeds.to(self.dtype))
+        check_finite("the reference UNet", *tokens.values())
         unconditional = self.encode_motion(face[None]).to(self.device)
         return ReferenceCondition(clip_embeds, latents, tokens, unconditional)
 
@@ -327,6 +359,7 @@ class XNeMoPipeline:
                 latents = scheduler.step(noise_pred, timestep, latents).prev_sample
                 if on_step is not None:
                     on_step(step + 1, total)
+        check_finite("the denoising UNet", latents)
         return latents
 
     def _guided_prediction(self, call: "_StepCall", latents, windows, settings) -> torch.Tensor:
@@ -392,6 +425,7 @@ class XNeMoPipeline:
             for start in range(0, len(frames), chunk):
                 part = frames[start : start + chunk].to(self.device, vae.dtype)
                 pixels = vae.decode(part, num_frames=len(part)).sample
+                check_finite("the VAE decoder", pixels)
                 decoded.append((pixels.float() / 2 + 0.5).clamp(0, 1).cpu())
         return rearrange(torch.cat(decoded), "f c h w -> f h w c")
 

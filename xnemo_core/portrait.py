@@ -42,6 +42,51 @@ def animation_settings(
     return settings
 
 
+def describe_run(
+    model, recipe: dict, settings: AnimationSettings, preset: str, device, precision: str, compiled: bool
+) -> str:
+    """One line that says what is about to run, and why that many steps."""
+    run = settings.steps - settings.skipped_steps
+    steps = f"{run} of {settings.steps} steps (denoise {settings.denoise:g})" if run < settings.steps else f"{run} steps"
+    own = ", ".join(f"{name} {recipe[name]:g}" for name in ("size", "steps", "denoise"))
+    return (
+        f"animating with {model} (its recipe: {own}): {settings.height}×{settings.width}, {steps}, "
+        f"preset {preset} ({settings.sampler}), cfg {settings.guidance_scale:g}, seed {settings.seed}; "
+        f"{device}, {precision}, compile {'on' if compiled else 'off'}"
+    )
+
+
+def host_memory_needed(settings: AnimationSettings, num_frames: int, reference_pixels: int, decoder_width: int) -> int:
+    """Rough bytes of host memory an animation needs besides the model: its frames as float32 and
+    uint8, as many again pasted into the reference, and on the CPU about three full-size
+    activations of the VAE decoder's widest top layer (``decoder_width`` channels) per decode chunk."""
+    pixels = settings.height * settings.width
+    frames = num_frames * (pixels + reference_pixels) * 3 * (4 + 1)
+    decode = min(settings.decode_chunk, num_frames) * pixels * decoder_width * 4 * 3
+    return frames + decode
+
+
+def check_host_memory(settings: AnimationSettings, num_frames: int, reference_pixels: int, decoder_width: int) -> None:
+    """Refuse, before any work, an animation that cannot fit in the memory available
+    (:func:`host_memory_needed`; ``decoder_width`` 0 where the decoder runs on a GPU)."""
+    needed, available = host_memory_needed(settings, num_frames, reference_pixels, decoder_width), available_memory()
+    if available is not None and needed > available:
+        raise ValueError(
+            f"this animation needs about {needed / 2**30:.1f} GiB of memory and {available / 2**30:.1f} GiB are "
+            "available; use a smaller --size, fewer --frames or a smaller --decode-chunk"
+        )
+
+
+def available_memory() -> int | None:
+    """Memory the system can give without swapping (Linux's MemAvailable); ``None`` where unknown."""
+    try:
+        with open("/proc/meminfo") as info:
+            fields = dict(line.split(":", 1) for line in info)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
 @dataclass
 class Portrait:
     """The reference image and its crops, with what its owner should hear about them."""

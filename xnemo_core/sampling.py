@@ -12,6 +12,8 @@ values; what they cost in quality is measured in ``bench/RESULTS.md`` (``evaluat
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+from .choices import SAMPLER_NAMES, SPEED_PRESETS, describe_preset, preset_settings  # noqa: F401 (re-exported)
+
 OFFICIAL_SCHEDULER = {
     "beta_start": 0.00085,
     "beta_end": 0.02,
@@ -21,19 +23,18 @@ OFFICIAL_SCHEDULER = {
     "prediction_type": "epsilon",
 }
 
-SAMPLERS = {
-    "ddim": (DDIMScheduler, {}),
-    "dpm++2m": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
-    "unipc": (UniPCMultistepScheduler, {"solver_order": 2}),
-}
+SAMPLERS = dict(
+    zip(
+        SAMPLER_NAMES,
+        (
+            (DDIMScheduler, {}),
+            (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2}),
+            (UniPCMultistepScheduler, {"solver_order": 2}),
+        ),
+        strict=True,
+    )
+)
 """Sampler name → scheduler class and its settings on top of the official schedule."""
-
-SPEED_PRESETS = {
-    "exact": {"sampler": "ddim", "guidance_until": 1.0, "deep_cache_interval": 1},
-    "balanced": {"sampler": "dpm++2m", "steps": 20, "guidance_until": 0.5, "deep_cache_interval": 1},
-    "fast": {"sampler": "unipc", "steps": 12, "guidance_until": 0.5, "deep_cache_interval": 2},
-}
-"""Preset name → its settings. ``exact`` is the official sampling and keeps the model's recipe steps."""
 
 
 def make_scheduler(sampler: str) -> SchedulerMixin:
@@ -42,22 +43,3 @@ def make_scheduler(sampler: str) -> SchedulerMixin:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     kind, extra = SAMPLERS[sampler]
     return kind.from_config(DDIMScheduler(**OFFICIAL_SCHEDULER).config, **extra)
-
-
-def preset_settings(preset: str) -> dict:
-    """A preset's settings, by field name of ``AnimationSettings``."""
-    if preset not in SPEED_PRESETS:
-        raise ValueError(f"unknown speed preset {preset!r}; choose one of {', '.join(SPEED_PRESETS)}")
-    return dict(SPEED_PRESETS[preset])
-
-
-def describe_preset(preset: str) -> str:
-    """A preset in words, e.g. ``unipc, 12 steps, guidance on the first 50 % of steps, …``."""
-    settings = preset_settings(preset)
-    words = [settings["sampler"] + (" (official)" if settings["sampler"] == "ddim" else "")]
-    words.append(f"{settings['steps']} steps" if "steps" in settings else "the model's recipe steps")
-    if settings["guidance_until"] < 1:
-        words.append(f"guidance on the first {settings['guidance_until']:.0%} of steps")
-    if settings["deep_cache_interval"] > 1:
-        words.append(f"whole denoiser every {settings['deep_cache_interval']} steps, deep features reused between")
-    return ", ".join(words)

@@ -29,6 +29,8 @@ class XNeMoModels:
     part_configs: dict = field(default_factory=dict)
     stored_motion_id: MotionEncoderId | None = None
     """Fingerprint of the motion encoder's weights as stored, taken at load before any cast."""
+    recipe: dict = field(default_factory=dict)
+    """What the model's files say of its recommended recipe (:mod:`~xnemo_core.recipes`), kept by conversion."""
 
     @property
     def motion_id(self) -> MotionEncoderId:

@@ -12,16 +12,23 @@ from torch import nn
 
 from ..builders import build_image_encoder, build_motion_encoder, build_vae
 from ..checkpoints import load_into
+from ..choices import MODEL_SIZES
 from ..config import CLIP_IMAGE_ENCODER, SMALL_VAE, SVD_VAE, TINY_CLIP_IMAGE_ENCODER, TINY_VAE, XNeMoConfig
 from ..models import XNeMoModels
 from ..models.reference import ReferenceUNet
 from ..models.unet3d import DenoisingUNet
 
-PRESETS = {
-    "tiny": (XNeMoConfig.tiny, TINY_CLIP_IMAGE_ENCODER, TINY_VAE),
-    "small": (XNeMoConfig.small, TINY_CLIP_IMAGE_ENCODER, SMALL_VAE),
-    "official": (XNeMoConfig.official, CLIP_IMAGE_ENCODER, SVD_VAE),
-}
+PRESETS = dict(
+    zip(
+        MODEL_SIZES,
+        (
+            (XNeMoConfig.tiny, TINY_CLIP_IMAGE_ENCODER, TINY_VAE),
+            (XNeMoConfig.small, TINY_CLIP_IMAGE_ENCODER, SMALL_VAE),
+            (XNeMoConfig.official, CLIP_IMAGE_ENCODER, SVD_VAE),
+        ),
+        strict=True,
+    )
+)
 
 GAINS = {"final_proj.weight": 0.03, "conv_out.weight": 0.05}
 
