@@ -104,7 +104,11 @@ def test_files_written_with_the_old_fingerprint_keep_loading_in_any_precision(ti
 
 @pytest.mark.parametrize(
     "metadata, message",
-    [({"fps": "abc"}, "not a valid motion file"), ({"source_size": "[1"}, "not a valid motion file"), ({"fps": "-3"}, "above 0")],
+    [
+        ({"fps": "abc"}, "not a valid motion file"),
+        ({"source_size": "[1"}, "not a valid motion file"),
+        ({"fps": "-3"}, "above 0"),
+    ],
 )
 def test_malformed_metadata_is_named_with_the_file(tmp_path, metadata, message):
     path = tmp_path / "m.safetensors"

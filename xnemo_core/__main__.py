@@ -8,8 +8,17 @@ from functools import partial
 from pathlib import Path
 
 from . import bundled, recipes
-from .choices import COMPILE_MODES, CROP_MODES, DEFAULT_SEED, MODEL_SIZES, PRECISIONS, SAMPLER_NAMES, SCHEDULES
-from .choices import SPEED_PRESETS, describe_preset
+from .choices import (
+    COMPILE_MODES,
+    CROP_MODES,
+    DEFAULT_SEED,
+    MODEL_SIZES,
+    PRECISIONS,
+    SAMPLER_NAMES,
+    SCHEDULES,
+    SPEED_PRESETS,
+    describe_preset,
+)
 
 # Torch, diffusers and OpenCV are imported inside the commands, so that --help answers at once.
 

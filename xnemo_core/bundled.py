@@ -11,7 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-BUNDLED = Path(__file__).resolve().parent.parent / "bundled"
+_IN_CLONE = Path(__file__).resolve().parent.parent / "bundled"
+_INSTALLED = Path(__file__).resolve().parent / "bundled_files"
+"""Where ``pip install .`` puts the same files (pyproject.toml maps the folder into the package)."""
+BUNDLED = _IN_CLONE if _IN_CLONE.is_dir() else _INSTALLED
 MODEL_ROOT = BUNDLED / "models"
 MODEL = MODEL_ROOT / "xnemo-synthetic-128"
 DEMO_PORTRAIT = BUNDLED / "demo" / "portrait.png"

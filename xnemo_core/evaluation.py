@@ -27,6 +27,7 @@ from diffusers import DDIMScheduler
 from einops import rearrange
 from torch import nn
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from .loading import load_models
 from .models.reference import project_reference
@@ -93,7 +94,7 @@ def train_regressor(
     model = WorldRegressor().to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=steps)
-    for item in loader:
+    for item in tqdm(loader, desc="training the metrics' regressor (once; cached)", unit="step"):
         predicted_motion, predicted_identity = model(degrade(item["frames"][:, 0].to(device)))
         motion, identity = item["motion"][:, 0].to(device), item["identity"].to(device)
         loss = F.mse_loss(predicted_motion, motion) + F.mse_loss(predicted_identity, identity)
@@ -317,7 +318,8 @@ def evaluate(
     approximates (a speed preset to ``exact``): its row gains ``psnr_vs_exact``, the PSNR of its
     frames against those outputs."""
     lpips_model = _lpips()
-    outputs = {name: [method(pair) for pair in pairs] for name, method in methods.items()}
+    with tqdm(total=len(methods) * len(pairs), desc="animating the held-out pairs", unit="video") as bar:
+        outputs = {name: [_counted(bar, method, pair) for pair in pairs] for name, method in methods.items()}
     table = {}
     for name, videos in outputs.items():
         scores = [score(frames, pair, regressor, lpips_model) for frames, pair in zip(videos, pairs)]
@@ -326,6 +328,12 @@ def evaluate(
             exact = outputs[exact_of[name]]
             table[name]["psnr_vs_exact"] = float(np.mean([psnr(*map(_unit, pair)) for pair in zip(videos, exact)]))
     return table
+
+
+def _counted(bar: tqdm, method, pair: CrossPair) -> np.ndarray:
+    frames = method(pair)
+    bar.update()
+    return frames
 
 
 def _unit(frames: np.ndarray) -> torch.Tensor:

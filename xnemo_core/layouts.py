@@ -37,7 +37,11 @@ PART_ORIGINS = {
     "denoising_unet": ("denoising UNet", "xnemo_denoising_unet.pth", XNEMO_RELEASE),
     "reference_unet": ("reference UNet", "xnemo_reference_unet.pth", XNEMO_RELEASE),
     "motion_encoder": ("motion encoder", "xnemo_motion_encoder.pth", XNEMO_RELEASE),
-    "image_encoder": ("CLIP image encoder", f"{BASE_IMAGE_ENCODER}/ (config.json, model.safetensors)", IMAGE_VARIATIONS),
+    "image_encoder": (
+        "CLIP image encoder",
+        f"{BASE_IMAGE_ENCODER}/ (config.json, model.safetensors)",
+        IMAGE_VARIATIONS,
+    ),
     "vae": ("VAE", f"{BASE_VAE}/ (config.json, diffusion_pytorch_model.safetensors)", SVD),
 }
 """Per part: its name in words, where it lies in an official-layout folder, and where it is published."""

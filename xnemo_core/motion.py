@@ -42,7 +42,9 @@ class MotionLatent:
     def __post_init__(self):
         tokens = self.tokens
         if not torch.is_tensor(tokens) or not tokens.is_floating_point():
-            raise ValueError(f"the motion tokens must be floating-point numbers, got {getattr(tokens, 'dtype', tokens)}")
+            raise ValueError(
+                f"the motion tokens must be floating-point numbers, got {getattr(tokens, 'dtype', tokens)}"
+            )
         if tokens.dim() != 3 or tuple(tokens.shape[1:]) != TOKEN_SHAPE or len(tokens) == 0:
             raise ValueError(f"the motion tokens have shape {tuple(tokens.shape)}, expected (frames ≥ 1, 32, 16)")
         if not torch.isfinite(tokens).all():

@@ -47,7 +47,9 @@ def describe_run(
 ) -> str:
     """One line that says what is about to run, and why that many steps."""
     run = settings.steps - settings.skipped_steps
-    steps = f"{run} of {settings.steps} steps (denoise {settings.denoise:g})" if run < settings.steps else f"{run} steps"
+    steps = (
+        f"{run} of {settings.steps} steps (denoise {settings.denoise:g})" if run < settings.steps else f"{run} steps"
+    )
     own = ", ".join(f"{name} {recipe[name]:g}" for name in ("size", "steps", "denoise"))
     return (
         f"animating with {model} (its recipe: {own}): {settings.height}×{settings.width}, {steps}, "

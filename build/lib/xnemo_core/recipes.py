@@ -1,0 +1,60 @@
+"""Each model's recommended sampling recipe: the official one, or the one a model carries in its
+own files (``recipe`` metadata, as the bundled model does: it was trained at 128² on face crops and
+checked at 25 steps, denoise 0.8), so that a renamed copy keeps it.
+
+A recipe is named in the front ends' words: ``size`` (height and width), ``cfg`` (guidance scale),
+``crop`` (``detect`` or ``none``), and :class:`~xnemo_core.pipeline.AnimationSettings`' own names
+for the rest. This is the one place the official numbers are written.
+"""
+
+import json
+from pathlib import Path
+
+OFFICIAL = {
+    "size": 512,
+    "steps": 35,
+    "cfg": 2.5,
+    "denoise": 1.0,
+    "crop": "detect",
+    "context_overlap": 4,
+    "decode_chunk": 25,
+}
+OFFICIAL_CONTEXT_FRAMES = 24
+"""The official schedule's window length (the ``long`` schedule takes the position encoding's limit)."""
+AUTO = "auto"
+"""A crop choice that takes the model's recipe."""
+
+
+def recommended(model_path: str | Path) -> dict:
+    """The whole recipe for the model at ``model_path``: the official one, with what the model's
+    own ``recipe`` metadata changes."""
+    from .layouts import open_layout
+
+    path = Path(model_path)
+    return OFFICIAL | (parse(open_layout(path).recipe(), path) if path.exists() else {})
+
+
+def parse(text: str | None, source) -> dict:
+    """A model file's ``recipe`` metadata (JSON) checked against the recipe's names and kinds."""
+    if text is None:
+        return {}
+    try:
+        recipe = json.loads(text)
+    except ValueError:
+        recipe = None
+    if not isinstance(recipe, dict) or not all(
+        name in OFFICIAL and _same_kind(value, OFFICIAL[name]) for name, value in recipe.items()
+    ):
+        raise ValueError(f"{source}: damaged 'recipe' metadata {text[:80]!r}; expected some of {sorted(OFFICIAL)}")
+    return recipe
+
+
+def _same_kind(value, official) -> bool:
+    if isinstance(official, str):
+        return isinstance(value, str)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def crop_mode(choice: str, recipe: dict) -> str:
+    """``detect`` or ``none``: ``auto`` is the recipe's."""
+    return recipe["crop"] if choice == AUTO else choice
