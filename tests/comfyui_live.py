@@ -48,6 +48,8 @@ def _driver_links(suffix: str) -> list:
     ]
 
 
+_SOUND = ("components", 1, "create", "audio")
+"""The driving clip's sound kept in the video, as ComfyUI's GetVideoComponents → CreateVideo does."""
 _COMMON = {
     "note": ("Note", [40, 60], {}),
     "model": ("LoadXNeMo", [40, 480], {"model": "xnemo-synthetic-128", "precision": "auto"}),
@@ -74,7 +76,7 @@ SPECS = {
         "becomes a motion latent (32 × 16 tokens a frame) that carries no identity, and Animate Portrait "
         "renders the portrait with it.\n\n" + _OFFICIAL,
         "nodes": {**_driver("", "xnemo_demo_driving.mp4", 60), **_COMMON},
-        "links": [*_driver_links(""), ("extract", 0, "animate", "motion"), *_TAIL_LINKS],
+        "links": [*_driver_links(""), ("extract", 0, "animate", "motion"), *_TAIL_LINKS, _SOUND],
         "groups": _GROUPS,
     },
     "xnemo_blend_two_drivers": {
@@ -94,6 +96,7 @@ SPECS = {
             ("extract_b", 0, "blend", "motion_b"),
             ("blend", 0, "animate", "motion"),
             *_TAIL_LINKS,
+            _SOUND,
         ],
         "groups": [
             *_GROUPS[:2],
@@ -118,6 +121,7 @@ SPECS = {
             ("intensity", 0, "animate", "motion"),
             ("intensity", 0, "save_motion", "motion"),
             *_TAIL_LINKS,
+            _SOUND,
         ],
         "groups": [*_GROUPS[:2], ("Edit, keep → animation", ["intensity", "save_motion", "animate"]), _GROUPS[3]],
     },
@@ -158,6 +162,7 @@ SPECS = {
             ("animate", 0, "sharpen", "image"),
             ("sharpen", 0, "create", "images"),
             ("create", 0, "save", "video"),
+            _SOUND,
         ],
         "groups": [
             ("Model and edited portrait", ["model", "portrait", "mirror"]),
@@ -258,6 +263,8 @@ def generate(url: str) -> list[Path]:
             path = WORKFLOWS / f"{name}.json"
             path.write_text(json.dumps(workflow, indent=2) + "\n")
             _load(page, path)
+            page.keyboard.press("Escape")  # a template browser that opened late would cover the graph
+            page.wait_for_timeout(500)
             page.screenshot(path=str(path.with_suffix(".png")))
             written.append(path)
     finally:
