@@ -397,9 +397,13 @@ def test_pip_install_gives_the_library_and_the_xnemo_command(tmp_path):
     import sys
     import zipfile
 
-    root = Path(__file__).resolve().parents[1]
+    root, source = Path(__file__).resolve().parents[1], tmp_path / "source"  # setuptools builds in the source
+    for folder in ("xnemo_core", "bundled"):
+        shutil.copytree(root / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, source / name)
     command = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path)]
-    subprocess.run([*command, str(root)], check=True, capture_output=True, timeout=600)
+    subprocess.run([*command, str(source)], check=True, capture_output=True, timeout=600)
     (wheel,) = tmp_path.glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "xnemo_core/__main__.py" in names and "xnemo_core/train/recipes/synthetic128_stage1.yaml" in names
