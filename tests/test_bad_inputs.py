@@ -184,6 +184,23 @@ def test_sigterm_during_the_final_write_leaves_no_partial_file(tmp_path, capsys,
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
+def test_an_interrupt_while_the_temporary_file_is_made_leaves_nothing(tmp_path, monkeypatch):
+    def interrupted(handle):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(files.os, "close", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_video(tmp_path / "x.mp4", np.zeros((1, 8, 8, 3), np.uint8))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_evaluation_regressor_shows_its_progress(capsys):
+    from xnemo_core.evaluation import train_regressor
+
+    train_regressor(size=32, steps=2, batch=2)
+    assert "training the metrics' regressor" in capsys.readouterr().err
+
+
 def test_an_animation_past_the_available_memory_is_refused_with_the_estimate(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(portrait, "available_memory", lambda: 2**20)
     assert main(["animate", "--out", str(tmp_path / "x.mp4"), "--size", "2048", "--frames", "2"]) == 2

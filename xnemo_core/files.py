@@ -86,7 +86,11 @@ def replacing_folder(target: str | Path) -> Iterator[Path]:
 
 def _temporary_file(target: Path) -> Path:
     handle, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".partial{target.suffix}", dir=target.parent)
-    os.close(handle)
+    try:
+        os.close(handle)
+    except BaseException:  # Ctrl-C or SIGTERM right after the creation: the caller never learns the name
+        os.unlink(name)
+        raise
     return Path(name)
 
 
