@@ -15,7 +15,7 @@ import torch
 from conftest import run_fresh
 from safetensors import safe_open
 from safetensors.torch import save_file
-from test_cli import FRAMES, animate_args
+from test_cli import animate_args, inputs  # noqa: F401 (a fixture)
 from test_nodes import animate_inputs, blend_inputs, driving, extracted, model, monkeypatch_module, motion, run  # noqa: F401 (fixtures)
 
 from xnemo_core import bundled, files, portrait, recipes
@@ -42,16 +42,6 @@ def with_tensor(path: Path, key: str, change) -> None:
 @pytest.fixture()
 def model_copy(tiny_model_folder, tmp_path) -> Path:
     return Path(shutil.copytree(tiny_model_folder, tmp_path / "model"))
-
-
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("bad_inputs")
-    rng = np.random.default_rng(0)
-    write_video(folder / "portrait", rng.integers(0, 256, (1, 96, 96, 3), dtype=np.uint8))
-    (folder / "portrait" / "frame_00000.png").rename(folder / "portrait.png")
-    write_video(folder / "driving.mp4", rng.integers(0, 256, (FRAMES, 64, 64, 3), dtype=np.uint8), fps=10)
-    return folder
 
 
 def animate(models, reference, driving, out, *extra) -> int:

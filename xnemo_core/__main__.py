@@ -49,10 +49,11 @@ def _animate(args) -> int:
     from .layouts import check_parts
     from .portrait import animation_settings
 
-    crop = _fill_inputs(args)
+    demo = _fill_inputs(args)
     if args.frames is not None and args.frames < 1:
         raise ValueError(f"--frames must be at least 1, got {args.frames}")
     recipe = recipes.recommended(args.models)
+    crop = args.crop or ("none" if demo else recipe["crop"])  # the demo media are face crops already
     settings = animation_settings(recipe, args.preset, **{name: getattr(args, name) for name in SETTING_NAMES})
     _check_animate_output(args)
     device = resolve_device(args.device)
@@ -150,9 +151,8 @@ def _decoder_width(args, device) -> int:
     return vae.get("block_out_channels", [0])[0] if device.type == "cpu" else 0
 
 
-def _fill_inputs(args) -> str:
-    """The bundled model and demo media where none are given; returns the crop mode: the flag's,
-    else ``none`` for the demo media (face crops already, whatever the model), else the model's recipe."""
+def _fill_inputs(args) -> bool:
+    """The bundled model and demo media where none are given; returns whether the demo media are used."""
     if args.motion is not None and args.driving is not None:
         raise ValueError("give --driving (a video to take the motion from) or --motion (a saved motion), not both")
     demo = args.reference is None and args.driving is None and args.motion is None
@@ -160,9 +160,7 @@ def _fill_inputs(args) -> str:
     if args.motion is None:
         args.driving = args.driving or bundled.DEMO_DRIVING
     args.models = args.models or bundled.MODEL
-    if args.crop:
-        return args.crop
-    return "none" if demo else recipes.recommended(args.models)["crop"]
+    return demo
 
 
 def _synthesize(args) -> int:

@@ -45,20 +45,18 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 def read_metadata(path: str | Path) -> dict[str, str]:
     """The string metadata of a safetensors file (empty for pickles)."""
     path = Path(path)
-    if path.suffix != ".safetensors":
-        return {}
-    try:
-        with safe_open(str(path), "pt") as handle:
-            return handle.metadata() or {}
-    except (SafetensorError, OSError) as error:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from None
+    return _read_header(path)[1] if path.suffix == ".safetensors" else {}
 
 
 def read_keys(path: str | Path) -> list[str]:
     """The tensor names of a safetensors file, without reading the tensors."""
+    return _read_header(Path(path))[0]
+
+
+def _read_header(path: Path) -> tuple[list[str], dict[str, str]]:
     try:
         with safe_open(str(path), "pt") as handle:
-            return list(handle.keys())
+            return list(handle.keys()), handle.metadata() or {}
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f"{path}: not a readable safetensors file ({error})") from None
 
