@@ -1,4 +1,4 @@
-"""Command line: ``python -m xnemo_core {animate,convert,synthesize,check-fixtures,train,train-vae,pretrain-motion,evaluate} ...``."""
+"""Command line: ``python -m xnemo_core {animate,download,convert,synthesize,check-fixtures,train,train-vae,pretrain-motion,evaluate} ...``."""
 
 import argparse
 import signal
@@ -12,6 +12,7 @@ from .choices import (
     COMPILE_MODES,
     CROP_MODES,
     DEFAULT_SEED,
+    DOWNLOAD_PARTS,
     MODEL_SIZES,
     PRECISIONS,
     SAMPLER_NAMES,
@@ -187,6 +188,19 @@ def _convert(args) -> int:
     return 0
 
 
+def _download(args) -> int:
+    from .download import download
+
+    folder, complete = download(args.dest, tuple(args.parts), args.xnemo_from, args.token, convert=args.convert)
+    if complete:
+        print(
+            f"ready: {folder} (every part loaded strictly); animate with: python -m xnemo_core animate --models {folder}"
+        )
+    else:
+        print(f"checked what was downloaded into {folder}; the X-NeMo files are still missing: add --parts xnemo")
+    return 0
+
+
 def _write(models, args) -> list[Path]:
     from .convert import write_bundle, write_parts
 
@@ -296,6 +310,28 @@ def main(argv: list[str] | None = None) -> int:
         help="weight group that may be absent, e.g. temporal_modules (kept as identity)",
     )
     convert.set_defaults(run=_convert)
+
+    fetch = commands.add_parser(
+        "download",
+        help="fetch the official model (X-NeMo's files, the CLIP image encoder, the VAE) into a folder",
+        description="Fetches the official model into DEST in the official layout, then loads every part strictly. "
+        "Files already there are kept; an interrupted download is resumed by running the command again.",
+    )
+    fetch.add_argument("dest", type=Path, help="the model folder, e.g. ComfyUI/models/xnemo/xnemo")
+    fetch.add_argument("--parts", nargs="+", choices=DOWNLOAD_PARTS, default=list(DOWNLOAD_PARTS))
+    fetch.add_argument(
+        "--xnemo-from",
+        metavar="FOLDER_OR_URL",
+        help="where the four xnemo_*.pth files are: a folder you downloaded them to, or a URL above them "
+        "(default: the official Google Drive folder)",
+    )
+    fetch.add_argument(
+        "--token", help="Hugging Face read token for the gated SVD VAE (default: HF_TOKEN or your login)"
+    )
+    fetch.add_argument(
+        "--convert", action="store_true", help="then write fp16 safetensors into DEST and remove the official files"
+    )
+    fetch.set_defaults(run=_download, on_interrupt="run the command again to resume")
 
     fixtures = commands.add_parser("check-fixtures", help="parity with the official code's golden outputs")
     fixtures.add_argument("directory")

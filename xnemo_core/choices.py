@@ -36,3 +36,8 @@ def describe_preset(preset: str) -> str:
     if settings["deep_cache_interval"] > 1:
         words.append(f"whole denoiser every {settings['deep_cache_interval']} steps, deep features reused between")
     return ", ".join(words)
+
+
+DOWNLOAD_PARTS = ("xnemo", "image_encoder", "vae")
+"""What ``python -m xnemo_core download --parts`` fetches: the X-NeMo release's four files, the
+CLIP image encoder, the VAE (:mod:`~xnemo_core.download`)."""

@@ -81,6 +81,13 @@ def _load_unet(layout, part: str, config: XNeMoConfig, allow_missing) -> nn.Modu
     return module
 
 
+def load_base_part(path: str | Path, part: str) -> nn.Module | None:
+    """A base part (``"vae"``, ``"image_encoder"``) of the model at ``path`` loaded strictly in
+    float32; ``None`` when the model has no such part."""
+    found = open_layout(Path(path)).optional_part(part)
+    return _load_base_part(part, *found) if found else None
+
+
 def load_vae(folder: str | Path) -> tuple[AutoencoderKLTemporalDecoder, dict]:
     """The VAE of a diffusers VAE folder (``config.json`` + weights) or of a model folder, loaded
     strictly in float32; returns it and its config."""

@@ -1,0 +1,222 @@
+"""``python -m xnemo_core download`` against a local fake Hub and a local file server in place of
+Google Drive: the layout it writes, resuming, gated repositories, damaged files, conversion."""
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from fake_hub import FakeHub
+from xnemo_core.__main__ import main
+from xnemo_core.download import XNEMO_FILES, DownloadError, _drive_errors
+from xnemo_core.loading import load_models
+
+IMAGE_VARIATIONS = "lambdalabs/sd-image-variations-diffusers"
+SVD = "stabilityai/stable-video-diffusion-img2vid-xt"
+TOKEN = "hf_local_test_token"
+EXPECTED = [
+    *XNEMO_FILES,
+    "sd-image-variations-diffusers/unet/config.json",
+    "sd-image-variations-diffusers/image_encoder/config.json",
+    "sd-image-variations-diffusers/image_encoder/model.safetensors",
+    "stable-video-diffusion-img2vid-xt/vae/config.json",
+    "stable-video-diffusion-img2vid-xt/vae/diffusion_pytorch_model.safetensors",
+]
+
+
+@pytest.fixture
+def hub(official_layout, monkeypatch):
+    """The tiny official-layout model served as the release (``/release``) and the two Hub repositories."""
+    with FakeHub() as fake:
+        fake.add_files("/release", official_layout, list(XNEMO_FILES))
+        fake.add_repo(
+            IMAGE_VARIATIONS,
+            official_layout / "sd-image-variations-diffusers",
+            ["image_encoder/config.json", "image_encoder/model.safetensors", "unet/config.json"],
+        )
+        fake.files[f"/{IMAGE_VARIATIONS}/resolve/main/unet/diffusion_pytorch_model.safetensors"] = b"not needed"
+        fake.add_repo(
+            SVD,
+            official_layout / "stable-video-diffusion-img2vid-xt",
+            ["vae/config.json", "vae/diffusion_pytorch_model.safetensors"],
+        )
+        fake.gated[SVD] = TOKEN
+        monkeypatch.setenv("HF_ENDPOINT", fake.url)
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        monkeypatch.setenv("HF_HOME", str(official_layout.parent / "hf-home"))  # no login token of the machine
+        yield fake
+
+
+def download(hub: FakeHub, dest: Path, *extra: str) -> int:
+    return main(["download", str(dest), "--xnemo-from", f"{hub.url}/release", *extra])
+
+
+def files_under(folder: Path) -> list[str]:
+    return sorted(
+        str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file() and ".cache" not in path.parts
+    )
+
+
+def test_the_model_lands_in_the_official_layout_and_loads(hub, tmp_path, capsys):
+    dest = tmp_path / "xnemo"
+    assert download(hub, dest, "--token", TOKEN) == 0
+    out = capsys.readouterr().out
+    assert files_under(dest) == sorted(EXPECTED)
+    for name in XNEMO_FILES:
+        assert (dest / name).read_bytes() == hub.files[f"/release/{name}"]
+    assert "licence: X-NeMo weights: CC BY-NC 4.0" in out and f"licence: {SVD}" in out
+    assert f"ready: {dest}" in out
+    fetched = {path for method, path, _ in hub.requests if method == "GET"}
+    assert not any(path.endswith("unet/diffusion_pytorch_model.safetensors") for path in fetched), "only what is needed"
+    load_models(dest, dtype="fp32")
+
+
+def test_an_interrupted_transfer_resumes_where_it_broke_off(hub, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    # The Hub client writes in 10 MB chunks, and resumes from the last chunk written: small chunks
+    # let the test file (190 kB) break off after some were written.
+    monkeypatch.setattr(huggingface_hub.constants, "DOWNLOAD_CHUNK_SIZE", 16 * 1024)
+    drive_file = "/release/xnemo_reference_unet.pth"
+    hub_file = f"/{IMAGE_VARIATIONS}/resolve/main/image_encoder/model.safetensors"
+    hub.break_once |= {drive_file, hub_file}
+    dest = tmp_path / "xnemo"
+    assert download(hub, dest, "--token", TOKEN) == 0
+    for path in (drive_file, hub_file):
+        first, *_, resumed = hub.gets(path)
+        assert first is None and resumed.startswith("bytes="), f"{path}: no ranged request after the break"
+        assert 0 < int(resumed.removeprefix("bytes=").rstrip("-")) <= len(hub.files[path]) // 2
+        assert (dest / files_under_name(path)).read_bytes() == hub.files[path]
+
+
+def files_under_name(url_path: str) -> str:
+    if url_path.startswith("/release/"):
+        return url_path.removeprefix("/release/")
+    repo, name = url_path.lstrip("/").split("/resolve/main/")
+    return f"{repo.split('/')[1]}/{name}"
+
+
+def test_a_second_run_fetches_nothing_and_never_replaces_a_users_file(hub, official_layout, tmp_path):
+    dest = tmp_path / "xnemo"
+    dest.mkdir()
+    own = dest / "xnemo_motion_encoder.pth"
+    shutil.copyfile(official_layout / "xnemo_motion_encoder.pth", own)
+    before = own.stat().st_mtime_ns
+    assert download(hub, dest, "--token", TOKEN) == 0
+    assert hub.gets("xnemo_motion_encoder.pth") == [], "a file already there is not fetched"
+    assert own.stat().st_mtime_ns == before
+    hub.requests.clear()
+    assert download(hub, dest, "--token", TOKEN) == 0
+    assert [r for r in hub.requests if r[0] == "GET"] == []
+
+
+def test_a_gated_repository_without_token_says_what_to_do_in_one_line(hub, tmp_path, capsys):
+    dest = tmp_path / "xnemo"
+    assert download(hub, dest, "--parts", "vae") == 2
+    err = error_line(capsys)
+    assert f"{SVD} is gated: accept its licence at https://huggingface.co/{SVD}" in err and "--token" in err
+    assert not (dest / "stable-video-diffusion-img2vid-xt" / "vae" / "config.json").exists()
+
+
+def test_no_network_gives_one_line_with_the_manual_way(hub, tmp_path, monkeypatch, capsys):
+    closed = f"http://127.0.0.1:{unused_port()}"
+    monkeypatch.setenv("HF_ENDPOINT", closed)
+    assert main(["download", str(tmp_path / "a"), "--parts", "image_encoder"]) == 2
+    error = error_line(capsys)
+    assert "cannot reach the Hugging Face Hub" in error and "by hand (README: Models)" in error
+    assert main(["download", str(tmp_path / "b"), "--parts", "xnemo", "--xnemo-from", f"{closed}/release"]) == 2
+    error = error_line(capsys)
+    assert "cannot reach the X-NeMo files (no network?)" in error and "drive.google.com" in error
+
+
+def error_line(capsys) -> str:
+    """The command's own message: one line, the last one (the libraries' retry notes come before it)."""
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-1].startswith("error: ") and not any(line.startswith("error: ") for line in lines[:-1])
+    return lines[-1]
+
+
+def unused_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_google_drives_quota_page_becomes_one_line(hub):
+    import gdown
+
+    refusal = gdown.exceptions.FileURLRetrievalError(
+        "Failed to retrieve file url:\n\n\tToo many users have viewed or downloaded this file recently. Please\n\t"
+        "try accessing the file again later. If the file you are trying to access is particularly large or is\n\t"
+        "shared with many people, it may take up to 24 hours to be able to view or download the file."
+    )
+    with pytest.raises(DownloadError) as raised, _drive_errors():
+        raise refusal
+    message = str(raised.value)
+    assert "\n" not in message and "try again in a few hours" in message and "drive.google.com/drive/folders" in message
+
+
+def test_a_damaged_file_is_refused_by_the_strict_check_and_named(hub, tmp_path, capsys):
+    vae = f"/{SVD}/resolve/main/vae/diffusion_pytorch_model.safetensors"
+    hub.files[vae] = os.urandom(len(hub.files[vae]))
+    dest = tmp_path / "xnemo"
+    assert download(hub, dest, "--token", TOKEN) == 2
+    err = capsys.readouterr().err
+    damaged = dest / "stable-video-diffusion-img2vid-xt" / "vae" / "diffusion_pytorch_model.safetensors"
+    assert "a downloaded file failed the strict check" in err and str(damaged) in err
+    assert "delete that file and run the download again" in err
+
+
+def test_convert_leaves_fp16_safetensors_and_no_pickle(hub, official_layout, tmp_path, capsys):
+    dest = tmp_path / "models" / "xnemo"
+    assert download(hub, dest, "--token", TOKEN, "--convert") == 0
+    assert sorted(p.name for p in dest.iterdir()) == sorted(
+        f"xnemo_{part}.safetensors"
+        for part in ("denoising_unet", "reference_unet", "motion_encoder", "image_encoder", "vae")
+    )
+    assert list(dest.parent.iterdir()) == [dest], "the official files' staging folder is gone"
+    models = load_models(dest, dtype="fp32")
+    reference = load_models(official_layout, dtype="fp16")
+    for part, module in reference.modules().items():
+        converted = models.modules()[part].state_dict()
+        for key, value in module.state_dict().items():
+            torch.testing.assert_close(converted[key].to(value.dtype), value, rtol=0, atol=0)
+    assert f"wrote {dest / 'xnemo_vae.safetensors'}" in capsys.readouterr().out
+
+
+def test_convert_refuses_to_replace_an_earlier_conversion_before_fetching(hub, tmp_path, capsys):
+    dest = tmp_path / "xnemo"
+    dest.mkdir()
+    (dest / "xnemo_vae.safetensors").write_bytes(b"mine")
+    assert download(hub, dest, "--token", TOKEN, "--convert") == 2
+    assert "would replace xnemo_vae.safetensors" in capsys.readouterr().err
+    assert hub.requests == []
+    assert (dest / "xnemo_vae.safetensors").read_bytes() == b"mine"
+
+
+def test_files_downloaded_by_hand_are_linked_in_and_kept(hub, official_layout, tmp_path, capsys):
+    own = tmp_path / "Downloads"
+    own.mkdir()
+    for name in XNEMO_FILES:
+        shutil.copyfile(official_layout / name, own / name)
+    dest = tmp_path / "xnemo"
+    assert main(["download", str(dest), "--xnemo-from", str(own), "--token", TOKEN, "--convert"]) == 0
+    assert all((own / name).read_bytes() == (official_layout / name).read_bytes() for name in XNEMO_FILES)
+    assert not any(path.endswith(".pth") for _, path, _ in hub.requests)
+    assert main(["download", str(tmp_path / "x2"), "--xnemo-from", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere: no such folder (it should hold the four xnemo_*.pth files)" in capsys.readouterr().err
+
+
+def test_a_folder_lacking_parts_names_the_download_command(official_layout, tmp_path):
+    from xnemo_core.checkpoints import CheckpointError
+
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    shutil.copyfile(official_layout / "xnemo_reference_unet.pth", partial / "xnemo_reference_unet.pth")
+    with pytest.raises(CheckpointError) as raised:
+        load_models(partial)
+    assert f"python -m xnemo_core download {partial} --parts xnemo" in str(raised.value)
