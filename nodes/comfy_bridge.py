@@ -63,6 +63,8 @@ def model_choices() -> dict[str, Path]:
         if not root.is_dir():
             continue
         for entry in sorted(root.iterdir()):
+            if entry.name.startswith("."):  # hidden: e.g. a download still in progress
+                continue
             if entry.is_dir() or entry.suffix in MODEL_SUFFIXES:
                 found.setdefault(entry.name, entry)
     return found

@@ -1,15 +1,18 @@
 """Nodes declared as data, then rendered for ComfyUI.
 
-Inside ComfyUI (v0.3.4x and later, v0.8.0 included) the nodes are V3 ``comfy_api.latest``
-``io.ComfyNode`` classes, which ComfyUI recommends for new packs. Where that API is absent (older
+Inside ComfyUI (v0.3.4x and later, v0.8.0 included) the nodes are V3 ``io.ComfyNode`` classes of
+the versioned ``comfy_api.v0_0_2`` (``latest`` where that is absent), which ComfyUI recommends for new packs. Where that API is absent (older
 ComfyUI, the tests) the same declarations become classic ``NODE_CLASS_MAPPINGS`` classes.
 """
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 CATEGORY = "X-NeMo"
+SEARCH_ALIASES = ("portrait animation", "face reenactment", "expression transfer", "liveportrait")
+"""What users type into the node search to find a pack like this one (every node carries them)."""
 WIDGETS = ("INT", "FLOAT", "BOOLEAN", "STRING", "COMBO")
 
 
@@ -69,6 +72,7 @@ def classic_node(node: Node) -> type:
             "RETURN_NAMES": tuple(output.name for output in node.outputs),
             "OUTPUT_TOOLTIPS": tuple(output.tooltip for output in node.outputs),
             "OUTPUT_NODE": node.output_node,
+            "SEARCH_ALIASES": list(SEARCH_ALIASES),
             "FUNCTION": "execute",
             "INPUT_TYPES": classmethod(input_types),
             "execute": execute,
@@ -94,10 +98,14 @@ def _classic_input(socket: Socket) -> tuple:
 
 
 def v3_node(node: Node, io) -> type:
-    """A ``comfy_api`` V3 node class; ``io`` is ``comfy_api.latest.io``."""
+    """A ``comfy_api`` V3 node class; ``io`` is ``comfy_api.v0_0_2.io`` (or ``latest``'s)."""
+
+    # search_aliases came after ComfyUI v0.8.0: passed where its Schema knows them
+    aliases = {"search_aliases": list(SEARCH_ALIASES)} if "search_aliases" in _fields(io.Schema) else {}
 
     def define_schema(cls):
         return io.Schema(
+            **aliases,
             node_id=node.node_id,
             display_name=node.display_name,
             category=CATEGORY,
@@ -121,6 +129,10 @@ def v3_node(node: Node, io) -> type:
         (io.ComfyNode,),
         {"define_schema": classmethod(define_schema), "execute": classmethod(execute)},
     )
+
+
+def _fields(schema) -> set[str]:
+    return {field.name for field in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else set()
 
 
 def _v3_type(kind: str, io):

@@ -173,6 +173,54 @@ SPECS = {
     },
 }
 
+SVD_XT = {
+    "name": "svd_xt.safetensors",
+    "url": "https://huggingface.co/stabilityai/stable-video-diffusion-img2vid-xt/resolve/main/svd_xt.safetensors",
+    "directory": "checkpoints",
+}
+CLIP_VIT_L = {
+    "name": "clip_vit_large_patch14.safetensors",
+    "url": "https://huggingface.co/openai/clip-vit-large-patch14/resolve/main/model.safetensors",
+    "directory": "clip_vision",
+}
+SPECS["xnemo_with_comfyui_loaders"] = {
+    "note": "The official X-NeMo model with the VAE and CLIP image encoder ComfyUI users often have already: the "
+    "SVD VAE from svd_xt.safetensors (Image Only Checkpoint Loader's VAE output) and the OpenAI CLIP ViT-L/14 "
+    "in models/clip_vision go into Load X-NeMo's vae and clip_vision inputs, so only X-NeMo's four files are "
+    "needed in models/xnemo/xnemo (the Download X-NeMo Model node with 'X-NeMo files only', or python -m "
+    "xnemo_core download DEST --parts xnemo). The loaders carry their files' links: ComfyUI offers to download "
+    "a missing one (svd_xt is gated: accept its licence on the Hugging Face Hub first). Steps, size and denoise "
+    "at 0 take the official recipe (512², 35 steps).",
+    "nodes": {
+        "note": ("Note", [40, 60], {}),
+        "svd": ("ImageOnlyCheckpointLoader", [40, 480], {"ckpt_name": SVD_XT["name"]}),
+        "clip": ("CLIPVisionLoader", [40, 700], {"clip_name": CLIP_VIT_L["name"]}),
+        **_driver("", "xnemo_demo_driving.mp4", 60),
+        "model": ("LoadXNeMo", [540, 560], {"model": "xnemo", "precision": "auto"}),
+        "portrait": ("LoadImage", [540, 760], {"image": "xnemo_demo_portrait.png"}),
+        "animate": ("AnimatePortrait", [1640, 60], {"crop": "auto"}),
+        "create": ("CreateVideo", [2040, 60], {"fps": 25}),
+        "save": ("SaveVideo", [2040, 260], {"filename_prefix": "xnemo/animated"}),
+    },
+    "models": {"svd": [SVD_XT], "clip": [CLIP_VIT_L]},
+    "links": [
+        ("svd", 2, "model", "vae"),
+        ("clip", 0, "model", "clip_vision"),
+        *_driver_links(""),
+        ("extract", 0, "animate", "motion"),
+        *_TAIL_LINKS,
+        _SOUND,
+    ],
+    "groups": [
+        ("ComfyUI's SVD VAE and CLIP ViT-L/14", ["svd", "clip"]),
+        ("X-NeMo, portrait", ["model", "portrait"]),
+        _GROUPS[1],
+        _GROUPS[2],
+        _GROUPS[3],
+    ],
+}
+"""Runs with the user's own files only, not as shipped: the loaders' ``models`` entries name them."""
+
 _BUILD_JS = """
 (spec) => {
   app.graph.clear();
@@ -189,6 +237,7 @@ _BUILD_JS = """
     }
     made[key] = node;
   }
+  for (const [key, models] of Object.entries(spec.models ?? {})) made[key].properties.models = models;
   made.note.widgets[0].value = spec.note;
   made.note.size = [360, 320];
   for (const [from, slot, to, input] of spec.links) {

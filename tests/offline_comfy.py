@@ -1,13 +1,17 @@
 """Execute a shared UI-format workflow without ComfyUI: our nodes through their classic classes,
 ComfyUI's core image and video nodes through small stand-ins with the same inputs and outputs."""
 
+import functools
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
+from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 import nodes
+from xnemo_core import bundled
+from xnemo_core.loading import load_models
 from xnemo_core.video import read_frames, read_image, write_video
 
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
@@ -15,6 +19,41 @@ CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 SMALL_RUN = {"ImageFromBatch": {"length": 3}}
 FRONTEND_ONLY = {"Note"}
 """Nodes the frontend keeps out of the prompt."""
+
+
+class ComfyLikeVAE:
+    """ComfyUI's ``VAE`` contract: ``(B, H, W, C)`` pixels in [0, 1] ↔ raw latents."""
+
+    def __init__(self, vae, latent_channels=4):
+        self.vae, self.latent_channels = vae, latent_channels
+
+    def encode(self, images):
+        return self.vae.encode(images.permute(0, 3, 1, 2) * 2 - 1).latent_dist.mode()
+
+    def decode(self, latents):
+        pixels = self.vae.decode(latents, num_frames=len(latents)).sample
+        return (pixels / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
+
+
+class ComfyLikeCLIPVision:
+    """ComfyUI's ``CLIP_VISION`` contract: ``encode_image((B, H, W, C) in [0, 1])["image_embeds"]``."""
+
+    image_size = 224
+
+    def __init__(self, encoder):
+        self.encoder = encoder
+
+    def encode_image(self, images, crop=True):
+        pixels = images.permute(0, 3, 1, 2)
+        mean = torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1)
+        return {"image_embeds": self.encoder((pixels - mean) / std).image_embeds}
+
+
+@functools.cache
+def _bundled_base_parts():
+    models = load_models(bundled.MODEL, dtype="fp32")
+    return ComfyLikeCLIPVision(models.image_encoder), ComfyLikeVAE(models.vae)
 
 
 class CoreNodes:
@@ -45,6 +84,14 @@ class CoreNodes:
             image.permute(0, 3, 1, 2), 2 * sharpen_radius + 1, stride=1, padding=sharpen_radius, count_include_pad=False
         ).permute(0, 2, 3, 1)
         return ((image + alpha * (image - blurred)).clamp(0, 1),)
+
+    def ImageOnlyCheckpointLoader(self, ckpt_name):
+        """SVD's loader; its VAE and CLIP vision stand in through the bundled model's own, in ComfyUI's contract."""
+        clip_vision, vae = _bundled_base_parts()
+        return None, clip_vision, vae
+
+    def CLIPVisionLoader(self, clip_name):
+        return (_bundled_base_parts()[0],)
 
     def CreateVideo(self, images, fps, audio=None):
         return ({"images": images, "fps": fps},)

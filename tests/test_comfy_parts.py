@@ -6,41 +6,12 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from offline_comfy import ComfyLikeCLIPVision, ComfyLikeVAE
 from test_nodes import animate_inputs
-from transformers.utils.constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 from nodes import animate, loader
 from nodes.motion import extract
 from xnemo_core.checkpoints import CheckpointError, read_metadata
-
-
-class ComfyLikeVAE:
-    """ComfyUI's ``VAE`` contract: ``(B, H, W, C)`` pixels in [0, 1] ↔ raw latents."""
-
-    def __init__(self, vae, latent_channels=4):
-        self.vae, self.latent_channels = vae, latent_channels
-
-    def encode(self, images):
-        return self.vae.encode(images.permute(0, 3, 1, 2) * 2 - 1).latent_dist.mode()
-
-    def decode(self, latents):
-        pixels = self.vae.decode(latents, num_frames=len(latents)).sample
-        return (pixels / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1)
-
-
-class ComfyLikeCLIPVision:
-    """ComfyUI's ``CLIP_VISION`` contract: ``encode_image((B, H, W, C) in [0, 1])["image_embeds"]``."""
-
-    image_size = 224
-
-    def __init__(self, encoder):
-        self.encoder = encoder
-
-    def encode_image(self, images, crop=True):
-        pixels = images.permute(0, 3, 1, 2)
-        mean = torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1)
-        return {"image_embeds": self.encoder((pixels - mean) / std).image_embeds}
 
 
 @pytest.fixture(scope="module")

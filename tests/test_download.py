@@ -26,23 +26,28 @@ EXPECTED = [
 ]
 
 
+def serve_official_model(fake: FakeHub, official_layout: Path) -> FakeHub:
+    """The tiny official-layout model served as the release (``/release``) and the two Hub repositories."""
+    fake.add_files("/release", official_layout, list(XNEMO_FILES))
+    fake.add_repo(
+        IMAGE_VARIATIONS,
+        official_layout / "sd-image-variations-diffusers",
+        ["image_encoder/config.json", "image_encoder/model.safetensors", "unet/config.json"],
+    )
+    fake.files[f"/{IMAGE_VARIATIONS}/resolve/main/unet/diffusion_pytorch_model.safetensors"] = b"not needed"
+    fake.add_repo(
+        SVD,
+        official_layout / "stable-video-diffusion-img2vid-xt",
+        ["vae/config.json", "vae/diffusion_pytorch_model.safetensors"],
+    )
+    fake.gated[SVD] = TOKEN
+    return fake
+
+
 @pytest.fixture
 def hub(official_layout, monkeypatch):
-    """The tiny official-layout model served as the release (``/release``) and the two Hub repositories."""
     with FakeHub() as fake:
-        fake.add_files("/release", official_layout, list(XNEMO_FILES))
-        fake.add_repo(
-            IMAGE_VARIATIONS,
-            official_layout / "sd-image-variations-diffusers",
-            ["image_encoder/config.json", "image_encoder/model.safetensors", "unet/config.json"],
-        )
-        fake.files[f"/{IMAGE_VARIATIONS}/resolve/main/unet/diffusion_pytorch_model.safetensors"] = b"not needed"
-        fake.add_repo(
-            SVD,
-            official_layout / "stable-video-diffusion-img2vid-xt",
-            ["vae/config.json", "vae/diffusion_pytorch_model.safetensors"],
-        )
-        fake.gated[SVD] = TOKEN
+        serve_official_model(fake, official_layout)
         monkeypatch.setenv("HF_ENDPOINT", fake.url)
         monkeypatch.delenv("HF_TOKEN", raising=False)
         monkeypatch.setenv("HF_HOME", str(official_layout.parent / "hf-home"))  # no login token of the machine
@@ -198,6 +203,16 @@ def test_convert_refuses_to_replace_an_earlier_conversion_before_fetching(hub, t
     assert (dest / "xnemo_vae.safetensors").read_bytes() == b"mine"
 
 
+def test_a_converted_model_is_not_fetched_again(hub, tmp_path, capsys):
+    dest = tmp_path / "xnemo"
+    assert download(hub, dest, "--token", TOKEN, "--convert") == 0
+    written = {path: path.stat().st_mtime_ns for path in dest.iterdir()}
+    hub.requests.clear()
+    assert download(hub, dest, "--token", TOKEN, "--convert") == 0
+    assert "holds the converted model already; nothing to fetch" in capsys.readouterr().out
+    assert hub.requests == [] and {path: path.stat().st_mtime_ns for path in dest.iterdir()} == written
+
+
 def test_files_downloaded_by_hand_are_linked_in_and_kept(hub, official_layout, tmp_path, capsys):
     own = tmp_path / "Downloads"
     own.mkdir()
@@ -220,3 +235,89 @@ def test_a_folder_lacking_parts_names_the_download_command(official_layout, tmp_
     with pytest.raises(CheckpointError) as raised:
         load_models(partial)
     assert f"python -m xnemo_core download {partial} --parts xnemo" in str(raised.value)
+
+
+class Interrupted(Exception):
+    """What ComfyUI's Cancel button raises inside a progress callback."""
+
+
+def test_a_download_stopped_midway_resumes_from_its_partial_file(hub, tmp_path):
+    from xnemo_core.download import download as fetch_model
+
+    def stop_midway(name, done, total):
+        if name == "xnemo_motion_encoder.pth" and done > 0:
+            raise Interrupted
+
+    dest = tmp_path / "xnemo"
+    with pytest.raises(Interrupted):
+        fetch_model(dest, ("xnemo",), f"{hub.url}/release", report=stop_midway, say=lambda line: None)
+    assert not (dest / "xnemo_motion_encoder.pth").exists(), "nothing half-written under the real name"
+    fetch_model(dest, ("xnemo",), f"{hub.url}/release", say=lambda line: None)
+    first, *_, resumed = hub.gets("xnemo_motion_encoder.pth")
+    assert first is None and resumed.startswith("bytes=") and int(resumed[6:].rstrip("-")) > 0
+    assert (dest / "xnemo_motion_encoder.pth").read_bytes() == hub.files["/release/xnemo_motion_encoder.pth"]
+
+
+@pytest.fixture
+def models_root(tmp_path, monkeypatch):
+    root = tmp_path / "models" / "xnemo"
+    root.mkdir(parents=True)
+    monkeypatch.setenv("XNEMO_MODELS", str(root))
+    return root
+
+
+def node_inputs(hub: FakeHub, **changes) -> dict:
+    from nodes.download import EVERYTHING
+
+    inputs = dict(
+        name="official",
+        parts=EVERYTHING,
+        convert_to_safetensors=True,
+        accept_licences=True,
+        xnemo_from=f"{hub.url}/release",
+    )
+    return inputs | changes
+
+
+def test_the_download_node_writes_models_xnemo_name_and_load_xnemo_lists_it(hub, models_root, monkeypatch):
+    from nodes.loader import load, model_dropdown
+    from test_nodes import run
+
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    result = run("DownloadXNeMoModel", **node_inputs(hub))
+    assert "pick 'official' in Load X-NeMo" in result["ui"]["text"][0]
+    assert [p.name for p in models_root.iterdir()] == ["official"], "no staging folder left"
+    assert "official" in model_dropdown()
+    (loaded,) = load("official", "fp32")
+    assert loaded.models.vae is not None and loaded.models.image_encoder is not None
+
+
+def test_the_download_node_lists_nothing_while_it_runs(hub, models_root, monkeypatch):
+    from nodes import comfy_bridge
+    from nodes.download import XNEMO_ONLY
+
+    seen = []
+    monkeypatch.setattr(
+        comfy_bridge, "Progress", lambda total: lambda done, total: seen.append(comfy_bridge.model_choices())
+    )
+    from test_nodes import run
+
+    run("DownloadXNeMoModel", **node_inputs(hub, parts=XNEMO_ONLY))
+    assert seen and all("official" not in listed for listed in seen), "a model shows only once it is complete"
+    assert sorted(p.name for p in (models_root / "official").iterdir()) == [
+        f"xnemo_{part}.safetensors" for part in ("denoising_unet", "motion_encoder", "reference_unet")
+    ]
+    hub_files = {path.split("/resolve/main/")[1] for _, path, _ in hub.requests if "/resolve/" in path}
+    assert hub_files == {"unet/config.json"}, "X-NeMo's files and the UNet config only"
+
+
+def test_the_download_node_needs_the_licences_accepted_and_a_name_within_the_folder(hub, models_root):
+    from test_nodes import run
+
+    with pytest.raises(ValueError, match="set accept_licences to true to accept them:\nX-NeMo weights: CC BY-NC 4.0"):
+        run("DownloadXNeMoModel", **node_inputs(hub, accept_licences=False))
+    with pytest.raises(ValueError, match="leads outside the folder"):
+        run("DownloadXNeMoModel", **node_inputs(hub, name="../elsewhere"))
+    with pytest.raises(ValueError, match="give the model a name"):
+        run("DownloadXNeMoModel", **node_inputs(hub, name=" "))
+    assert hub.requests == []

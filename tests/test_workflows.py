@@ -20,6 +20,8 @@ CORE_OUTPUTS = {
     "ImageFlip": ["IMAGE"],
     "ImageSharpen": ["IMAGE"],
     "Note": [],
+    "ImageOnlyCheckpointLoader": ["MODEL", "CLIP_VISION", "VAE"],
+    "CLIPVisionLoader": ["CLIP_VISION"],
     "CreateVideo": ["VIDEO"],
     "SaveVideo": [],
 }
@@ -76,9 +78,16 @@ def offline_comfy(tmp_path_factory):
         yield CoreNodes(root / "input", root / "output")
 
 
+def user_files(path: Path) -> list[dict]:
+    """The ``models`` entries of a workflow's loaders: files the user brings (the frontend offers their links)."""
+    return [model for node in json.loads(path.read_text())["nodes"] for model in node["properties"].get("models", [])]
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_workflow_runs_as_shipped_with_the_bundled_model_and_demo_media(path, offline_comfy):
-    execute(path, offline_comfy, SMALL_RUN)
+    # one that needs the user's own files runs on the bundled model, its parts in ComfyUI's loaders' place
+    bundled_model = {"LoadXNeMo": {"model": "xnemo-synthetic-128"}} if user_files(path) else {}
+    execute(path, offline_comfy, SMALL_RUN | bundled_model)
     videos = sorted((offline_comfy.outputs / "xnemo").glob("animated*.mp4"))
     frames, _ = read_frames(videos[-1])
     trimmed = any(node["type"] == "ImageFromBatch" for node in json.loads(path.read_text())["nodes"])
@@ -100,6 +109,20 @@ def test_workflow_reads_at_its_saved_view_grouped_with_a_note_and_no_node_hiding
         for other, o_left, o_top, o_right, o_bottom in boxes[index + 1 :]:
             apart = right <= o_left or o_right <= left or bottom <= o_top or o_bottom <= top
             assert apart, f"{name} and {other} overlap"
+
+
+def test_the_comfyui_loaders_workflow_links_its_files_and_feeds_them_to_load_x_nemo():
+    path = WORKFLOWS[0].parent / "xnemo_with_comfyui_loaders.json"
+    workflow = json.loads(path.read_text())
+    by_type = {node["type"]: node for node in workflow["nodes"]}
+    for loader, directory in (("ImageOnlyCheckpointLoader", "checkpoints"), ("CLIPVisionLoader", "clip_vision")):
+        (entry,) = by_type[loader]["properties"]["models"]
+        assert entry["name"] == by_type[loader]["widgets_values"][0] and entry["directory"] == directory
+        assert entry["url"].startswith("https://huggingface.co/") and entry["url"].endswith(".safetensors")
+    linked = {(link[1], link[2], link[3], link[5]) for link in workflow["links"]}
+    load = by_type["LoadXNeMo"]["id"]
+    assert (by_type["ImageOnlyCheckpointLoader"]["id"], 2, load, "VAE") in linked
+    assert (by_type["CLIPVisionLoader"]["id"], 0, load, "CLIP_VISION") in linked
 
 
 def test_blend_two_drivers_blends_two_different_clips():

@@ -10,6 +10,7 @@ both libraries write under a temporary name first, so an interrupted download le
 half-written file under a real name, and ``gdown`` resumes its partial files on the next run.
 """
 
+import dataclasses
 import os
 import shutil
 from collections.abc import Callable
@@ -47,11 +48,7 @@ HUB_PARTS = {
     "image_encoder": HubPart(
         "lambdalabs/sd-image-variations-diffusers",
         BASE_IMAGE_ENCODER.parent,
-        (
-            ("unet/config.json",),  # the UNet's shape, 1 kB; its weights are not needed (X-NeMo's files hold them)
-            ("image_encoder/config.json",),
-            ("image_encoder/model.safetensors", "image_encoder/pytorch_model.bin"),
-        ),
+        (("image_encoder/config.json",), ("image_encoder/model.safetensors", "image_encoder/pytorch_model.bin")),
         f"the licence on its model card, {IMAGE_VARIATIONS}",
     ),
     "vae": HubPart(
@@ -64,6 +61,9 @@ HUB_PARTS = {
         f"Stability AI's Stable Video Diffusion licence (gated: accept it at {SVD} while logged in)",
     ),
 }
+UNET_CONFIG = dataclasses.replace(HUB_PARTS["image_encoder"], files=(("unet/config.json",),))
+"""The UNets' shape (1 kB), fetched with X-NeMo's files as the official code reads it; the base
+UNet's weights are not needed (X-NeMo's files hold every UNet weight)."""
 XNEMO_LICENCE = (
     "CC BY-NC 4.0: non-commercial research use only (ByteDance, https://github.com/bytedance/x-nemo-inference)"
 )
@@ -112,9 +112,11 @@ def fetch(
         raise DownloadError(f"{folder}: is a file; the model is downloaded into a folder")
     folder.mkdir(parents=True, exist_ok=True)
     written = []
+    hub = endpoint or os.environ.get("HF_ENDPOINT")
     for part in check_parts(parts):
         if part == "xnemo":
             written += _fetch_xnemo(folder, xnemo_from, report)
+            written += _fetch_hub_part(folder, UNET_CONFIG, token, hub, report)
         else:
             written += _fetch_hub_part(
                 folder, HUB_PARTS[part], token, endpoint or os.environ.get("HF_ENDPOINT"), report
@@ -330,6 +332,9 @@ def download(
 
     target = Path(folder)
     parts = check_parts(parts)
+    if convert and _converted(target, parts):
+        say(f"{target} holds the converted model already; nothing to fetch")
+        return target, "xnemo" in parts or _converted(target, ("xnemo",))
     if convert:
         check_output(target, bundle=False)
     local_source = xnemo_from and "xnemo" in parts and not xnemo_from.startswith(("http://", "https://"))
@@ -346,6 +351,14 @@ def download(
         say(f"wrote {path}")
     shutil.rmtree(official)
     return target, True
+
+
+def _converted(target: Path, parts: tuple[str, ...]) -> bool:
+    """Whether an earlier ``convert`` wrote every part of ``parts`` into ``target``."""
+    from .layouts import XNEMO_PARTS
+
+    names = [*(XNEMO_PARTS if "xnemo" in parts else ()), *(p for p in parts if p != "xnemo")]
+    return all((target / f"xnemo_{name}.safetensors").is_file() for name in names)
 
 
 def check_downloaded(folder: Path, parts: tuple[str, ...]):
