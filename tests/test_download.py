@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from fake_hub import FakeHub
+
 from xnemo_core.__main__ import main
 from xnemo_core.download import XNEMO_FILES, DownloadError, _drive_errors
 from xnemo_core.loading import load_models
@@ -269,19 +269,20 @@ def models_root(tmp_path, monkeypatch):
 def node_inputs(hub: FakeHub, **changes) -> dict:
     from nodes.download import EVERYTHING
 
-    inputs = dict(
-        name="official",
-        parts=EVERYTHING,
-        convert_to_safetensors=True,
-        accept_licences=True,
-        xnemo_from=f"{hub.url}/release",
-    )
+    inputs = {
+        "name": "official",
+        "parts": EVERYTHING,
+        "convert_to_safetensors": True,
+        "accept_licences": True,
+        "xnemo_from": f"{hub.url}/release",
+    }
     return inputs | changes
 
 
 def test_the_download_node_writes_models_xnemo_name_and_load_xnemo_lists_it(hub, models_root, monkeypatch):
-    from nodes.loader import load, model_dropdown
     from test_nodes import run
+
+    from nodes.loader import load, model_dropdown
 
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     result = run("DownloadXNeMoModel", **node_inputs(hub))
