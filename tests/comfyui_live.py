@@ -322,7 +322,7 @@ def generate(url: str) -> list[Path]:
     return written
 
 
-def _post(url: str, payload: dict) -> dict:
+def post(url: str, payload: dict) -> dict:
     request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
     try:
         return json.load(urllib.request.urlopen(request))
@@ -397,17 +397,27 @@ def upload_on_the_node(url: str, motion_file: Path, timeout_s: float = 60) -> di
 
 def queue_prompt(url: str, prompt: dict, timeout_s: float = 900) -> dict:
     """Queue an API-format prompt and wait: status, execution errors (message, type, traceback), outputs."""
-    queued = _post(f"{url}/prompt", {"prompt": prompt})
+    queued = post(f"{url}/prompt", {"prompt": prompt})
     if "prompt_id" not in queued:
         return {"status": "rejected", "detail": queued}
-    prompt_id, deadline = queued["prompt_id"], time.time() + timeout_s
+    return outcome(url, queued["prompt_id"], timeout_s)
+
+
+def outcome(url: str, prompt_id: str, timeout_s: float = 900) -> dict:
+    """Wait for a queued prompt: its status, the kinds of its messages (``execution_interrupted``, …),
+    its execution errors and its outputs."""
+    deadline = time.time() + timeout_s
     while time.time() < deadline:
         history = json.load(urllib.request.urlopen(f"{url}/history/{prompt_id}"))
         if prompt_id in history:
             status = history[prompt_id]["status"]
-            errors = [m[1] for m in status["messages"] if m[0] == "execution_error"]
-            return {"status": status["status_str"], "errors": errors, "outputs": history[prompt_id]["outputs"]}
-        time.sleep(1)
+            return {
+                "status": status["status_str"],
+                "events": [m[0] for m in status["messages"]],
+                "errors": [m[1] for m in status["messages"] if m[0] == "execution_error"],
+                "outputs": history[prompt_id]["outputs"],
+            }
+        time.sleep(0.5)
     return {"status": "timeout"}
 
 

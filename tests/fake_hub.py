@@ -8,6 +8,7 @@ be gated (a bearer token needed) and a file can break off halfway the first time
 
 import hashlib
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -20,6 +21,8 @@ class FakeHub:
         self.gated: dict[str, str] = {}
         """repo_id → the token it accepts."""
         self.break_once: set[str] = set()
+        self.slow: dict[str, float] = {}
+        """path → seconds to wait before each MiB sent (a slow line, to interrupt a transfer midway)."""
         self.requests: list[tuple[str, str, str | None]] = []
         """(method, path, Range header) of every request, in order."""
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -94,7 +97,9 @@ def _handler(hub: FakeHub):
                 self.close_connection = True
                 self.connection.shutdown(2)
                 return
-            self.wfile.write(data[start:])
+            for offset in range(start, len(data), 1 << 20):
+                time.sleep(hub.slow.get(path, 0))
+                self.wfile.write(data[offset : offset + (1 << 20)])
 
         def _error(self, status: int, code: str, message: str) -> None:
             self.send_response(status)

@@ -263,3 +263,29 @@ def test_load_motion_latent_uploads_a_motion_file_from_its_button(server, comfy_
     assert (comfy_root / "input" / motion.name).read_bytes() == motion.read_bytes()
     info = json.load(urllib.request.urlopen(f"{URL}/object_info/LoadMotionLatent"))
     assert motion.name in info["LoadMotionLatent"]["input"]["required"]["file"][1]["options"]
+
+
+def test_the_download_node_stops_at_cancel_and_resumes_when_queued_again(server, live_hub, comfy_root):
+    from comfyui_live import outcome, post, queue_prompt
+
+    from nodes.download import XNEMO_ONLY
+
+    motion_encoder = "/release/xnemo_motion_encoder.pth"
+    live_hub.slow[motion_encoder] = 0.1
+    download = {"name": "resumed", "parts": XNEMO_ONLY, "convert_to_safetensors": True, "accept_licences": True}
+    prompt = {"download": _node("DownloadXNeMoModel", **download, xnemo_from=f"{live_hub.url}/release")}
+    staging = comfy_root / "models" / ".resumed.download"
+    queued = post(f"{URL}/prompt", {"prompt": prompt})["prompt_id"]
+    deadline = time.time() + 120
+    while not list(staging.glob("xnemo_motion_encoder.pth*.part")) and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(2)
+    urllib.request.urlopen(urllib.request.Request(f"{URL}/interrupt", data=b"", method="POST"))
+    stopped = outcome(URL, queued, timeout_s=300)
+    assert stopped["status"] == "error" and "execution_interrupted" in stopped["events"], stopped
+    assert not (staging / "xnemo_motion_encoder.pth").exists()
+    live_hub.slow.clear()
+    resumed = queue_prompt(URL, prompt)
+    assert resumed["status"] == "success", resumed
+    assert live_hub.gets(motion_encoder)[-1].startswith("bytes="), "the second run resumes the partial file"
+    assert (comfy_root / "models" / "resumed" / "xnemo_motion_encoder.safetensors").is_file()

@@ -322,3 +322,16 @@ def test_the_download_node_needs_the_licences_accepted_and_a_name_within_the_fol
     with pytest.raises(ValueError, match="give the model a name"):
         run("DownloadXNeMoModel", **node_inputs(hub, name=" "))
     assert hub.requests == []
+
+
+def test_the_shipped_folder_and_unwritable_places_are_refused_before_any_request(hub, tmp_path, capsys):
+    from xnemo_core import bundled
+
+    assert download(hub, bundled.MODEL_ROOT / "official", "--token", TOKEN) == 2
+    assert "which is never written to" in capsys.readouterr().err
+    assert download(hub, Path("/proc/official"), "--token", TOKEN) == 2
+    assert "/proc/official: cannot be written here" in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("mine")
+    assert download(hub, tmp_path / "a-file", "--token", TOKEN) == 2
+    assert (tmp_path / "a-file").read_text() == "mine"
+    assert hub.requests == []

@@ -19,7 +19,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from .bundled import BUNDLED
 from .choices import DOWNLOAD_PARTS
+from .files import check_output_path
 from .layouts import BASE_IMAGE_ENCODER, BASE_VAE, IMAGE_VARIATIONS, SVD, XNEMO_RELEASE
 
 XNEMO_FILES = tuple(
@@ -110,6 +112,7 @@ def fetch(
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise DownloadError(f"{folder}: is a file; the model is downloaded into a folder")
+    check_output_path(folder, untouchable=[BUNDLED], folder=True)
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     hub = endpoint or os.environ.get("HF_ENDPOINT")
@@ -235,7 +238,7 @@ def _fetch_first_of(local: Path, part: HubPart, alternatives, token, endpoint, r
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     for name in alternatives:
-        with _hub_errors(part):
+        with _hub_errors(part, local):
             try:
                 path = hf_hub_download(
                     part.repo_id,
@@ -271,8 +274,8 @@ def _reporting_bar(report: Report | None) -> type[tqdm] | None:
 class _hub_errors:
     """The Hub's failures as one-line :class:`DownloadError`s saying what to do."""
 
-    def __init__(self, part: HubPart):
-        self.part = part
+    def __init__(self, part: HubPart, local: Path):
+        self.part, self.local = part, local
 
     def __enter__(self):
         return self
@@ -287,7 +290,7 @@ class _hub_errors:
         )
 
         part = self.part
-        manual = f"or put its files in {part.folder}/ by hand (README: Models)"
+        manual = f"or put its files in {self.local}/ by hand (README: Models)"
         if isinstance(error, GatedRepoError):
             raise DownloadError(
                 f"{part.repo_id} is gated: accept its licence at {part.page} while logged in, then pass a read token "
@@ -332,6 +335,7 @@ def download(
 
     target = Path(folder)
     parts = check_parts(parts)
+    check_output_path(target, untouchable=[BUNDLED], folder=True)
     if convert and _converted(target, parts):
         say(f"{target} holds the converted model already; nothing to fetch")
         return target, "xnemo" in parts or _converted(target, ("xnemo",))
