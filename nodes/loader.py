@@ -44,7 +44,8 @@ def load(model: str, precision: str, vae=None, clip_vision=None) -> tuple[Loaded
     if model not in found:
         roots = ", ".join(str(root) for root in comfy_bridge.model_roots())
         raise FileNotFoundError(
-            f"X-NeMo model '{model}' not found in {roots}: put a model folder or .safetensors bundle there"
+            f"X-NeMo model '{model}' not found in {roots}: fetch it with the Download X-NeMo Model node, or put "
+            "a model folder or .safetensors bundle there"
         )
     if precision == "auto":
         precision = comfy_bridge.auto_precision(comfy_bridge.torch_device())

@@ -20,10 +20,22 @@ import pytest
 import torch
 from fake_hub import FakeHub
 from offline_comfy import SMALL_RUN
+from safetensors.torch import save_file
 from test_download import TOKEN, serve_official_model
 from test_workflows import user_files
 
+from xnemo_core.builders import build_image_encoder
+from xnemo_core.config import (
+    CLIP_IMAGE_ENCODER,
+    TINY_CLIP_IMAGE_ENCODER,
+    TINY_MOTION_ENCODER,
+    TINY_UNET,
+    TINY_VAE,
+    XNeMoConfig,
+)
+from xnemo_core.convert import write_parts
 from xnemo_core.motion import MotionLatent, save_motion
+from xnemo_core.testing.synthetic_weights import synthesized_models, with_synthesized_weights
 from xnemo_core.video import write_video
 
 COMFYUI = os.environ.get("COMFYUI_PATH")
@@ -37,6 +49,21 @@ PACK = Path(__file__).resolve().parents[1]
 def comfy_root(tmp_path_factory) -> Path:
     """The server's models, input and output folders."""
     return tmp_path_factory.mktemp("comfy")
+
+
+def write_clip_vit_l(path: Path) -> None:
+    """A full-size CLIP ViT-L/14 vision model (weights by the rule) in the Hugging Face layout that
+    ComfyUI's Load CLIP Vision reads, as models/clip_vision holds it."""
+    with torch.device("meta"):
+        encoder = build_image_encoder(CLIP_IMAGE_ENCODER)
+    with_synthesized_weights(encoder, "CLIP ViT-L/14")
+    save_file({key: value.half().contiguous() for key, value in encoder.state_dict().items()}, str(path))
+
+
+def clip_768_model():
+    """The tiny model with 768-wide CLIP embeddings, as the official one takes them from a ViT-L/14."""
+    config = XNeMoConfig(unet={**TINY_UNET, "cross_attention_dim": 768}, motion_encoder=dict(TINY_MOTION_ENCODER))
+    return synthesized_models(config, {**TINY_CLIP_IMAGE_ENCODER, "projection_dim": 768}, TINY_VAE)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +83,10 @@ def server(comfy_root, tiny_model_folder, live_hub):
     shutil.copytree(tiny_model_folder, models / "xnemo-tiny")
     shutil.copytree(tiny_model_folder, models / "xnemo-broken")
     (models / "xnemo-broken" / "xnemo_motion_encoder.safetensors").unlink()
-    (root / "extra.yaml").write_text(f"xnemo_test:\n  base_path: {models}\n  xnemo: .\n")
+    write_parts(clip_768_model(), models / "xnemo-clip768")
+    (models / "clip_vision").mkdir()
+    write_clip_vit_l(models / "clip_vision" / "clip_vit_large_patch14.safetensors")
+    (root / "extra.yaml").write_text(f"xnemo_test:\n  base_path: {models}\n  xnemo: .\n  clip_vision: clip_vision\n")
     inputs = root / "input"  # the pack copies its demo media here on import
     inputs.mkdir()
     write_video(inputs / "short.mp4", np.full((2, 64, 64, 3), 128, np.uint8))
@@ -289,3 +319,18 @@ def test_the_download_node_stops_at_cancel_and_resumes_when_queued_again(server,
     assert resumed["status"] == "success", resumed
     assert live_hub.gets(motion_encoder)[-1].startswith("bytes="), "the second run resumes the partial file"
     assert (comfy_root / "models" / "resumed" / "xnemo_motion_encoder.safetensors").is_file()
+
+
+def test_comfyuis_own_clip_vision_loader_feeds_load_x_nemo(server):
+    from comfyui_live import queue_prompt
+
+    clip = {"clip": _node("CLIPVisionLoader", clip_name="clip_vit_large_patch14.safetensors")}
+    prompt = _graph("xnemo-clip768", _driver("motion", "xnemo_demo_driving.mp4")) | clip
+    prompt["model"]["inputs"]["clip_vision"] = ["clip", 0]
+    animated = queue_prompt(URL, prompt)
+    assert animated["status"] == "success", animated
+    prompt = _graph(server, _driver("motion", "xnemo_demo_driving.mp4")) | clip
+    prompt["model"]["inputs"]["clip_vision"] = ["clip", 0]
+    refused = queue_prompt(URL, prompt)
+    message = refused["errors"][0]["exception_message"]
+    assert "expects 64-wide CLIP image embeddings, the CLIP vision model gives 768-wide ones" in message

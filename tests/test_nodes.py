@@ -124,7 +124,7 @@ def test_declared_inputs_are_the_parameters_of_the_node_function(declared):
 
 def test_loader_lists_models_and_names_a_missing_one(model, tiny_model_folder):
     assert tiny_model_folder.name in nodes.NODE_CLASS_MAPPINGS["LoadXNeMo"].INPUT_TYPES()["required"]["model"][0]
-    with pytest.raises(FileNotFoundError, match="'nothere' not found in"):
+    with pytest.raises(FileNotFoundError, match="'nothere' not found in .*: fetch it with the Download X-NeMo Model"):
         run("LoadXNeMo", model="nothere", precision="fp32")
 
 

@@ -121,9 +121,7 @@ def fetch(
             written += _fetch_xnemo(folder, xnemo_from, report)
             written += _fetch_hub_part(folder, UNET_CONFIG, token, hub, report)
         else:
-            written += _fetch_hub_part(
-                folder, HUB_PARTS[part], token, endpoint or os.environ.get("HF_ENDPOINT"), report
-            )
+            written += _fetch_hub_part(folder, HUB_PARTS[part], token, hub, report)
     return written
 
 
