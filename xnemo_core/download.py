@@ -15,6 +15,7 @@ import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+from inspect import signature
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -235,17 +236,13 @@ def _fetch_first_of(local: Path, part: HubPart, alternatives, token, endpoint, r
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
+    # per-chunk progress (and Cancel) where this huggingface_hub takes a progress bar class; older ones
+    # report nothing until the file is complete
+    progress = {"tqdm_class": _reporting_bar(report)} if "tqdm_class" in signature(hf_hub_download).parameters else {}
     for name in alternatives:
         with _hub_errors(part, local):
             try:
-                path = hf_hub_download(
-                    part.repo_id,
-                    name,
-                    local_dir=local,
-                    token=token,
-                    endpoint=endpoint,
-                    tqdm_class=_reporting_bar(report),
-                )
+                path = hf_hub_download(part.repo_id, name, local_dir=local, token=token, endpoint=endpoint, **progress)
             except EntryNotFoundError as error:
                 if isinstance(error, LocalEntryNotFoundError):  # no network: not a missing alternative
                     raise
