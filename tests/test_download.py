@@ -12,6 +12,7 @@ from fake_hub import FakeHub
 from xnemo_core.__main__ import main
 from xnemo_core.download import XNEMO_FILES, DownloadError, _drive_errors
 from xnemo_core.loading import load_models
+from xnemo_core.video import read_frames
 
 IMAGE_VARIATIONS = "lambdalabs/sd-image-variations-diffusers"
 SVD = "stabilityai/stable-video-diffusion-img2vid-xt"
@@ -191,6 +192,10 @@ def test_convert_leaves_fp16_safetensors_and_no_pickle(hub, official_layout, tmp
         for key, value in module.state_dict().items():
             torch.testing.assert_close(converted[key].to(value.dtype), value, rtol=0, atol=0)
     assert f"wrote {dest / 'xnemo_vae.safetensors'}" in capsys.readouterr().out
+    video = tmp_path / "me.mp4"
+    quick = ["--frames", "3", "--steps", "1", "--size", "64", "--crop", "none", "--out", str(video)]
+    assert main(["animate", "--models", str(dest), *quick]) == 0, capsys.readouterr().err
+    assert read_frames(video)[0].shape == (3, 64, 64, 3)
 
 
 def test_convert_refuses_to_replace_an_earlier_conversion_before_fetching(hub, tmp_path, capsys):
