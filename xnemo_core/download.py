@@ -14,6 +14,7 @@ import dataclasses
 import os
 import shutil
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from inspect import signature
 from pathlib import Path
@@ -188,17 +189,16 @@ def _fetch_url(url: str, target: Path, report: Report | None) -> Path:
     return target
 
 
-class _drive_errors:
+@contextmanager
+def _drive_errors():
     """gdown's and requests' failures as one-line :class:`DownloadError`s."""
+    import requests
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, error, traceback):
-        if error is None or isinstance(error, (KeyboardInterrupt, DownloadError)) or not isinstance(error, Exception):
-            return False
-        import requests
-
+    try:
+        yield
+    except DownloadError:
+        raise
+    except Exception as error:
         manual = f"download the four xnemo_*.pth files in a browser from {XNEMO_RELEASE} and pass their folder"
         text = " ".join(str(error).split())
         if "too many users" in text.lower() or "quota" in text.lower():
@@ -212,7 +212,7 @@ class _drive_errors:
             raise DownloadError(
                 f"the X-NeMo download failed: {text}; run the command again to resume, or {manual}"
             ) from error
-        return False
+        raise
 
 
 def _causes(error: BaseException):
@@ -266,44 +266,37 @@ def _reporting_bar(report: Report | None) -> type[tqdm] | None:
     return ReportingBar
 
 
-class _hub_errors:
+@contextmanager
+def _hub_errors(part: HubPart, local: Path):
     """The Hub's failures as one-line :class:`DownloadError`s saying what to do."""
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+    )
 
-    def __init__(self, part: HubPart, local: Path):
-        self.part, self.local = part, local
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, error, traceback):
-        from huggingface_hub.errors import (
-            GatedRepoError,
-            HfHubHTTPError,
-            LocalEntryNotFoundError,
-            OfflineModeIsEnabled,
-            RepositoryNotFoundError,
-        )
-
-        part = self.part
-        manual = f"or put its files in {self.local}/ by hand (README: Models)"
-        if isinstance(error, GatedRepoError):
-            raise DownloadError(
-                f"{part.repo_id} is gated: accept its licence at {part.page} while logged in, then pass a read token "
-                f"(--token, HF_TOKEN or `hf auth login`; make one at {TOKENS_PAGE}), {manual}"
-            ) from error
-        if isinstance(error, OfflineModeIsEnabled):
-            raise DownloadError(f"HF_HUB_OFFLINE is set, so {part.repo_id} cannot be reached; unset it, {manual}")
-        if isinstance(error, LocalEntryNotFoundError):
-            raise DownloadError(
-                f"cannot reach the Hugging Face Hub for {part.repo_id} (no network?), {manual}"
-            ) from error
-        if isinstance(error, RepositoryNotFoundError):
-            raise DownloadError(
-                f"{part.repo_id} was not found or needs a token (pass --token or log in), {manual}"
-            ) from error
-        if isinstance(error, HfHubHTTPError):
-            raise DownloadError(f"{part.repo_id}: {' '.join(str(error).split())[:300]}; run again, {manual}") from error
-        return False
+    manual = f"or put its files in {local}/ by hand (README: Models)"
+    try:
+        yield
+    except GatedRepoError as error:
+        raise DownloadError(
+            f"{part.repo_id} is gated: accept its licence at {part.page} while logged in, then pass a read token "
+            f"(--token, HF_TOKEN or `hf auth login`; make one at {TOKENS_PAGE}), {manual}"
+        ) from error
+    except OfflineModeIsEnabled as error:
+        raise DownloadError(
+            f"HF_HUB_OFFLINE is set, so {part.repo_id} cannot be reached; unset it, {manual}"
+        ) from error
+    except LocalEntryNotFoundError as error:
+        raise DownloadError(f"cannot reach the Hugging Face Hub for {part.repo_id} (no network?), {manual}") from error
+    except RepositoryNotFoundError as error:
+        raise DownloadError(
+            f"{part.repo_id} was not found or needs a token (pass --token or log in), {manual}"
+        ) from error
+    except HfHubHTTPError as error:
+        raise DownloadError(f"{part.repo_id}: {' '.join(str(error).split())[:300]}; run again, {manual}") from error
 
 
 def staging_folder(target: Path) -> Path:
