@@ -16,16 +16,26 @@ from conftest import run_fresh
 from safetensors import safe_open
 from safetensors.torch import save_file
 from test_cli import animate_args, inputs  # noqa: F401 (a fixture)
-from test_nodes import animate_inputs, blend_inputs, driving, extracted, model, monkeypatch_module, motion, run  # noqa: F401 (fixtures)
+from test_nodes import (  # noqa: F401 (fixtures)
+    animate_inputs,
+    blend_inputs,
+    driving,
+    extracted,
+    model,
+    monkeypatch_module,
+    motion,
+    run,
+)
 
 from xnemo_core import bundled, files, portrait, recipes
 from xnemo_core.__main__ import main
 from xnemo_core.checkpoints import CheckpointError
 from xnemo_core.convert import write_bundle, write_parts
 from xnemo_core.face import FaceNotFoundError, _followed_face
+from xnemo_core.finite import NonFiniteError
 from xnemo_core.loading import load_models
 from xnemo_core.motion import FORMAT, MotionLatent, load_motion, smooth
-from xnemo_core.pipeline import NonFiniteError, XNeMoPipeline
+from xnemo_core.pipeline import XNeMoPipeline
 from xnemo_core.testing.synthetic_weights import preset_models
 from xnemo_core.video import read_frames, read_portrait, write_video
 

@@ -12,7 +12,15 @@ from torch import nn
 
 from xnemo_core.builders import build_vae
 from xnemo_core.config import TINY_VAE
-from xnemo_core.models.group_norm import FusedGroupNorm, fuse_group_norm_silu, group_norm, kernel_applies
+from xnemo_core.models.group_norm import (
+    FusedGroupNorm,
+    fuse_group_norm_silu,
+    group_moments,
+    group_norm,
+    group_statistics,
+    kernel_applies,
+    normalize,
+)
 from xnemo_core.testing.synthetic_weights import with_synthesized_weights
 
 
@@ -88,6 +96,15 @@ for x, groups in cases:
             assert out.shape == x.shape and out.dtype == dtype and out.is_contiguous(), (x.shape, dtype)
             assert error < limit, (tuple(x.shape), dtype, silu, error)
 
+# Statistics gathered over frame slices of a video normalise the whole video as one norm.
+video = torch.randn(1, 8, 6, 5, 5) * 2 + 1
+weight, bias = torch.randn(2, 8).unbind()
+parts = [module.group_moments(video[:, :, frames], 4) for frames in (slice(0, 2), slice(2, 5), slice(5, 6))]
+stats = module.group_statistics(torch.cat(parts, dim=1), 1e-6)
+out = module.normalize(video[:, :, 2:5], stats, 4, weight, bias, silu=True)
+expected = F.silu(F.group_norm(video, 4, weight, bias, 1e-6))[:, :, 2:5]
+assert (out - expected).abs().max().item() < 1e-4
+
 # A two-level tiny VAE's decode with every fused norm on the kernels, against PyTorch's decode.
 two_levels = {**TINY_VAE, "block_out_channels": [32, 32], "down_block_types": ["DownEncoderBlock2D"] * 2}
 vae = with_synthesized_weights(build_vae(two_levels), "VAE").requires_grad_(False)
@@ -152,3 +169,15 @@ def test_on_cuda_the_kernels_match_pytorch_to_rounding(shape, layout, dtype):
     tolerance = 1e-2 if dtype == torch.float16 else 4e-2  # PyTorch rounds before the SiLU, the kernel after
     out = group_norm(x, 32, weight, bias, 1e-6, silu=True)
     torch.testing.assert_close(out, expected, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_statistics_of_slices_normalise_the_whole_on_pytorch_s_ops(dtype):
+    video = (torch.randn(2, 6, 5, 4, 3) * 3 + 2).to(dtype)
+    weight, bias = torch.randn(2, 6).unbind()
+    parts = [group_moments(video[:, :, frames], 3) for frames in (slice(0, 1), slice(1, 4), slice(4, 5))]
+    stats = group_statistics(torch.cat(parts, dim=1), 1e-6)
+    out = normalize(video[:, :, 1:4], stats, 3, weight, bias)
+    expected = F.group_norm(video.float(), 3, weight, bias, 1e-6)[:, :, 1:4]
+    assert out.dtype == dtype and out.is_contiguous()
+    torch.testing.assert_close(out.float(), expected, rtol=0, atol=1e-4 if dtype == torch.float32 else 5e-2)

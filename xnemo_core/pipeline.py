@@ -31,6 +31,8 @@ from einops import rearrange
 from . import distributed
 from .choices import DEFAULT_SEED, SCHEDULES
 from .compiling import compile_wanted, compiled
+from .decoding import decode_video
+from .finite import check_finite
 from .layouts import PART_ORIGINS
 from .models import XNeMoModels
 from .models.group_norm import fuse_group_norm_silu
@@ -149,20 +151,6 @@ class AnimationSettings:
             raise SettingError(
                 "context_overlap", f"context overlap {self.context_overlap} must be below the window length {window}"
             )
-
-
-class NonFiniteError(ValueError):
-    """A stage of the pipeline produced NaN or infinite values: its weights (or the precision) are at fault."""
-
-
-def check_finite(stage: str, *tensors: torch.Tensor) -> None:
-    """Refuse to go on from ``stage`` (its name in words) with NaN or infinite values, which would
-    end as black frames."""
-    if not all(bool(torch.isfinite(tensor).all()) for tensor in tensors):
-        raise NonFiniteError(
-            f"{stage} produced NaN or infinite values, so no frame was written; its weights are damaged, "
-            "or the precision overflows (try --dtype fp32, or bf16 on a GPU)"
-        )
 
 
 class SettingError(ValueError):
@@ -416,18 +404,11 @@ class XNeMoPipeline:
         return prediction if isinstance(prediction, tuple) else (prediction,)
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor, chunk: int = 25) -> torch.Tensor:
-        """Latents ``(1, 4, F, h, w)`` → frames ``(F, H, W, 3)`` float32 in ``[0, 1]`` on the CPU."""
-        vae = self.models.vae
-        frames = rearrange(latents[0], "c f h w -> f c h w") / vae.config.scaling_factor
-        decoded = []
-        with self._on_device(vae):
-            for start in range(0, len(frames), chunk):
-                part = frames[start : start + chunk].to(self.device, vae.dtype)
-                pixels = vae.decode(part, num_frames=len(part)).sample
-                check_finite("the VAE decoder", pixels)
-                decoded.append((pixels.float() / 2 + 0.5).clamp(0, 1).cpu())
-        return rearrange(torch.cat(decoded), "f c h w -> f h w c")
+    def decode(self, latents: torch.Tensor, chunk: int = 25, slice_frames: int | None = None) -> torch.Tensor:
+        """Latents ``(1, 4, F, h, w)`` → frames ``(F, H, W, 3)`` float32 in ``[0, 1]`` on the CPU
+        (:func:`~xnemo_core.decoding.decode_video`: ``chunk`` frames a call, ``slice_frames`` at a time)."""
+        with self._on_device(self.models.vae):
+            return decode_video(self.models.vae, latents, chunk, self.device, slice_frames)
 
     def animate(
         self,

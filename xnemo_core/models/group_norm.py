@@ -161,32 +161,82 @@ def group_norm(
     """``F.group_norm`` (then ``F.silu`` if ``silu``) of ``x (N, C, …)`` by the kernels → a
     contiguous tensor of ``x``'s shape and dtype; only where :func:`kernel_applies`. Statistics
     are fp32 whatever ``x``'s dtype."""
-    lines = _as_lines(x)
-    if lines is None:  # channels last, say: read as lines after one copy
-        x = x.contiguous()
-        lines = _as_lines(x)
-    frames, line_len, channels, (stride_n, stride_c, stride_t) = lines
-    if channels % groups:
-        raise ValueError(f"{channels} channels do not split into {groups} groups")
-    channels_per_group = channels // groups
+    stats = group_statistics(group_moments(x, groups), eps)
+    return normalize(x, stats, groups, weight, bias, silu)
+
+
+def group_moments(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """Partial statistics of ``x (N, C, …)``: ``(N × groups, tiles, 3)`` fp32 rows of (count, mean,
+    sum of squared deviations). The tiles of several parts of one tensor (frame slices of a video,
+    say) concatenate along axis 1 into the statistics of the whole (:func:`group_statistics`)."""
+    if x.shape[1] % groups:
+        raise ValueError(f"{x.shape[1]} channels do not split into {groups} groups")
+    if not kernel_applies(x):
+        rows = x.float().reshape(x.shape[0] * groups, -1)
+        mean = rows.mean(1)
+        spread = (rows - mean[:, None]).square().sum(1)
+        return torch.stack([torch.full_like(mean, rows.shape[1]), mean, spread], dim=1)[:, None]
+    x, (frames, line_len, _, (stride_n, stride_c, stride_t)) = _lines_of(x)
     rows = x.shape[0] * groups
     block = min(_MAX_BLOCK, triton.next_power_of_2(line_len))
     tiles_per_line = triton.cdiv(line_len, block)
-    tiles = channels_per_group * frames * tiles_per_line
-    warps = 8 if block >= 2048 else 4
+    tiles = x.shape[1] // groups * frames * tiles_per_line
     moments = torch.empty(rows, tiles, 3, device=x.device, dtype=torch.float32)
     _tile_moments_kernel[(tiles, rows)](
-        x, moments, stride_n, stride_c, stride_t, line_len, frames, channels_per_group, groups, tiles_per_line,
-        BLOCK=block, num_warps=warps,
+        x, moments, stride_n, stride_c, stride_t, line_len, frames, x.shape[1] // groups, groups, tiles_per_line,
+        BLOCK=block, num_warps=_warps(block),
     )  # fmt: skip
-    stats = torch.empty(rows, 2, device=x.device, dtype=torch.float32)
-    _group_statistics_kernel[(rows,)](moments, stats, tiles, eps, BLOCK=_TILES_AT_ONCE)
+    return moments
+
+
+def group_statistics(moments: torch.Tensor, eps: float) -> torch.Tensor:
+    """Tiles ``(rows, tiles, 3)`` of :func:`group_moments` → ``(rows, 2)`` fp32 (mean, 1 / std)."""
+    if not kernel_applies(moments):
+        count, mean, spread = moments.unbind(2)
+        total = count.sum(1)
+        overall = (count * mean).sum(1) / total
+        spread = (spread + count * (mean - overall[:, None]).square()).sum(1)
+        return torch.stack([overall, (spread / total + eps).rsqrt()], dim=1)
+    moments = moments.contiguous()
+    stats = torch.empty(moments.shape[0], 2, device=moments.device, dtype=torch.float32)
+    _group_statistics_kernel[(moments.shape[0],)](moments, stats, moments.shape[1], eps, BLOCK=_TILES_AT_ONCE)
+    return stats
+
+
+def normalize(
+    x: torch.Tensor, stats: torch.Tensor, groups: int, weight: torch.Tensor, bias: torch.Tensor, silu: bool = False
+) -> torch.Tensor:
+    """``x (N, C, …)`` normalised with ``stats`` (:func:`group_statistics`, which may come from a
+    larger tensor than ``x``), then the affine, then SiLU if ``silu``: a contiguous tensor of
+    ``x``'s shape and dtype."""
+    if not kernel_applies(x):
+        mean, inverse_std = stats.view(x.shape[0], groups, 1, 2).unbind(3)
+        scale = (inverse_std * weight.float().view(groups, -1)).flatten(1)
+        shift = bias.float() - (mean * scale.view(x.shape[0], groups, -1)).flatten(1)
+        trailing = (1,) * (x.dim() - 2)
+        y = x.float() * scale.view(*scale.shape, *trailing) + shift.view(*shift.shape, *trailing)
+        return (F.silu(y) if silu else y).to(x.dtype).contiguous()
+    x, (frames, line_len, channels, (stride_n, stride_c, stride_t)) = _lines_of(x)
+    block = min(_MAX_BLOCK, triton.next_power_of_2(line_len))
     out = torch.empty(x.shape, device=x.device, dtype=x.dtype)
-    _normalize_kernel[(x.shape[0] * channels * frames, tiles_per_line)](
-        x, out, stats, weight, bias, stride_n, stride_c, stride_t, line_len, frames, channels, channels_per_group,
-        SILU=silu, BLOCK=block, num_warps=warps,
+    _normalize_kernel[(x.shape[0] * channels * frames, triton.cdiv(line_len, block))](
+        x, out, stats, weight, bias, stride_n, stride_c, stride_t, line_len, frames, channels, channels // groups,
+        SILU=silu, BLOCK=block, num_warps=_warps(block),
     )  # fmt: skip
     return out
+
+
+def _lines_of(x: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+    """``x`` and :func:`_as_lines` of it, after one copy where its lines are not contiguous (channels last, say)."""
+    lines = _as_lines(x)
+    if lines is None:
+        x = x.contiguous()
+        lines = _as_lines(x)
+    return x, lines
+
+
+def _warps(block: int) -> int:
+    return 8 if block >= 2048 else 4
 
 
 class FusedGroupNorm(nn.GroupNorm):
