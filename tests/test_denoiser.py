@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from xnemo_core.compiling import compiled
+from xnemo_core.compiling import CompiledDenoiser
 from xnemo_core.models.reference import capture_reference, project_reference
 from xnemo_core.testing.synthetic_weights import preset_models
 
@@ -61,5 +61,5 @@ def test_whole_steps_that_keep_deep_features_and_steps_that_reuse_them_are_one_g
 def test_the_compiled_denoiser_is_kept_with_the_model_and_adds_no_weights(models):
     unet = models.denoising_unet
     keys = set(unet.state_dict())
-    assert compiled(unet, cuda_graphs=False) is compiled(unet, cuda_graphs=False)
+    assert CompiledDenoiser.of(unet, cuda_graphs=False) is CompiledDenoiser.of(unet, cuda_graphs=False)
     assert set(unet.state_dict()) == keys

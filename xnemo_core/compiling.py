@@ -1,22 +1,41 @@
-"""The denoiser compiled once per model (``torch.compile``, one static graph), replayed with CUDA
-graphs where the weights stay put on a GPU.
+"""The denoiser compiled once per model (``torch.compile``, one static graph per call shape),
+replayed with CUDA graphs where the weights stay put on a GPU.
 
 The denoiser's forward keeps no state between calls and has no graph break, so one graph serves
 every step, window and video of a size; a new size (or a shorter last window) compiles once more.
+
+Compiling the full-size denoiser takes minutes. Modes:
+
+- ``on``: compile at the first call of each shape and wait for it;
+- ``auto`` (on CUDA with Triton): a video whose call shapes are not compiled yet runs eager while a
+  background thread compiles those shapes for the next video; a video uses compiled code only
+  where every call shape it started with was ready, so that a seed's frames do not depend on
+  when compilation finished;
+- ``off``: eager.
+
+Inductor keeps what it compiled on disk (:func:`use_cache_folder`), so a later process compiles
+the same shapes much faster.
 """
 
 import importlib.util
+import logging
+import os
+import threading
+from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_flatten
 
 from .choices import COMPILE_MODES
 
-_CACHE = "_xnemo_compiled"
+_STATE = "_xnemo_compiled"
+log = logging.getLogger(__name__)
 
 
 def compile_wanted(mode: str, device: torch.device) -> bool:
-    """``on``, ``off``, or ``auto``: on for CUDA devices where Triton (inductor's GPU compiler) is installed."""
+    """Whether ``mode`` (``on``, ``off``, ``auto``) compiles on ``device``: ``auto`` does on CUDA
+    devices where Triton (inductor's GPU compiler) is installed."""
     if mode not in COMPILE_MODES:
         raise ValueError(f"unknown compile mode {mode!r}; choose one of {', '.join(COMPILE_MODES)}")
     if mode == "auto":
@@ -24,17 +43,129 @@ def compile_wanted(mode: str, device: torch.device) -> bool:
     return mode == "on"
 
 
-def compiled(denoiser: nn.Module, cuda_graphs: bool) -> nn.Module:
-    """``denoiser`` compiled fullgraph with static shapes, kept with the module so that every
-    pipeline of the same model reuses the compiled code. ``cuda_graphs`` replays each call as a
-    CUDA graph (needs the weights to stay on one device between calls)."""
-    per_module = denoiser.__dict__.get(_CACHE)
-    if per_module is None:
-        # Set past nn.Module's attribute hook: a compiled wrapper is no submodule (no state-dict keys),
-        # and the cycle it makes with the module is freed with the module.
-        per_module = {}
-        object.__setattr__(denoiser, _CACHE, per_module)
-    if cuda_graphs not in per_module:
+def use_cache_folder(folder: str | Path) -> None:
+    """Keep inductor's compiled code in ``folder`` (it defaults to a temporary folder that a
+    reboot empties), unless ``TORCHINDUCTOR_CACHE_DIR`` names one already."""
+    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
+
+
+def call_shape(args: tuple, kwargs: dict) -> tuple:
+    """What decides which compiled graph a call runs: every tensor's shape, dtype and device and
+    every other argument's value, in the arguments' structure."""
+    leaves, structure = tree_flatten((args, kwargs))
+    described = tuple(
+        (tuple(leaf.shape), leaf.dtype, leaf.device) if isinstance(leaf, torch.Tensor) else repr(leaf)
+        for leaf in leaves
+    )
+    return str(structure), described
+
+
+class CompiledDenoiser:
+    """One model's compiled denoiser (kept on the module, so that every pipeline of the model
+    shares it), the call shapes compiled so far, and a background thread that compiles the
+    shapes asked for."""
+
+    def __init__(self, denoiser: nn.Module, cuda_graphs: bool):
         mode = "reduce-overhead" if cuda_graphs else "default"
-        per_module[cuda_graphs] = torch.compile(denoiser, fullgraph=True, dynamic=False, mode=mode)
-    return per_module[cuda_graphs]
+        self.cuda_graphs = cuda_graphs
+        self.function = torch.compile(denoiser, fullgraph=True, dynamic=False, mode=mode)
+        self.ready: set[tuple] = set()
+        self.failed: set[tuple] = set()
+        self._queue: dict[tuple, tuple[tuple, dict]] = {}
+        self._lock = threading.Lock()
+        self._worker: threading.Thread | None = None
+
+    @classmethod
+    def of(cls, denoiser: nn.Module, cuda_graphs: bool) -> "CompiledDenoiser":
+        """The compiled form of ``denoiser`` (made the first time)."""
+        per_module = denoiser.__dict__.get(_STATE)
+        if per_module is None:
+            # Set past nn.Module's attribute hook: a compiled wrapper is no submodule (no state-dict keys).
+            per_module = {}
+            object.__setattr__(denoiser, _STATE, per_module)
+        if cuda_graphs not in per_module:
+            per_module[cuda_graphs] = cls(denoiser, cuda_graphs)
+        return per_module[cuda_graphs]
+
+    def compile_later(self, shape: tuple, args: tuple, kwargs: dict) -> None:
+        """Compile the call shape ``shape`` in the background, by a call with ``args``, ``kwargs``."""
+        with self._lock:
+            if shape in self.ready or shape in self.failed or shape in self._queue:
+                return
+            self._queue[shape] = (args, kwargs)
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._work, name="xnemo-compile", daemon=True)
+                self._worker.start()
+
+    def wait(self) -> None:
+        """Block until the background thread has compiled what it was given."""
+        while (worker := self._worker) is not None and worker.is_alive():
+            worker.join()
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._worker = None
+                    return
+                shape, (args, kwargs) = next(iter(self._queue.items()))
+            try:
+                with torch.no_grad():
+                    self.function(*args, **kwargs)
+                done = self.ready
+            except Exception as error:  # eager stays in use for this shape; the video is not at risk
+                log.warning("X-NeMo: compiling the denoiser failed, it runs eager: %s", error)
+                done = self.failed
+            with self._lock:
+                done.add(shape)
+                del self._queue[shape]
+
+
+class Denoiser:
+    """What a pipeline calls in place of the denoiser: compiled code per :func:`compile_wanted`
+    and its ``mode``, eager code elsewhere."""
+
+    def __init__(self, denoiser: nn.Module, mode: str, device: torch.device, cuda_graphs: bool):
+        self.eager = denoiser
+        self.compiled = None
+        self.background = False
+        if compile_wanted(mode, device):
+            self.compiled = CompiledDenoiser.of(denoiser, cuda_graphs)
+            self.background = mode == "auto"
+        self._usable = set(self.compiled.ready) if self.compiled is not None else set()
+
+    @property
+    def cuda_graphs(self) -> bool:
+        return self.compiled is not None and self.compiled.cuda_graphs
+
+    def __call__(self, *args, **kwargs):
+        if self.compiled is None:
+            return self.eager(*args, **kwargs)
+        if not self.background:
+            return self._run_compiled(*args, **kwargs)
+        shape = call_shape(args, kwargs)
+        if shape in self._usable:
+            return self._run_compiled(*args, **kwargs)
+        self.compiled.compile_later(shape, args, kwargs)
+        return self.eager(*args, **kwargs)
+
+    def _run_compiled(self, *args, **kwargs):
+        if self.compiled.cuda_graphs:  # the previous call's output has been consumed: its memory may be reused
+            torch.compiler.cudagraph_mark_step_begin()
+        return self.compiled.function(*args, **kwargs)
+
+
+def release_compiled(denoiser: nn.Module) -> None:
+    """Forget ``denoiser``'s compiled code and the CUDA graphs recorded from it (their memory
+    pool is freed), after any compilation under way ends. Other models' CUDA graphs of this
+    thread are recorded again at their next call."""
+    per_module: dict[bool, CompiledDenoiser] = denoiser.__dict__.pop(_STATE, {})
+    for compiled in per_module.values():
+        compiled.wait()
+    if any(compiled.cuda_graphs for compiled in per_module.values()):
+        from torch._inductor.cudagraph_trees import reset_cudagraph_trees
+
+        reset_cudagraph_trees()
+

@@ -30,7 +30,7 @@ from einops import rearrange
 
 from . import distributed
 from .choices import DEFAULT_SEED, SCHEDULES
-from .compiling import compile_wanted, compiled
+from .compiling import Denoiser
 from .decoding import decode_video
 from .finite import check_finite
 from .layouts import PART_ORIGINS
@@ -221,11 +221,8 @@ class XNeMoPipeline:
         self.models, self.device, self.offload = models, torch.device(device), offload
         fuse_group_norm_silu(models.vae)
         self.dtype = models.denoising_unet.dtype
-        self.denoiser = models.denoising_unet
-        self.cuda_graphs = False
-        if compile_wanted(compile, self.device):
-            self.cuda_graphs = self.device.type == "cuda" and not offload
-            self.denoiser = compiled(models.denoising_unet, self.cuda_graphs)
+        cuda_graphs = self.device.type == "cuda" and not offload
+        self.denoiser = Denoiser(models.denoising_unet, compile, self.device, cuda_graphs)
         placement = "cpu" if offload else self.device
         models.to(device=placement)
 
@@ -388,8 +385,6 @@ class XNeMoPipeline:
             unconditional = condition.unconditional_motion.expand_as(window_motion)
             window_motion = torch.cat([unconditional, window_motion])
             clip = torch.cat([torch.zeros_like(clip), clip])
-        if self.cuda_graphs:  # the previous call's output has been consumed: its memory may be reused
-            torch.compiler.cudagraph_mark_step_begin()
         cached = call.cache is not None and not call.refresh
         prediction = self.denoiser(
             window_latents.to(self.dtype),
