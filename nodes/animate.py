@@ -4,7 +4,7 @@ import logging
 
 import torch
 
-from xnemo_core import bundled
+from xnemo_core import bundled, memory
 from xnemo_core.compiling import COMPILE_MODES
 from xnemo_core.face import detector_for
 from xnemo_core.motion import check_compatible
@@ -60,9 +60,10 @@ def animate(
         context_overlap=context_overlap,
         decode_chunk=decode_chunk,
     )
-    device = model.managed.make_room() if low_vram else model.managed.load()
+    offload, compile = fit_to_gpu(model, settings, low_vram, compile)
+    device = model.managed.make_room() if offload else model.managed.load()
     try:
-        pipeline = XNeMoPipeline(model.models, device, offload=low_vram, compile=compile)
+        pipeline = XNeMoPipeline(model.models, device, offload=offload, compile=compile)
         progress = comfy_bridge.Progress(settings.steps - settings.skipped_steps)
         animation = animate_portrait(pipeline, portrait, motion.tokens, settings, colour_match, on_step=progress)
     finally:
@@ -70,6 +71,33 @@ def animate(
             model.managed.release()
     mask = torch.from_numpy(animation.mask)[None]
     return (to_images(animation.frames), torch.from_numpy(animation.pasted), mask)
+
+
+def fit_to_gpu(model, settings, low_vram: bool, compile: str) -> tuple[bool, str]:
+    """``(offload, compile mode)`` for this run on ComfyUI's device: the model stays on the GPU
+    where it fits beside the run's largest stage, else its modules visit one at a time (as
+    ``low_vram``); ``auto`` compiles in the background only where a second run has room."""
+    device = comfy_bridge.torch_device()
+    if device.type != "cuda":
+        return low_vram, compile
+    itemsize = model.models.denoising_unet.dtype.itemsize
+    window = settings.window_length(model.models.config.max_window) * settings.window_batch
+    rows = 2 if settings.guidance_scale > 1 else 1
+    working = max(
+        memory.denoise_bytes(window, rows, settings.height, settings.width, itemsize),
+        memory.smallest_decode_bytes(settings.decode_chunk, settings.height, settings.width, itemsize),
+    )
+    placement = memory.place(model.managed.size, comfy_bridge.total_memory(device), working)
+    if placement.offload and not low_vram:
+        logging.warning(
+            "X-NeMo: the model (%.1f GiB) and this run (%.1f GiB) do not fit the GPU together: its modules visit "
+            "the GPU one at a time, as with low_vram",
+            model.managed.size / 2**30,
+            working / 2**30,
+        )
+    if compile == "auto" and not placement.background_compile:
+        compile = "off"
+    return low_vram or placement.offload, compile
 
 
 ANIMATE_PORTRAIT = Node(
@@ -176,8 +204,9 @@ ANIMATE_PORTRAIT = Node(
             default="auto",
             options=COMPILE_MODES,
             optional=True,
-            tooltip="compile the denoiser (auto: on NVIDIA GPUs with Triton); the first run of a size compiles, "
-            "later runs of that size are faster; off: no compilation",
+            tooltip="compile the denoiser. auto (NVIDIA GPUs with Triton and room for it): a video of a new size runs "
+            "uncompiled while it compiles in the background, later videos run compiled; on: compile first and wait "
+            "(minutes); off: never",
         ),
         Socket(
             "preset",
@@ -199,8 +228,8 @@ ANIMATE_PORTRAIT = Node(
             "BOOLEAN",
             default=False,
             optional=True,
-            tooltip="for 12 GB cards at 512²: other models are unloaded and only the module at work sits on the GPU "
-            "(peak 6.3–7.4 GiB with decode_chunk 12); slower",
+            tooltip="other models are unloaded and only the module at work sits on the GPU; slower. Chosen by "
+            "itself when the model and the run do not fit the GPU together",
         ),
     ),
     outputs=(

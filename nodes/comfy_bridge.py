@@ -8,13 +8,16 @@ import torch
 from torch import nn
 
 from xnemo_core import bundled
+from xnemo_core.compiling import release_compiled, use_cache_folder
 from xnemo_core.files import copy_if_missing
+from xnemo_core.memory import module_bytes, usable_gpu_memory
 
 try:
     import comfy.model_management as model_management
     import comfy.model_patcher
     import comfy.utils
     import folder_paths
+    from comfy.patcher_extension import CallbacksMP
 except ImportError:  # outside ComfyUI
     model_management = folder_paths = None
 
@@ -38,6 +41,7 @@ def register_with_comfyui() -> None:
         return
     folder_paths.add_model_folder_path(MODEL_FOLDER, os.path.join(folder_paths.models_dir, MODEL_FOLDER))
     folder_paths.add_model_folder_path(MODEL_FOLDER, str(bundled.MODEL_ROOT))
+    use_cache_folder(Path(folder_paths.get_user_directory()) / "xnemo" / "compiled")
     install_demo_inputs()
 
 
@@ -83,6 +87,13 @@ def torch_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def total_memory(device: torch.device) -> int:
+    """Bytes the compute ``device`` can hold, as ComfyUI reports it (it honours ``--reserve-vram``)."""
+    if model_management is not None:
+        return int(model_management.get_total_memory(device)) - int(model_management.extra_reserved_memory())
+    return usable_gpu_memory(device)
+
+
 def auto_precision(device: torch.device) -> str:
     if device.type == "cpu":
         return "fp32"
@@ -103,14 +114,20 @@ class ManagedModules:
 
     def __init__(self, modules: dict[str, nn.Module]):
         self.container = XNeMo(modules)
+        self.size = module_bytes(self.container)
         self.patcher = None
         if model_management is not None:
             self.patcher = comfy.model_patcher.ModelPatcher(
                 self.container,
                 load_device=model_management.get_torch_device(),
                 offload_device=model_management.unet_offload_device(),
-                size=model_management.module_size(self.container),
+                size=self.size,
             )
+            # Unloaded by ComfyUI (another model needs the room, /free): compiled code and CUDA graphs go too.
+            self.patcher.add_callback(CallbacksMP.ON_DETACH, lambda *_: self.forget_compiled())
+
+    def forget_compiled(self) -> None:
+        release_compiled(self.container["denoising_unet"])
 
     def load(self) -> torch.device:
         """Bring every module to the compute device (other models are unloaded if VRAM is short)."""
@@ -141,6 +158,7 @@ class ManagedModules:
 
     def release(self) -> None:
         if self.patcher is None:
+            self.forget_compiled()
             self.container.to("cpu")
             return
         loaded = model_management.current_loaded_models

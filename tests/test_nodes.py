@@ -4,14 +4,16 @@ import dataclasses
 import inspect
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 import nodes
 from nodes import comfy_bridge
+from nodes.animate import fit_to_gpu
 from xnemo_core.motion import MotionLatent, check_compatible, save_motion
-from xnemo_core.pipeline import XNeMoPipeline
+from xnemo_core.pipeline import AnimationSettings, XNeMoPipeline
 from xnemo_core.recipes import OFFICIAL, crop_mode
 
 
@@ -364,3 +366,43 @@ def test_crop_auto_follows_the_models_recipe(model):
     assert crop_mode("auto", model.recipe) == "detect"  # any other model: the official recipe
     assert crop_mode("none", model.recipe) == "none"
     assert bundled_model.recipe == OFFICIAL | {"size": 128, "steps": 25, "denoise": 0.8, "crop": "none"}
+
+
+GiB = 2**30
+
+
+def official_sized(model_bytes: int):
+    """An ``XNEMO_MODEL`` as far as fitting a run goes: the official model in fp16."""
+    unet = SimpleNamespace(dtype=torch.float16)
+    models = SimpleNamespace(denoising_unet=unet, config=SimpleNamespace(max_window=24))
+    return SimpleNamespace(models=models, managed=SimpleNamespace(size=model_bytes))
+
+
+@pytest.mark.parametrize(
+    "total, low_vram, compile, expected",
+    [
+        (80 * GiB, False, "auto", (False, "auto")),  # room for the model, the run and a compiling run
+        (12 * GiB, False, "auto", (False, "off")),  # the model stays; no room to compile beside the run
+        (12 * GiB, False, "on", (False, "on")),  # asked for: compiled first
+        (8 * GiB, False, "auto", (True, "off")),  # modules visit the GPU one at a time
+        (80 * GiB, True, "auto", (True, "auto")),  # the user's switch wins
+    ],
+)
+def test_the_run_is_fitted_to_the_gpu_s_memory(monkeypatch, total, low_vram, compile, expected):
+    monkeypatch.setattr(comfy_bridge, "torch_device", lambda: torch.device("cuda"))
+    monkeypatch.setattr(comfy_bridge, "total_memory", lambda device: total)
+    official = AnimationSettings(height=512, width=512)
+    assert fit_to_gpu(official_sized(int(5.7 * GiB)), official, low_vram, compile) == expected
+
+
+def test_off_a_gpu_the_settings_stay(model):
+    assert fit_to_gpu(model, AnimationSettings(), False, "auto") == (False, "auto")
+
+
+def test_releasing_the_model_forgets_its_compiled_denoiser(model):
+    from xnemo_core.compiling import CompiledDenoiser
+
+    denoiser = model.models.denoising_unet
+    CompiledDenoiser.of(denoiser, cuda_graphs=False)
+    model.managed.release()
+    assert "_xnemo_compiled" not in denoiser.__dict__

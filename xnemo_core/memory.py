@@ -1,0 +1,53 @@
+"""How a run fits a GPU: whether the model stays on it, and whether compiling in the background
+has room beside an eager run.
+
+Figures measured at 512² in fp16 (``bench/RESULTS.md``, "ComfyUI on a GPU"), scaled by the
+number of latent pixels a denoiser call sees and by the dtype's size.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .decoding import SLICE_BYTES_PER_PIXEL, STREAM_BYTES_PER_PIXEL
+
+DENOISE_BYTES_PER_LATENT = 10_000
+"""Eager denoiser activations per latent pixel of a call's frames and rows, per byte of dtype
+(3.5 GiB for a guided 24-frame window at 512² in fp16)."""
+HEADROOM = int(0.8 * 2**30)
+"""Kept free for the CUDA context's growth, cuDNN workspaces and the allocator's fragments."""
+
+
+def module_bytes(*modules: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for m in modules for t in (*m.parameters(), *m.buffers()))
+
+
+def denoise_bytes(frames_per_call: int, rows: int, height: int, width: int, itemsize: int) -> int:
+    """Eager activations of one denoiser call on ``frames_per_call`` frames of ``rows`` rows."""
+    return DENOISE_BYTES_PER_LATENT * frames_per_call * rows * (height // 8) * (width // 8) * itemsize
+
+
+def smallest_decode_bytes(chunk: int, height: int, width: int, itemsize: int) -> int:
+    """A decode in slices of one frame (:mod:`~xnemo_core.decoding`)."""
+    return (chunk * STREAM_BYTES_PER_PIXEL + SLICE_BYTES_PER_PIXEL) * height * width * itemsize
+
+
+@dataclass(frozen=True)
+class Placement:
+    offload: bool
+    """Keep the modules on the CPU, each visiting the GPU while it runs."""
+    background_compile: bool
+    """Room for a compiling run beside the eager one."""
+
+
+def place(model_bytes: int, total_bytes: int, working_bytes: int) -> Placement:
+    """Where a run of a model of ``model_bytes`` whose largest stage needs ``working_bytes`` goes
+    on a GPU that can give ``total_bytes``."""
+    resident = model_bytes + working_bytes + HEADROOM
+    return Placement(offload=resident > total_bytes, background_compile=resident + working_bytes <= total_bytes)
+
+
+def usable_gpu_memory(device: torch.device) -> int:
+    """Bytes a CUDA ``device`` can hold for this process (its capacity, as the driver reports it)."""
+    return torch.cuda.mem_get_info(device)[1]
