@@ -80,13 +80,7 @@ def fit_to_gpu(model, settings, low_vram: bool, compile: str) -> tuple[bool, str
     device = comfy_bridge.torch_device()
     if device.type != "cuda":
         return low_vram, compile
-    itemsize = model.models.denoising_unet.dtype.itemsize
-    window = settings.window_length(model.models.config.max_window) * settings.window_batch
-    rows = 2 if settings.guidance_scale > 1 else 1
-    working = max(
-        memory.denoise_bytes(window, rows, settings.height, settings.width, itemsize),
-        memory.smallest_decode_bytes(settings.decode_chunk, settings.height, settings.width, itemsize),
-    )
+    working = memory.working_bytes(settings, model.models.config.max_window, model.models.denoising_unet.dtype.itemsize)
     placement = memory.place(model.managed.size, comfy_bridge.total_memory(device), working)
     if placement.offload and not low_vram:
         logging.warning(

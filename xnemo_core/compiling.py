@@ -135,6 +135,8 @@ class Denoiser:
             self.compiled = CompiledDenoiser.of(denoiser, cuda_graphs)
             self.background = mode == "auto"
         self._usable = set(self.compiled.ready) if self.compiled is not None else set()
+        self.compiled_calls = 0
+        """Calls that ran compiled code (the others ran eager)."""
 
     @property
     def cuda_graphs(self) -> bool:
@@ -152,6 +154,7 @@ class Denoiser:
         return self.eager(*args, **kwargs)
 
     def _run_compiled(self, *args, **kwargs):
+        self.compiled_calls += 1
         if self.compiled.cuda_graphs:  # the previous call's output has been consumed: its memory may be reused
             torch.compiler.cudagraph_mark_step_begin()
         return self.compiled.function(*args, **kwargs)

@@ -41,6 +41,17 @@ class Placement:
     """Room for a compiling run beside the eager one."""
 
 
+def working_bytes(settings, max_window: int, itemsize: int) -> int:
+    """The GPU memory of a run's largest stage beside the model: a denoiser call or the decode
+    in its smallest slices, for :class:`~xnemo_core.pipeline.AnimationSettings` ``settings``."""
+    window = settings.window_length(max_window) * settings.window_batch
+    rows = 2 if settings.guidance_scale > 1 else 1
+    return max(
+        denoise_bytes(window, rows, settings.height, settings.width, itemsize),
+        smallest_decode_bytes(settings.decode_chunk, settings.height, settings.width, itemsize),
+    )
+
+
 def place(model_bytes: int, total_bytes: int, working_bytes: int) -> Placement:
     """Where a run of a model of ``model_bytes`` whose largest stage needs ``working_bytes`` goes
     on a GPU that can give ``total_bytes``."""
