@@ -7,7 +7,6 @@ H.264 in ``yuv420p`` (what browsers play) and can keep the driving clip's sound.
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 
@@ -57,6 +56,8 @@ def flatten_alpha(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 def read_frames(path: str | Path, max_frames: int | None = None) -> tuple[np.ndarray, float]:
     """Frames ``(N, H, W, 3)`` RGB uint8 and frames per second of a video file or image folder
     (the first ``max_frames``, a positive number, when given)."""
+    import av  # here, not at the top: the models and the pipeline load without FFmpeg
+
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"the number of driving frames to use must be at least 1, got {max_frames}")
     path = _existing(path)
@@ -87,6 +88,8 @@ def read_frames(path: str | Path, max_frames: int | None = None) -> tuple[np.nda
 
 def has_sound(path: str | Path) -> bool:
     """Whether a video file has an audio stream."""
+    import av  # here, not at the top: the models and the pipeline load without FFmpeg
+
     try:
         with av.open(str(_existing(path))) as container:
             return bool(container.streams.audio)
@@ -176,6 +179,8 @@ def check_fps(fps: float) -> None:
 
 def _write_video_file(path: Path, frames: np.ndarray, fps: float, audio_from: Path | None) -> None:
     """H.264 (``yuv420p``, so odd sides are padded by one edge pixel), and AAC sound from ``audio_from``."""
+    import av  # here, not at the top: the models and the pipeline load without FFmpeg
+
     frames = np.pad(frames, ((0, 0), (0, frames.shape[1] % 2), (0, frames.shape[2] % 2), (0, 0)), mode="edge")
     with av.open(str(path), mode="w") as container:
         video = container.add_stream("h264", rate=Fraction(fps).limit_denominator(1001))
