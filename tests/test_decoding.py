@@ -85,7 +85,8 @@ def test_slices_are_sized_to_the_memory_given():
     full_chunk = 25 * decoding.STREAM_BYTES_PER_PIXEL * 512 * 512 * 2
     per_frame = decoding.SLICE_BYTES_PER_PIXEL * 512 * 512 * 2
     assert slice_frames_for(full_chunk + 3 * per_frame, **official) == 3
-    assert slice_frames_for(decoding.DECODE_MEMORY, **official) == 2
+    assert slice_frames_for(decoding.DECODE_MEMORY, **official) == 1
+    assert slice_frames_for(6 * GiB, **official) == 5
     assert slice_frames_for(0, **official) == 1  # never none: the decode is tried, not refused
     assert slice_frames_for(80 * GiB, **official) == 25
     assert slice_frames_for(decoding.DECODE_MEMORY, chunk=25, height=128, width=128, itemsize=2) == 25

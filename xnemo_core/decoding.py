@@ -24,15 +24,15 @@ from .models.group_norm import group_moments, group_statistics, normalize
 FrameOp = Callable[[torch.Tensor], torch.Tensor]
 """A layer that maps frames ``(f, C, H, W)`` to frames independently of each other."""
 
-STREAM_BYTES_PER_PIXEL = 2 * 128
-"""Bytes per output pixel and byte of dtype that decoding in slices holds for the whole chunk:
-two activations of the widest full-resolution layer (128 channels)."""
-SLICE_BYTES_PER_PIXEL = 4 * 256
-"""The same for each frame of a slice: a few transient 256-channel activations at full
-resolution (the last upsampling feeding the first 128-channel block)."""
-DECODE_MEMORY = int(4.5 * 2**30)
-"""GPU memory a decode may take by default, beside the model: at 512² the two full-chunk
-activations (3.1 GiB for 25 frames) and slices of 2 frames."""
+STREAM_BYTES_PER_PIXEL = 320
+"""Bytes per output pixel and byte of dtype that decoding in slices holds for the whole chunk
+(two and a half activations of the widest full-resolution layer, 128 channels): 3.86 GiB for 25
+frames at 512² in fp16, measured on an H100 (``bench/RESULTS.md``)."""
+SLICE_BYTES_PER_PIXEL = 768
+"""The same for each frame of a slice: 0.375 GiB a frame at 512² in fp16."""
+DECODE_MEMORY = int(4.3 * 2**30)
+"""GPU memory a decode may take by default, beside the model: at 512² slices of one frame (4.23
+GiB measured), so that the official recipe peaks below 10 GiB; the whole chunk took 12.5 GiB."""
 
 
 def slice_frames_for(memory: int, chunk: int, height: int, width: int, itemsize: int) -> int:
