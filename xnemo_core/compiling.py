@@ -7,10 +7,11 @@ every step, window and video of a size; a new size (or a shorter last window) co
 Compiling the full-size denoiser takes minutes. Modes:
 
 - ``on``: compile at the first call of each shape and wait for it;
-- ``auto`` (on CUDA with Triton): a video whose call shapes are not compiled yet runs eager while a
-  background thread compiles those shapes for the next video; a video uses compiled code only
-  where every call shape it started with was ready, so that a seed's frames do not depend on
-  when compilation finished;
+- ``auto`` (on CUDA with Triton): a video whose call shapes are not compiled yet runs eager; once
+  its denoising ends a background thread compiles those shapes (while the video is decoded and
+  the GPU would idle until the next prompt). A video that starts while that compilation is under
+  way waits for it, then runs compiled. Compiling while an eager video runs would slow it about
+  threefold (the two threads share Python's lock: ``bench/RESULTS.md``);
 - ``off``: eager.
 
 Inductor keeps what it compiled on disk (:func:`use_cache_folder`), so a later process compiles
@@ -90,12 +91,15 @@ class CompiledDenoiser:
         return per_module[cuda_graphs]
 
     def compile_later(self, shape: tuple, args: tuple, kwargs: dict) -> None:
-        """Compile the call shape ``shape`` in the background, by a call with ``args``, ``kwargs``."""
+        """Compile the call shape ``shape`` by a call with ``args``, ``kwargs``, once :meth:`start` is called."""
         with self._lock:
-            if shape in self.ready or shape in self.failed or shape in self._queue:
-                return
-            self._queue[shape] = (args, kwargs)
-            if self._worker is None or not self._worker.is_alive():
+            if shape not in self.ready and shape not in self.failed:
+                self._queue.setdefault(shape, (args, kwargs))
+
+    def start(self) -> None:
+        """Compile what :meth:`compile_later` was given, in a background thread."""
+        with self._lock:
+            if self._queue and (self._worker is None or not self._worker.is_alive()):
                 self._worker = threading.Thread(target=self._work, name="xnemo-compile", daemon=True)
                 self._worker.start()
 
@@ -134,6 +138,8 @@ class Denoiser:
         if compile_wanted(mode, device):
             self.compiled = CompiledDenoiser.of(denoiser, cuda_graphs)
             self.background = mode == "auto"
+        if self.background:
+            self.compiled.wait()
         self._usable = set(self.compiled.ready) if self.compiled is not None else set()
         self.compiled_calls = 0
         """Calls that ran compiled code (the others ran eager)."""
@@ -152,6 +158,11 @@ class Denoiser:
             return self._run_compiled(*args, **kwargs)
         self.compiled.compile_later(shape, args, kwargs)
         return self.eager(*args, **kwargs)
+
+    def video_denoised(self) -> None:
+        """The video's denoiser calls are over: compile the shapes it ran eager (``auto``)."""
+        if self.background:
+            self.compiled.start()
 
     def _run_compiled(self, *args, **kwargs):
         self.compiled_calls += 1

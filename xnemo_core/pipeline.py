@@ -344,6 +344,7 @@ class XNeMoPipeline:
                 latents = scheduler.step(noise_pred, timestep, latents).prev_sample
                 if on_step is not None:
                     on_step(step + 1, total)
+        self.denoiser.video_denoised()
         check_finite("the denoising UNet", latents)
         return latents
 
