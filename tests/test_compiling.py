@@ -150,3 +150,12 @@ def test_auto_is_on_for_cuda_with_triton_only():
     assert compiling.compile_wanted("on", torch.device("cpu")) and not compiling.compile_wanted("off", torch.device("cuda"))
     with pytest.raises(ValueError, match="unknown compile mode 'fast'"):
         compiling.compile_wanted("fast", torch.device("cpu"))
+
+
+def test_one_video_compiles_first_only_where_the_clip_pays_it_back(monkeypatch):
+    monkeypatch.setattr(compiling.importlib.util, "find_spec", lambda name: object())  # Triton "installed"
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert compiling.one_video_mode("auto", compiling.ONE_VIDEO_PAYBACK_FRAMES, cuda) == "on"
+    assert compiling.one_video_mode("auto", 48, cuda) == "off"
+    assert compiling.one_video_mode("auto", 10_000, cpu) == "off"
+    assert compiling.one_video_mode("on", 48, cpu) == "on" and compiling.one_video_mode("off", 10_000, cuda) == "off"

@@ -96,7 +96,7 @@ def _animate_on(device, lead: bool, settings, recipe: dict, crop: str, args) -> 
     reports and writes the video."""
     from tqdm import tqdm
 
-    from .compiling import compile_wanted
+    from .compiling import compile_wanted, one_video_mode
     from .devices import default_precision
     from .face import detector_for, driving_crops
     from .loading import load_models
@@ -109,8 +109,6 @@ def _animate_on(device, lead: bool, settings, recipe: dict, crop: str, args) -> 
     for note in _flag_notes(args, crop):
         say(f"note: {note}")
     precision = args.dtype or default_precision(device)
-    compiling = compile_wanted(args.compile, device)
-    say(describe_run(args.models, recipe, settings, args.preset, device, precision, compiling))
     detector = detector_for(crop, args.face_model)
     reference, reference_note = read_portrait(args.reference)
     if args.motion is not None:
@@ -120,13 +118,15 @@ def _animate_on(device, lead: bool, settings, recipe: dict, crop: str, args) -> 
         driving, fps = read_frames(args.driving, args.frames)
         faces = driving_crops(driving, detector, args.face_index)
     num_frames = len(motion_tokens) if faces is None else len(faces.faces)
+    compile_mode = one_video_mode(args.compile, num_frames, device)
+    say(describe_run(args.models, recipe, settings, args.preset, device, precision, compile_wanted(compile_mode, device)))
     check_host_memory(settings, num_frames, reference.shape[0] * reference.shape[1], _decoder_width(args, device))
     portrait = Portrait.of(reference, detector, bundled_model=args.models == bundled.MODEL)
     for note in [reference_note, *portrait.notes, faces and faces.note]:
         if note:
             say(f"note: {note}")
     models = load_models(args.models, dtype=precision)
-    pipeline = XNeMoPipeline(models, device=device, offload=args.offload, compile=args.compile)
+    pipeline = XNeMoPipeline(models, device=device, offload=args.offload, compile=compile_mode)
     if faces is None:
         check_compatible(saved, models.stored_motion_id, f"the model {args.models}")
     else:
@@ -421,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
         "--compile",
         choices=COMPILE_MODES,
         default="auto",
-        help="compile the denoiser (auto: on CUDA with Triton; the first video of a size pays the compilation)",
+        help="compile the denoiser and wait for it (auto: on CUDA with Triton, for clips of 600 frames or more, "
+        "which pay the minutes of compilation back)",
     )
     animate.set_defaults(run=_animate)
 
