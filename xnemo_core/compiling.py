@@ -158,10 +158,6 @@ class Denoiser:
         self.compiled_calls = 0
         """Calls that ran compiled code (the others ran eager)."""
 
-    @property
-    def cuda_graphs(self) -> bool:
-        return self.compiled is not None and self.compiled.cuda_graphs
-
     def __call__(self, *args, **kwargs):
         if self.compiled is None:
             return self.eager(*args, **kwargs)

@@ -70,19 +70,25 @@ def decode_video(
 
 
 def _decode_chunk(vae: nn.Module, latents: torch.Tensor, device: torch.device, slice_frames: int | None):
-    decoder = getattr(vae, "decoder", None)
-    if not isinstance(decoder, TemporalDecoder):  # a ComfyUI VAE, say: it manages its own memory
+    slice_frames = _slice_frames(vae, latents, device, slice_frames)
+    if slice_frames is None or slice_frames >= len(latents):
         return vae.decode(latents, num_frames=len(latents)).sample
-    if slice_frames is None:
-        free = free_device_memory(device)
-        if free is None:
-            return vae.decode(latents, num_frames=len(latents)).sample
-        height, width = (8 * size for size in latents.shape[-2:])
-        memory = min(free, DECODE_MEMORY)
-        slice_frames = slice_frames_for(memory, len(latents), height, width, latents.element_size())
-    if slice_frames >= len(latents):
-        return vae.decode(latents, num_frames=len(latents)).sample
-    return decode_in_slices(decoder, latents, slice_frames)
+    return decode_in_slices(vae.decoder, latents, slice_frames)
+
+
+def _slice_frames(vae: nn.Module, latents: torch.Tensor, device: torch.device, asked: int | None) -> int | None:
+    """Frames per slice for a chunk ``latents``: ``asked``, else sized from the free CUDA memory;
+    ``None`` (the whole chunk) for VAEs without a temporal decoder (a ComfyUI VAE manages its own
+    memory) and off CUDA."""
+    if not isinstance(getattr(vae, "decoder", None), TemporalDecoder):
+        return None
+    if asked is not None:
+        return asked
+    free = free_device_memory(device)
+    if free is None:
+        return None
+    height, width = (8 * size for size in latents.shape[-2:])
+    return slice_frames_for(min(free, DECODE_MEMORY), len(latents), height, width, latents.element_size())
 
 
 def decode_in_slices(decoder: TemporalDecoder, latents: torch.Tensor, slice_frames: int) -> torch.Tensor:
