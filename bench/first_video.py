@@ -9,7 +9,7 @@ weights, the official recipe (512², 35 DDIM steps, CFG 2.5, windows 24/4, decod
 server does prompt after prompt, and prints each video's wall time (a wait for compilation under
 way, motion, reference, denoising, decode), how many denoiser calls ran compiled, its peak GPU memory and its largest difference from
 the first video. The model's placement and the compile mode follow the node's rules
-(:func:`xnemo_core.memory.place`) on the GPU memory seen, which ``--cap-gib`` caps as a smaller card
+(:func:`xnemo_core.memory.fit`) on the GPU memory seen, which ``--cap-gib`` caps as a smaller card
 would (``torch.cuda.set_per_process_memory_fraction``, and ``mem_get_info`` reporting the cap).
 ``--wait-after N`` waits for the background compilation after video N (its wait is printed).
 
@@ -61,9 +61,8 @@ def videos(args) -> list[dict]:
     settings = AnimationSettings()
     model_bytes = memory.module_bytes(*models.modules().values())
     working = memory.working_bytes(settings, models.config.max_window, dtype.itemsize)
-    placement = memory.place(model_bytes, memory.usable_gpu_memory(torch.device("cuda")), working)
-    offload = args.low_vram or placement.offload
-    compile = "off" if args.compile == "auto" and not placement.background_compile else args.compile
+    fitted = memory.fit(model_bytes, memory.usable_gpu_memory(torch.device("cuda")), working, args.low_vram, args.compile)
+    offload, compile = fitted.offload, fitted.compile
     print(f"model {model_bytes / GiB:.2f} GiB, working {working / GiB:.2f} GiB: offload {offload}, compile {compile}")
     portrait, face, driving = inputs(args.frames, settings.height)
     rows, first = [], None

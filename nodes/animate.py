@@ -81,18 +81,15 @@ def fit_to_gpu(model, settings, low_vram: bool, compile: str) -> tuple[bool, str
     if device.type != "cuda":
         return low_vram, compile
     working = memory.working_bytes(settings, model.models.config.max_window, model.models.denoising_unet.dtype.itemsize)
-    placement = memory.place(model.managed.size, comfy_bridge.total_memory(device), working)
-    if placement.offload and not low_vram:
+    fitted = memory.fit(model.managed.size, comfy_bridge.total_memory(device), working, low_vram, compile)
+    if fitted.offload and not low_vram:
         logging.warning(
             "X-NeMo: the model (%.1f GiB) and this run (%.1f GiB) do not fit the GPU together: its modules visit "
             "the GPU one at a time, as with low_vram",
             model.managed.size / 2**30,
             working / 2**30,
         )
-    if compile == "auto" and not placement.background_compile:
-        compile = "off"
-    return low_vram or placement.offload, compile
-
+    return fitted.offload, fitted.compile
 
 ANIMATE_PORTRAIT = Node(
     "AnimatePortrait",

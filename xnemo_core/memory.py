@@ -33,14 +33,6 @@ def smallest_decode_bytes(chunk: int, height: int, width: int, itemsize: int) ->
     return (chunk * STREAM_BYTES_PER_PIXEL + SLICE_BYTES_PER_PIXEL) * height * width * itemsize
 
 
-@dataclass(frozen=True)
-class Placement:
-    offload: bool
-    """Keep the modules on the CPU, each visiting the GPU while it runs."""
-    background_compile: bool
-    """Room for a compiling run beside the eager one."""
-
-
 def working_bytes(settings, max_window: int, itemsize: int) -> int:
     """The GPU memory of a run's largest stage beside the model: a denoiser call or the decode
     in its smallest slices, for :class:`~xnemo_core.pipeline.AnimationSettings` ``settings``."""
@@ -52,11 +44,22 @@ def working_bytes(settings, max_window: int, itemsize: int) -> int:
     )
 
 
-def place(model_bytes: int, total_bytes: int, working_bytes: int) -> Placement:
-    """Where a run of a model of ``model_bytes`` whose largest stage needs ``working_bytes`` goes
-    on a GPU that can give ``total_bytes``."""
-    resident = model_bytes + working_bytes + HEADROOM
-    return Placement(offload=resident > total_bytes, background_compile=resident + working_bytes <= total_bytes)
+@dataclass(frozen=True)
+class Fit:
+    offload: bool
+    """Keep the modules on the CPU, each visiting the GPU while it runs."""
+    compile: str
+    """The compile mode to run with: ``auto`` only where a compiling run has room beside the eager one."""
+
+
+def fit(model_bytes: int, total_bytes: int, working: int, low_vram: bool, compile: str) -> Fit:
+    """How a run of a model of ``model_bytes`` whose largest stage needs ``working`` bytes goes on
+    a GPU that can give ``total_bytes``: resident where it fits (unless ``low_vram``), ``auto``
+    compiling turned off where a second run has no room."""
+    resident = model_bytes + working + HEADROOM
+    if compile == "auto" and resident + working > total_bytes:
+        compile = "off"
+    return Fit(low_vram or resident > total_bytes, compile)
 
 
 def usable_gpu_memory(device: torch.device) -> int:
