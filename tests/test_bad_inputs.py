@@ -322,6 +322,48 @@ def test_the_recipe_follows_the_model_not_its_path(tmp_path):
         recipes.recommended(copy)
 
 
+@pytest.mark.parametrize(
+    "recipe, said",
+    [({"size": 7}, "size 7"), ({"denoise": 5}, "denoise 5"), ({"crop": "sideways"}, "crop 'sideways'")],
+)
+def test_unusable_recipe_values_name_the_model_file_not_a_flag(tmp_path, capsys, recipe, said):
+    copy = Path(shutil.copytree(bundled.MODEL, tmp_path / "model"))
+    denoiser = copy / "xnemo_denoising_unet.safetensors"
+    with safe_open(str(denoiser), "pt") as handle:
+        metadata, tensors = handle.metadata(), {key: handle.get_tensor(key) for key in handle.keys()}
+    save_file(tensors, str(denoiser), metadata=metadata | {"recipe": json.dumps(recipe)})
+    assert main(["animate", "--models", str(copy), "--out", str(tmp_path / "x.mp4"), "--frames", "2"]) == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith(f"error: {denoiser}: the model's 'recipe' metadata has an unusable {said}"), error
+    assert "--" not in error and not (tmp_path / "x.mp4").exists()
+
+
+@pytest.mark.parametrize("flag, suffix", [("--out", ".mp4"), ("--reference", ".png"), ("--models", ""), ("--motion", ".st")])
+def test_paths_longer_than_the_file_system_allows_are_one_line(tmp_path, capsys, flag, suffix):
+    path = f"{tmp_path / ('a' * 300)}{suffix}"
+    flags = {"--out": str(tmp_path / "x.mp4")} | {flag: path}
+    assert main(["animate", "--frames", "2", *[item for pair in flags.items() for item in pair]]) == 2
+    error = capsys.readouterr().err.splitlines()
+    assert error == [f"error: {path}: a name in this path is longer than the file system allows; choose a shorter one"]
+
+
+def test_an_image_claiming_more_pixels_than_opencv_reads_is_one_line(tmp_path, capsys):
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    huge = tmp_path / "huge.png"
+    header = struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0)
+    huge.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(9))) + chunk(b"IEND", b""))
+    assert main(["animate", "--reference", str(huge), "--out", str(tmp_path / "x.mp4"), "--frames", "2"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {huge}: its header claims more pixels than OpenCV reads (1073741824, OPENCV_IO_MAX_IMAGE_PIXELS); "
+        "give a smaller or re-saved image"
+    ]
+
+
 def test_face_flags_that_do_nothing_with_crop_none_are_said(tiny_model_folder, inputs, tmp_path, capsys):
     args = ["--face-index", "3", "--face-model", "/missing.onnx", "--frames", "2"]
     assert animate(tiny_model_folder, inputs / "portrait.png", inputs / "driving.mp4", tmp_path / "x.mp4", *args) == 0

@@ -2,6 +2,8 @@
 
 import os
 import pickle
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -110,9 +112,41 @@ def test_pickle_that_runs_code_is_refused_and_not_run(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pth"
     torch.save({"conv_in.weight": torch.zeros(1), "payload": _RunsCode(marker)}, path, pickle_module=pickle)
-    with pytest.raises(CheckpointError, match="refused to unpickle"):
+    with pytest.raises(CheckpointError, match="such pickles are refused") as raised:
         read_state_dict(path)
     assert not marker.exists()
+    assert "weights_only" not in str(raised.value), "torch's advice to unpickle anyway is never passed on"
+
+
+@pytest.mark.parametrize(
+    "content, said",
+    [
+        (b"<!DOCTYPE html><html><body>Quota exceeded</body></html>", "a web page (HTML)"),
+        (b"  <html>\n<head>", "a web page (HTML)"),
+        (b"just some text\n", "begins with b'just some text"),
+        (b"", "an empty file"),
+    ],
+)
+def test_a_file_that_is_no_checkpoint_is_called_so(tmp_path, content, said):
+    path = tmp_path / "xnemo_motion_encoder.pth"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as raised:
+        read_state_dict(path)
+    message = str(raised.value)
+    assert message.startswith(f"{path}: is not a PyTorch checkpoint but ") and said in message
+    assert "download the real file again" in message and "weights_only" not in message
+
+
+def test_a_damaged_official_file_names_where_it_is_published(official_layout, tmp_path):
+    from xnemo_core.layouts import XNEMO_RELEASE
+    from xnemo_core.loading import load_models
+
+    model = Path(shutil.copytree(official_layout, tmp_path / "model"))
+    (model / "xnemo_reference_unet.pth").write_bytes(b"<html>sign in to continue</html>")
+    with pytest.raises(CheckpointError) as raised:
+        load_models(model)
+    assert "xnemo_reference_unet.pth: is not a PyTorch checkpoint but a web page" in str(raised.value)
+    assert f"the reference UNet is published at {XNEMO_RELEASE}" in str(raised.value)
 
 
 def test_missing_file_and_unknown_format(tmp_path):
@@ -147,6 +181,6 @@ def test_a_legacy_format_pickle_that_runs_code_is_still_refused(tmp_path):
     path = tmp_path / "evil_legacy.pth"
     payload = {"conv_in.weight": torch.zeros(1), "payload": _RunsCode(marker)}
     torch.save(payload, path, pickle_module=pickle, _use_new_zipfile_serialization=False)
-    with pytest.raises(CheckpointError, match="refused to unpickle"):
+    with pytest.raises(CheckpointError, match="such pickles are refused"):
         read_state_dict(path)
     assert not marker.exists()

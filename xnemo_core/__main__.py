@@ -1,6 +1,7 @@
 """Command line: ``python -m xnemo_core {animate,download,convert,synthesize,check-fixtures,train,train-vae,pretrain-motion,evaluate} ...``."""
 
 import argparse
+import errno
 import signal
 import sys
 from contextlib import contextmanager
@@ -475,6 +476,15 @@ def main(argv: list[str] | None = None) -> int:
         flag = f"{SETTING_FLAGS.get(setting, '--' + setting.replace('_', '-'))}: " if setting else ""
         print(f"error: {flag}{error}", file=sys.stderr)
         return 2
+    except OSError as error:  # what the file system refuses for a path the user gave (a name too long, ...)
+        print(f"error: {_os_error_line(error)}", file=sys.stderr)
+        return 2
+
+
+def _os_error_line(error: OSError) -> str:
+    if error.errno == errno.ENAMETOOLONG:
+        return f"{error.filename}: a name in this path is longer than the file system allows; choose a shorter one"
+    return f"{error.filename or 'a file'}: {error.strerror or error}"
 
 
 class Terminated(KeyboardInterrupt):

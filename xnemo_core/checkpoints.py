@@ -22,6 +22,8 @@ COMPUTED_BUFFER_SUFFIXES = ("pos_encoder.pe", "num_batches_tracked")
 COMPUTED_BUFFER_NAMES = {"pe"}
 OBSOLETE_KEY_SUFFIXES = ("position_ids",)  # old transformers CLIP checkpoints carry this buffer
 _LISTED = 8
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since PyTorch 1.6
+PICKLE_PROTOCOL = b"\x80"  # the legacy format: a pickle, protocol 2 or later
 
 
 class CheckpointError(ValueError):
@@ -72,15 +74,18 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
+    _check_pickle_format(path)
     try:
         loaded = _unpickle_tensors(path)
-    except torch.serialization.pickle.UnpicklingError as error:
+    except torch.serialization.pickle.UnpicklingError:
         raise CheckpointError(
-            f"{path}: refused to unpickle: the file holds more than tensors (possibly code). "
-            f"Convert a trusted copy to .safetensors. Detail: {str(error).splitlines()[0]}"
+            f"{path}: holds Python objects besides tensors, and such pickles are refused (loading one can run "
+            "code); it is not the weight file expected here: download it again from its publisher"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise CheckpointError(f"{path}: not a readable PyTorch weight file, perhaps truncated ({error})") from None
+    except Exception as error:  # torch.load fails in many ways on data that only starts like a checkpoint
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch weight file, perhaps truncated ({_first_sentence(error)})"
+        ) from None
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, dict) or not all(torch.is_tensor(v) for v in loaded.values()):
@@ -88,11 +93,33 @@ def _read_pickle(path: Path) -> dict[str, torch.Tensor]:
     return loaded
 
 
+def _first_sentence(error: Exception) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text.split(". ", 1)[0]
+
+
+def _check_pickle_format(path: Path) -> None:
+    """Refuse a file that is no PyTorch checkpoint at all (neither the zip format nor the legacy
+    pickle), e.g. a web page a browser saved under the checkpoint's name."""
+    with path.open("rb") as handle:
+        start = handle.read(64)
+    if start.startswith(ZIP_MAGIC) or start.startswith(PICKLE_PROTOCOL):
+        return
+    text = start.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<")):
+        what = "a web page (HTML), perhaps a download site's error or quota page saved under this name"
+    elif not start:
+        what = "an empty file"
+    else:
+        what = f"some other file (it begins with {start[:16]!r})"
+    raise CheckpointError(f"{path}: is not a PyTorch checkpoint but {what}; download the real file again")
+
+
 def _unpickle_tensors(path: Path):
     """``torch.load(weights_only=True)``, memory-mapped where the format allows: files of the
     legacy (pre-zip) format cannot be mapped and are read whole."""
     with path.open("rb") as handle:
-        is_zip = handle.read(4) == b"PK\x03\x04"
+        is_zip = handle.read(len(ZIP_MAGIC)) == ZIP_MAGIC
     return torch.load(path, map_location="cpu", weights_only=True, mmap=is_zip)
 
 

@@ -94,6 +94,10 @@ class FolderLayout:
         converted = self._find("xnemo_denoising_unet")
         return read_metadata(converted).get("recipe") if converted else None
 
+    def recipe_source(self) -> Path:
+        """The file a recipe is read from (named when it is unusable)."""
+        return self._find("xnemo_denoising_unet") or self.folder
+
     def config(self) -> XNeMoConfig:
         converted = self._find("xnemo_denoising_unet")
         metadata = read_metadata(converted) if converted else {}
@@ -114,11 +118,11 @@ class FolderLayout:
         files = [main]
         if part == "denoising_unet" and (temporal := self._find("xnemo_temporal_module")):
             files.append(temporal)
-        return read_sources(files)
+        return _read_from(files, part)
 
     def base_unet(self) -> Sources:
         weights = diffusers_weights(self.folder / BASE_UNET)
-        return read_sources([weights]) if weights else []
+        return _read_from([weights], "denoising_unet") if weights else []
 
     def part_config(self, part: str) -> dict | None:
         """A base part's config (``None`` when the folder has no such part), its weights unread."""
@@ -136,10 +140,18 @@ class FolderLayout:
         weights = self._find(f"xnemo_{part}") or diffusers_weights(self._base_folder(part))
         if weights is None:
             raise CheckpointError(f"{self._base_folder(part)}: config.json but no weight file next to it")
-        return config, read_sources([weights])
+        return config, _read_from([weights], part)
 
     def _base_folder(self, part: str) -> Path:
         return self.folder / {"image_encoder": BASE_IMAGE_ENCODER, "vae": BASE_VAE}[part]
+
+
+def _read_from(files: list[Path], part: str) -> Sources:
+    """:func:`read_sources`, its errors saying where the right files are published."""
+    try:
+        return read_sources(files)
+    except CheckpointError as error:
+        raise CheckpointError(f"{error} (the {PART_ORIGINS[part][0]} is published at {PART_ORIGINS[part][2]})") from None
 
 
 def diffusers_weights(folder: Path) -> Path | None:
@@ -183,6 +195,9 @@ class BundleLayout:
 
     def recipe(self) -> str | None:
         return self.metadata.get("recipe")
+
+    def recipe_source(self) -> Path:
+        return self.file
 
     def _part(self, part: str) -> dict[str, torch.Tensor]:
         prefix = f"{part}."

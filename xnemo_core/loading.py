@@ -52,7 +52,7 @@ def load_models(
         **{part: _load_base_part(part, config, sources) for part, (config, sources) in found.items()},
         part_configs={part: config for part, (config, _) in found.items()},
         stored_motion_id=MotionEncoderId.of(motion_encoder),
-        recipe=recipes.parse(layout.recipe(), path),
+        recipe=recipes.parse(layout.recipe(), layout.recipe_source()),
     )
     for module in models.modules().values():
         module.eval().requires_grad_(False)

@@ -31,7 +31,10 @@ def recommended(model_path: str | Path) -> dict:
     from .layouts import open_layout
 
     path = Path(model_path)
-    return OFFICIAL | (parse(open_layout(path).recipe(), path) if path.exists() else {})
+    if not path.exists():
+        return dict(OFFICIAL)
+    layout = open_layout(path)
+    return OFFICIAL | parse(layout.recipe(), layout.recipe_source())
 
 
 def parse(text: str | None, source) -> dict:
@@ -46,7 +49,32 @@ def parse(text: str | None, source) -> dict:
         name in OFFICIAL and _same_kind(value, OFFICIAL[name]) for name, value in recipe.items()
     ):
         raise ValueError(f"{source}: damaged 'recipe' metadata {text[:80]!r}; expected some of {sorted(OFFICIAL)}")
+    _check_values(recipe, source)
     return recipe
+
+
+RECIPE_NAMES = {"height": "size", "width": "size", "guidance_scale": "cfg"}
+""":class:`~xnemo_core.pipeline.AnimationSettings` fields under another name in a recipe."""
+
+
+def _check_values(recipe: dict, source) -> None:
+    """Refuse a recipe value no animation could use, naming the model file, not a flag the user never passed."""
+    from .choices import CROP_MODES
+    from .pipeline import AnimationSettings, SettingError
+
+    values = OFFICIAL | recipe
+    try:
+        if values["crop"] not in CROP_MODES:
+            raise SettingError("crop", f"unknown crop mode {values['crop']!r}; expected one of {', '.join(CROP_MODES)}")
+        size = values["size"]
+        rest = {name: value for name, value in values.items() if name not in ("size", "crop", "cfg")}
+        AnimationSettings(height=size, width=size, guidance_scale=values["cfg"], **rest).validate()
+    except SettingError as error:
+        name = RECIPE_NAMES.get(error.setting, error.setting)
+        raise ValueError(
+            f"{source}: the model's 'recipe' metadata has an unusable {name} {recipe.get(name)!r} ({error}); "
+            "the file is damaged or was written by another tool: convert the model again from its original files"
+        ) from None
 
 
 def _same_kind(value, official) -> bool:

@@ -4,6 +4,7 @@ Images go through OpenCV, videos through PyAV (FFmpeg; ComfyUI's own video libra
 H.264 in ``yuv420p`` (what browsers play) and can keep the driving clip's sound.
 """
 
+import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -18,6 +19,7 @@ OUTPUT_KINDS = "an .mp4 / .avi / .mov / .mkv video, a .gif, or a path without su
 FRAME_PATTERN = "frame_*.png"
 DEFAULT_FPS = 25.0
 MAX_FPS = 1000.0
+OPENCV_PIXEL_LIMIT = 1 << 30
 BACKGROUND = 255
 """What transparent parts of a portrait become: white."""
 TRANSPARENCY_NOTE = "the reference image has transparent parts; they were filled with white"
@@ -35,17 +37,29 @@ def read_image(path: str | Path) -> np.ndarray:
 def read_portrait(path: str | Path) -> tuple[np.ndarray, str | None]:
     """``(H, W, 3)`` RGB uint8, and a note when transparent parts were filled with white."""
     path = _existing(path)
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    image = _imread(path, cv2.IMREAD_COLOR)
     if image is None:
         raise MediaError(f"{path}: not an image OpenCV can read (expected PNG, JPEG, WebP, ...)")
     image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    whole = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    whole = _imread(path, cv2.IMREAD_UNCHANGED)
     if whole is None or whole.ndim != 3 or whole.shape[2] != 4:
         return image, None
     alpha = whole[..., 3:].astype(np.float32) / np.iinfo(whole.dtype).max
     if alpha.min() == 1:
         return image, None
     return to_uint8(flatten_alpha(image.astype(np.float32) / 255, alpha)), TRANSPARENCY_NOTE
+
+
+def _imread(path: Path, flags: int) -> np.ndarray | None:
+    try:
+        return cv2.imread(str(path), flags)
+    except cv2.error as error:
+        if "MAX_IMAGE_PIXELS" in str(error):
+            limit = os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", str(OPENCV_PIXEL_LIMIT))
+            reason = f"its header claims more pixels than OpenCV reads ({limit}, OPENCV_IO_MAX_IMAGE_PIXELS)"
+        else:
+            reason = f"OpenCV cannot decode it ({str(error).strip().splitlines()[-1]})"
+        raise MediaError(f"{path}: {reason}; give a smaller or re-saved image") from None
 
 
 def flatten_alpha(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
