@@ -40,20 +40,29 @@ def extract(
     return (latent, to_images(crops.faces), to_images(boxes_drawn(pixels, crops.boxes, crops.undetected)))
 
 
+BLEND_MODES = ("interpolate", "relative", "intensity", "smooth", "expression")
+NEEDS_MOTION_B = ("interpolate", "relative", "expression")
+
+
 def blend(
     motion_a, mode, weight, length_mode, neutral_frame, from_frame, to_frame, sigma_frames, motion_b=None
 ) -> tuple[core.MotionLatent]:
-    if mode in ("interpolate", "relative", "expression") and motion_b is None:
+    if mode not in BLEND_MODES:
+        raise ValueError(f"MotionLatentBlend: unknown mode {mode!r}; choose one of {', '.join(BLEND_MODES)}")
+    if mode in NEEDS_MOTION_B and motion_b is None:
         raise ValueError(f"MotionLatentBlend: mode '{mode}' needs a second motion connected to motion_b")
-    if mode == "interpolate":
-        return (core.interpolate(motion_a, motion_b, weight, length_mode),)
-    if mode == "relative":
-        return (core.relative(motion_a, motion_b, weight, length_mode),)
-    if mode == "intensity":
-        return (core.intensity(motion_a, weight, neutral_frame),)
-    if mode == "smooth":
-        return (core.smooth(motion_a, sigma_frames),)
-    return (core.expression_edit(motion_a, motion_b, from_frame, to_frame, weight),)
+    try:
+        if mode == "interpolate":
+            return (core.interpolate(motion_a, motion_b, weight, length_mode),)
+        if mode == "relative":
+            return (core.relative(motion_a, motion_b, weight, length_mode),)
+        if mode == "intensity":
+            return (core.intensity(motion_a, weight, neutral_frame),)
+        if mode == "smooth":
+            return (core.smooth(motion_a, sigma_frames),)
+        return (core.expression_edit(motion_a, motion_b, from_frame, to_frame, weight),)
+    except ValueError as error:
+        raise ValueError(f"MotionLatentBlend ({mode}): {error}") from None
 
 
 def save(motion, filename_prefix: str) -> dict:
@@ -153,7 +162,7 @@ MOTION_LATENT_BLEND = Node(
             "mode",
             "COMBO",
             default="interpolate",
-            options=(*core.BLEND_MODES, "expression"),
+            options=BLEND_MODES,
             tooltip="interpolate A→B; relative: B's change on A; intensity: scale A; smooth A; expression: add B's "
             "to_frame − from_frame",
         ),

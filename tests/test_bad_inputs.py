@@ -3,6 +3,7 @@ called a success, one clear line instead of a traceback (CLI cases through the C
 through the node functions)."""
 
 import json
+import re
 import os
 import shutil
 import signal
@@ -247,9 +248,16 @@ def test_smoothing_is_bounded_in_the_core_and_non_finite_weights_get_the_right_a
 @pytest.mark.parametrize("mode", ["interpolate", "intensity"])
 def test_a_non_finite_blend_weight_is_refused_as_such(motion, mode):
     latent, _ = motion
-    with pytest.raises(ValueError, match="must be a finite number, got nan") as error:
-        run("MotionLatentBlend", **blend_inputs(latent, mode, motion_b=latent) | {"weight": float("nan")})
-    assert "extract the motion again" not in str(error.value)
+    for weight, said in ((float("nan"), "must be a finite number, got nan"), (1e308, "between -10 and 10, got 1e+308")):
+        with pytest.raises(ValueError, match=f"MotionLatentBlend \\({mode}\\): the blend's .* {re.escape(said)}") as error:
+            run("MotionLatentBlend", **blend_inputs(latent, mode, motion_b=latent) | {"weight": weight})
+        assert "extract the motion again" not in str(error.value)
+
+
+def test_an_unknown_blend_mode_is_refused_with_the_modes(motion):
+    latent, _ = motion
+    with pytest.raises(ValueError, match="unknown mode 'mix'; choose one of interpolate, relative, intensity, smooth"):
+        run("MotionLatentBlend", **blend_inputs(latent, "mix", motion_b=latent))
 
 
 def test_extract_takes_grey_and_rgba_images_as_comfyui_makes_them(model):

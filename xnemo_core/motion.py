@@ -20,7 +20,9 @@ from .files import inside, replacing
 from .video import check_fps
 
 LENGTH_MODES = ("trim", "loop", "ping-pong", "resample")
-BLEND_MODES = ("interpolate", "relative", "intensity", "smooth")
+MAX_BLEND_WEIGHT = 10.0
+"""The largest weight, strength or scale a blend takes: ten times a whole motion is far past any face
+the model has seen, and larger values only overflow into non-finite tokens."""
 FORMAT = "xnemo-motion/1"
 TOKEN_SHAPE = (32, 16)
 MAX_SMOOTH_SIGMA = 100.0
@@ -126,9 +128,11 @@ def check_compatible(motion: MotionLatent, encoder_id: MotionEncoderId, what: st
         )
 
 
-def _check_weight(name: str, value: float) -> None:
+def _check_weight(name: str, value: float, limit: float = MAX_BLEND_WEIGHT) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"the blend's {name} must be a finite number, got {value!r}")
+    if abs(value) > limit:
+        raise ValueError(f"the blend's {name} must be between -{limit:g} and {limit:g}, got {value:g}")
 
 
 def match_length(tokens: torch.Tensor, length: int, mode: str) -> torch.Tensor:
@@ -184,7 +188,7 @@ def intensity(motion: MotionLatent, scale: float, neutral_frame: int = 0) -> Mot
 
 def smooth(motion: MotionLatent, sigma_frames: float) -> MotionLatent:
     """Gaussian smoothing over time (``sigma_frames`` 0: unchanged)."""
-    _check_weight("sigma", sigma_frames)
+    _check_weight("sigma", sigma_frames, limit=math.inf)
     if sigma_frames > MAX_SMOOTH_SIGMA:
         raise ValueError(f"smoothing sigma {sigma_frames:g} is above {MAX_SMOOTH_SIGMA:g} frames; use a smaller one")
     if sigma_frames <= 0:
