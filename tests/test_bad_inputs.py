@@ -479,4 +479,4 @@ def test_pip_install_gives_the_library_and_the_xnemo_command(tmp_path):
     assert model in names and "xnemo_core/bundled_files/demo/driving.mp4" in names
     assert not any(name.startswith(("nodes/", "tests/")) for name in names)
     entry_points = next(name for name in names if name.endswith("entry_points.txt"))
-    assert "xnemo = xnemo_core.__main__:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "xnemo = xnemo_core.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

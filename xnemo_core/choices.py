@@ -41,3 +41,11 @@ def describe_preset(preset: str) -> str:
 DOWNLOAD_PARTS = ("xnemo", "image_encoder", "vae")
 """What ``python -m xnemo_core download --parts`` fetches: the X-NeMo release's four files, the
 CLIP image encoder, the VAE (:mod:`~xnemo_core.download`)."""
+
+
+def command_name() -> str:
+    """How the user called the command line: ``xnemo`` (the installed command) or ``python -m xnemo_core``."""
+    import sys
+    from pathlib import Path
+
+    return "xnemo" if Path(sys.argv[0]).stem == "xnemo" else "python -m xnemo_core"

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from .checkpoints import CheckpointError, Sources, read_keys, read_metadata, read_sources, read_state_dict
-from .choices import DOWNLOAD_PARTS
+from .choices import DOWNLOAD_PARTS, command_name
 from .config import CLIP_IMAGE_ENCODER, SVD_VAE, XNeMoConfig
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
@@ -60,7 +60,7 @@ def check_parts(path: Path, parts=tuple(PART_ORIGINS)) -> None:
         download_parts = sorted({"xnemo" if p in XNEMO_PARTS else p for p in missing}, key=DOWNLOAD_PARTS.index)
         raise CheckpointError(
             f"{path}: the model lacks {len(missing)} part(s):\n  " + "\n  ".join(lines) + "\nfetch them with: "
-            f"python -m xnemo_core download {path} --parts {' '.join(download_parts)} (in ComfyUI: the Download "
+            f"{command_name()} download {path} --parts {' '.join(download_parts)} (in ComfyUI: the Download "
             "X-NeMo Model node; README: Models). A converted model has xnemo_<part>.safetensors instead"
         )
 
