@@ -171,18 +171,78 @@ def test_ctrl_c_is_one_line_and_exit_130(inputs, tmp_path, capsys, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_sigterm_during_the_final_write_leaves_no_partial_file(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize(
+    "stop, status, said",
+    [(signal.SIGTERM, 143, "terminated"), (signal.SIGHUP, 129, "hung up"), (signal.SIGINT, 130, "interrupted")],
+)
+def test_a_stop_signal_during_the_final_write_leaves_no_partial_file(tmp_path, capsys, monkeypatch, stop, status, said):
     import xnemo_core.video as video
 
-    def terminated_while_writing(path, *args):
+    def stopped_while_writing(path, *args):
         Path(path).write_bytes(b"half a video")
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), stop)
 
-    monkeypatch.setattr(video, "_write_video_file", terminated_while_writing)
-    assert main(["animate", "--out", str(tmp_path / "x.mp4"), "--frames", "2", "--steps", "2"]) == 143
-    assert capsys.readouterr().err.splitlines()[-1] == "terminated; nothing was written"
+    monkeypatch.setattr(video, "_write_video_file", stopped_while_writing)
+    assert main(["animate", "--out", str(tmp_path / "x.mp4"), "--frames", "2", "--steps", "2"]) == status
+    assert capsys.readouterr().err.splitlines()[-1] == f"{said}; nothing was written"
     assert list(tmp_path.iterdir()) == []
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
+
+
+@pytest.mark.parametrize("moment", ["made", "renamed", "removed"])
+def test_a_signal_while_the_temporary_file_is_made_renamed_or_removed_leaves_nothing(tmp_path, monkeypatch, moment):
+    made = files.tempfile.mkstemp
+
+    def signal_after(function):
+        def call(*args, **kwargs):
+            result = function(*args, **kwargs)
+            os.kill(os.getpid(), signal.SIGINT)
+            return result
+
+        return call
+
+    def signal_before(function):
+        def call(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGINT)
+            return function(*args, **kwargs)
+
+        return call
+
+    if moment == "made":
+        monkeypatch.setattr(files.tempfile, "mkstemp", signal_after(made))
+    elif moment == "renamed":
+        monkeypatch.setattr(files, "_umask", signal_after(files._umask))  # called just before the rename
+    with pytest.raises(KeyboardInterrupt):
+        with files.replacing(tmp_path / "x.mp4") as temporary:
+            temporary.write_bytes(b"a video")
+            if moment == "removed":
+                monkeypatch.setattr(Path, "unlink", signal_before(Path.unlink))
+                raise KeyboardInterrupt
+    monkeypatch.undo()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_stops_a_background_run_during_the_final_decode(tmp_path):
+    """A job started with ``&`` inherits SIGINT ignored; ``kill -INT`` must still stop it."""
+    result = run_fresh(
+        f"""
+        import os, signal, sys
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        import xnemo_core.pipeline as pipeline
+        decode = pipeline.decode_video
+
+        def decode_then_interrupted(*args, **kwargs):
+            os.kill(os.getpid(), signal.SIGINT)
+            return decode(*args, **kwargs)
+
+        pipeline.decode_video = decode_then_interrupted
+        from xnemo_core.cli import main
+        sys.exit(main(["animate", "--out", {str(tmp_path / "x.mp4")!r}, "--frames", "2", "--steps", "1"]))
+        """
+    )
+    assert result.returncode == 130, result.stderr
+    assert result.stderr.splitlines()[-1] == "interrupted; nothing was written"
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_interrupt_while_the_temporary_file_is_made_leaves_nothing(tmp_path, monkeypatch):

@@ -10,10 +10,14 @@
 
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
 
 
 class OutsideFolderError(ValueError):
@@ -45,22 +49,25 @@ def check_parent_is_folder(path: Path) -> None:
 @contextmanager
 def replacing(target: str | Path) -> Iterator[Path]:
     """Yields a temporary path beside ``target`` (same suffix) to write; renamed onto ``target``
-    when the block succeeds, removed when it fails."""
+    when the block succeeds, removed when it fails or a stop signal comes (even one that comes while
+    the temporary file is being made or removed)."""
     target = Path(target)
     check_parent_is_folder(target)
     temporary = None
     try:
-        with _named_errors(target):
+        with signals_held(), _named_errors(target):
             target.parent.mkdir(parents=True, exist_ok=True)
             temporary = _temporary_file(target)
         yield temporary
-        with _named_errors(target):
+        with signals_held() as stopped, _named_errors(target):
             # after the write: a writer that replaces the file (safetensors does) would bring back mkstemp's 0600
             temporary.chmod(0o666 & ~_umask())
-            os.replace(temporary, target)
+            if not stopped:
+                os.replace(temporary, target)
     finally:
-        if temporary is not None:
-            temporary.unlink(missing_ok=True)
+        with signals_held():
+            if temporary is not None:
+                temporary.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -71,17 +78,49 @@ def replacing_folder(target: str | Path) -> Iterator[Path]:
     check_parent_is_folder(target)
     temporary = None
     try:
-        with _named_errors(target):
+        with signals_held(), _named_errors(target):
             target.parent.mkdir(parents=True, exist_ok=True)
             temporary = _temporary_folder(target)
         yield temporary
-        with _named_errors(target):
-            if target.is_dir():
-                target.rmdir()
-            os.replace(temporary, target)
+        with signals_held() as stopped, _named_errors(target):
+            if not stopped:
+                if target.is_dir():
+                    target.rmdir()
+                os.replace(temporary, target)
     finally:
-        if temporary is not None:
-            shutil.rmtree(temporary, ignore_errors=True)
+        with signals_held():
+            if temporary is not None:
+                shutil.rmtree(temporary, ignore_errors=True)
+
+
+@contextmanager
+def signals_held() -> Iterator[list[int]]:
+    """Hold the stop signals (SIGINT, SIGTERM, SIGHUP) for the few file operations that must not be
+    cut in half (a temporary name made and noted, renamed, removed): yields the list of those that
+    came, and lets their handlers run when the block ends. Outside the main thread, where Python runs
+    no signal handler, nothing is held."""
+    received: list[int] = []
+    numbers = [getattr(signal, name) for name in STOP_SIGNALS if hasattr(signal, name)]
+    held = [number for number in numbers if signal.getsignal(number) not in (signal.SIG_IGN, None)]
+    try:
+        previous = {number: signal.signal(number, lambda number, _: received.append(number)) for number in held}
+    except ValueError:
+        yield received
+        return
+    try:
+        yield received
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        if received:
+            _deliver(received[0], previous[received[0]])
+
+
+def _deliver(number: int, handler) -> None:
+    if callable(handler):
+        handler(number, None)
+    elif handler == signal.SIG_DFL:
+        os.kill(os.getpid(), number)
 
 
 def _temporary_file(target: Path) -> Path:
@@ -149,7 +188,7 @@ def _same_file(a: Path, b: Path) -> bool:
 def _probe_writable(target: Path, folder: bool) -> None:
     """Create (and remove) the temporary name a write would use, and any missing parent folders."""
     missing = [parent for parent in reversed(target.parents) if not parent.exists()]
-    with _named_errors(target):
+    with signals_held(), _named_errors(target):
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             if folder:
