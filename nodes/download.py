@@ -35,7 +35,7 @@ def download(name: str, parts: str, convert_to_safetensors: bool, accept_licence
     folder = inside(root, name.strip(), what="model name")
     if folder == root.resolve():
         raise ValueError("Download X-NeMo Model: give the model a name (its folder within models/xnemo)")
-    ready, complete = core.download(
+    downloaded = core.download(
         folder,
         PART_CHOICES[parts],
         xnemo_from=xnemo_from.strip() or None,
@@ -44,8 +44,12 @@ def download(name: str, parts: str, convert_to_safetensors: bool, accept_licence
         report=_FileProgress(),
         say=logging.info,
     )
-    text = f"{ready} is ready: pick '{ready.name}' in Load X-NeMo (press R to refresh the lists)"
-    if complete and parts == XNEMO_ONLY:
+    text = (
+        f"{downloaded.folder} is ready: pick '{downloaded.folder.name}' in Load X-NeMo (press R to refresh the lists)"
+    )
+    if "xnemo" not in downloaded.parts:
+        text = f"{downloaded.folder} still lacks X-NeMo's files: queue this node with parts '{EVERYTHING}'"
+    elif not downloaded.complete:
         text += "; connect ComfyUI's SVD VAE and CLIP ViT-L/14 to its vae and clip_vision inputs"
     logging.info(text)
     return {"ui": {"text": [text]}}

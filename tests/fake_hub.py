@@ -21,6 +21,8 @@ class FakeHub:
         self.gated: dict[str, str] = {}
         """repo_id → the token it accepts."""
         self.break_once: set[str] = set()
+        self.status: dict[str, int] = {}
+        """path → an HTTP error status answered instead of the file."""
         self.slow: dict[str, float] = {}
         """path → seconds to wait before each MiB sent (a slow line, to interrupt a transfer midway)."""
         self.requests: list[tuple[str, str, str | None]] = []
@@ -75,6 +77,8 @@ def _handler(hub: FakeHub):
                 return self._error(
                     401, "GatedRepo", f"Access to model {repo} is restricted and you are not in the authorized list."
                 )
+            if path in hub.status:
+                return self._error(hub.status[path], "", "a fault")
             if path not in hub.files:
                 return self._error(404, "EntryNotFound", f"{path} does not exist")
             data = hub.files[path]

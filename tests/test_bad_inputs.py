@@ -211,7 +211,7 @@ def test_a_signal_while_the_temporary_file_is_made_renamed_or_removed_leaves_not
     if moment == "made":
         monkeypatch.setattr(files.tempfile, "mkstemp", signal_after(made))
     elif moment == "renamed":
-        monkeypatch.setattr(files, "_umask", signal_after(files._umask))  # called just before the rename
+        monkeypatch.setattr(files, "user_mode", signal_after(files.user_mode))  # called just before the rename
     with pytest.raises(KeyboardInterrupt):
         with files.replacing(tmp_path / "x.mp4") as temporary:
             temporary.write_bytes(b"a video")

@@ -10,7 +10,8 @@ import torch
 from fake_hub import FakeHub
 
 from xnemo_core.__main__ import main
-from xnemo_core.download import XNEMO_FILES, DownloadError, _drive_errors
+from xnemo_core.download import XNEMO_FILES, DownloadError
+from xnemo_core.download.sources import drive_errors
 from xnemo_core.loading import load_models
 from xnemo_core.video import read_frames
 
@@ -79,12 +80,7 @@ def test_the_model_lands_in_the_official_layout_and_loads(hub, tmp_path, capsys)
     load_models(dest, dtype="fp32")
 
 
-def test_an_interrupted_transfer_resumes_where_it_broke_off(hub, tmp_path, monkeypatch):
-    import huggingface_hub.constants
-
-    # The Hub client writes in 10 MB chunks, and resumes from the last chunk written: small chunks
-    # let the test file (190 kB) break off after some were written.
-    monkeypatch.setattr(huggingface_hub.constants, "DOWNLOAD_CHUNK_SIZE", 16 * 1024)
+def test_an_interrupted_transfer_resumes_where_it_broke_off(hub, tmp_path):
     drive_file = "/release/xnemo_reference_unet.pth"
     hub_file = f"/{IMAGE_VARIATIONS}/resolve/main/image_encoder/model.safetensors"
     hub.break_once |= {drive_file, hub_file}
@@ -132,9 +128,12 @@ def test_no_network_gives_one_line_with_the_manual_way(hub, tmp_path, monkeypatc
     assert main(["download", str(tmp_path / "a"), "--parts", "image_encoder"]) == 2
     error = error_line(capsys)
     assert "cannot reach the Hugging Face Hub" in error and "by hand (README: Models)" in error
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
     assert main(["download", str(tmp_path / "b"), "--parts", "xnemo", "--xnemo-from", f"{closed}/release"]) == 2
     error = error_line(capsys)
-    assert "cannot reach the X-NeMo files (no network?)" in error and "drive.google.com" in error
+    assert f"cannot reach {closed}/release/xnemo_denoising_unet.pth (no network?)" in error
+    assert "drive.google.com" in error and "resume" not in error
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists(), "no empty model folder is left"
 
 
 def error_line(capsys) -> str:
@@ -160,7 +159,7 @@ def test_google_drives_quota_page_becomes_one_line(hub):
         "try accessing the file again later. If the file you are trying to access is particularly large or is\n\t"
         "shared with many people, it may take up to 24 hours to be able to view or download the file."
     )
-    with pytest.raises(DownloadError) as raised, _drive_errors():
+    with pytest.raises(DownloadError) as raised, drive_errors():
         raise refusal
     message = str(raised.value)
     assert "\n" not in message and "try again in a few hours" in message and "drive.google.com/drive/folders" in message
@@ -173,7 +172,7 @@ def test_a_damaged_file_is_refused_by_the_strict_check_and_named(hub, tmp_path, 
     assert download(hub, dest, "--token", TOKEN) == 2
     err = capsys.readouterr().err
     damaged = dest / "stable-video-diffusion-img2vid-xt" / "vae" / "diffusion_pytorch_model.safetensors"
-    assert "a downloaded file failed the strict check" in err and str(damaged) in err
+    assert "a file failed the strict check" in err and str(damaged) in err
     assert "delete that file and run the download again" in err
 
 
@@ -198,23 +197,27 @@ def test_convert_leaves_fp16_safetensors_and_no_pickle(hub, official_layout, tmp
     assert read_frames(video)[0].shape == (3, 64, 64, 3)
 
 
-def test_convert_refuses_to_replace_an_earlier_conversion_before_fetching(hub, tmp_path, capsys):
+def test_a_damaged_converted_file_already_there_is_named_before_anything_is_fetched(hub, tmp_path, capsys):
     dest = tmp_path / "xnemo"
     dest.mkdir()
     (dest / "xnemo_vae.safetensors").write_bytes(b"mine")
     assert download(hub, dest, "--token", TOKEN, "--convert") == 2
-    assert "would replace xnemo_vae.safetensors" in capsys.readouterr().err
-    assert hub.requests == []
+    err = capsys.readouterr().err
+    assert f"a file failed the strict check: {dest / 'xnemo_vae.safetensors'}: not a readable safetensors file" in err
+    assert [request for request in hub.requests if request[0] == "GET"] == []
     assert (dest / "xnemo_vae.safetensors").read_bytes() == b"mine"
 
 
-def test_a_converted_model_is_not_fetched_again(hub, tmp_path, capsys):
+def test_a_converted_model_is_checked_and_not_fetched_again(hub, tmp_path, capsys):
     dest = tmp_path / "xnemo"
     assert download(hub, dest, "--token", TOKEN, "--convert") == 0
     written = {path: path.stat().st_mtime_ns for path in dest.iterdir()}
     hub.requests.clear()
+    capsys.readouterr()
     assert download(hub, dest, "--token", TOKEN, "--convert") == 0
-    assert "holds the converted model already; nothing to fetch" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"X-NeMo's files: already in {dest}; not fetched again" in out
+    assert f"checked the VAE in {dest}" in out and f"ready: {dest}" in out
     assert hub.requests == [] and {path: path.stat().st_mtime_ns for path in dest.iterdir()} == written
 
 
@@ -340,3 +343,141 @@ def test_the_shipped_folder_and_unwritable_places_are_refused_before_any_request
     assert download(hub, tmp_path / "a-file", "--token", TOKEN) == 2
     assert (tmp_path / "a-file").read_text() == "mine"
     assert hub.requests == []
+
+
+# Finishing what an earlier run started (issue 42)
+
+
+def fetched(hub: FakeHub) -> list[str]:
+    return [path for method, path, _ in hub.requests if method == "GET"]
+
+
+def converted_names(dest: Path) -> list[str]:
+    return sorted(path.name for path in dest.iterdir())
+
+
+ALL_CONVERTED = sorted(
+    f"xnemo_{part}.safetensors"
+    for part in ("denoising_unet", "reference_unet", "motion_encoder", "image_encoder", "vae")
+)
+
+
+def test_a_conversion_stopped_midway_is_finished_by_the_same_command(hub, tmp_path, monkeypatch, capsys):
+    from xnemo_core import convert
+
+    write_part = convert.write_part
+    calls = []
+
+    def stopped_on_the_second_file(*args, **kwargs):
+        calls.append(args[1])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return write_part(*args, **kwargs)
+
+    monkeypatch.setattr(convert, "write_part", stopped_on_the_second_file)
+    dest = tmp_path / "models" / "xnemo"
+    assert download(hub, dest, "--token", TOKEN, "--convert") == 130
+    assert "the same command resumes" in capsys.readouterr().err.splitlines()[-1]
+    assert not dest.exists() or all(p.name.startswith("xnemo_") for p in dest.iterdir())
+    assert [p.name for p in dest.parent.iterdir() if not p.name.startswith(".")] in ([], ["xnemo"])
+    monkeypatch.setattr(convert, "write_part", write_part)
+    hub.requests.clear()
+    assert download(hub, dest, "--token", TOKEN, "--convert") == 0
+    assert fetched(hub) == [], "the staged originals are converted, not fetched again"
+    assert converted_names(dest) == ALL_CONVERTED and list(dest.parent.iterdir()) == [dest]
+    load_models(dest, dtype="fp32")
+
+
+def test_a_model_of_xnemo_files_only_is_completed_later_in_the_same_folder(hub, tmp_path, capsys):
+    dest = tmp_path / "xnemo"
+    assert download(hub, dest, "--parts", "xnemo", "--convert") == 0
+    summary = capsys.readouterr().out.splitlines()[-1]
+    assert "lacks the CLIP image encoder, the VAE" in summary
+    command = summary.split(": python -m xnemo_core ")[-1].split()
+    assert command == ["download", str(dest), "--parts", "image_encoder", "vae"]
+    hub.requests.clear()
+    assert main([*command, "--token", TOKEN, "--convert"]) == 0
+    assert not any(path.endswith(".pth") or "unet" in path for path in fetched(hub)), "X-NeMo's files are kept"
+    assert converted_names(dest) == ALL_CONVERTED and list(dest.parent.iterdir()) == [dest]
+    assert f"ready: {dest}" in capsys.readouterr().out
+    load_models(dest, dtype="fp32")
+
+
+def test_complete_parts_are_recognised_in_either_form(hub, tmp_path):
+    dest = tmp_path / "xnemo"
+    assert download(hub, dest, "--token", TOKEN) == 0
+    hub.requests.clear()
+    assert download(hub, dest, "--token", TOKEN, "--convert") == 0
+    assert fetched(hub) == [] and converted_names(dest) == ALL_CONVERTED, "the plain download is converted in place"
+    plain = tmp_path / "plain"
+    assert download(hub, plain, "--parts", "xnemo", "--convert") == 0
+    hub.requests.clear()
+    assert download(hub, plain, "--token", TOKEN) == 0
+    assert not any(path.endswith(".pth") for path in fetched(hub)), "converted X-NeMo files count as there"
+    load_models(plain, dtype="fp32")
+
+
+def test_every_source_is_asked_before_anything_is_fetched(hub, tmp_path, capsys):
+    dest = tmp_path / "xnemo"
+    assert download(hub, dest) == 2  # no token for the gated VAE
+    assert f"{SVD} is gated" in error_line(capsys)
+    assert fetched(hub) == [] and not dest.exists()
+
+
+def test_a_hub_file_stopped_midway_resumes_in_the_next_run_and_leaves_no_stale_file(hub, tmp_path):
+    from xnemo_core.download import download as fetch_model
+
+    encoder = f"/{IMAGE_VARIATIONS}/resolve/main/image_encoder/model.safetensors"
+
+    def stop_midway(name, done, total):
+        if name == "model.safetensors" and done > 0:
+            raise Interrupted
+
+    dest = tmp_path / "xnemo"
+    (dest / ".cache" / "huggingface" / "download").mkdir(parents=True)
+    (dest / ".cache" / "huggingface" / "download" / "old.incomplete").write_bytes(b"from a killed run")
+    with pytest.raises(Interrupted):
+        fetch_model(dest, ("image_encoder",), report=stop_midway, say=lambda line: None)
+    fetch_model(dest, ("image_encoder",), say=lambda line: None)
+    first, resumed = hub.gets(encoder)
+    assert first is None and int(resumed.removeprefix("bytes=").rstrip("-")) > 0
+    target = dest / "sd-image-variations-diffusers" / "image_encoder" / "model.safetensors"
+    assert target.read_bytes() == hub.files[encoder]
+    leftovers = [p for p in dest.rglob("*") if p.is_file() and p.suffix in (".partial", ".incomplete", ".part")]
+    assert leftovers == [] and not (dest / ".cache").exists()
+
+
+@pytest.mark.parametrize(
+    "case, said",
+    [
+        ("hub 500", "the Hugging Face Hub answered HTTP 500"),
+        ("offline", "HF_HUB_OFFLINE is set"),
+        ("mirror 404", "HTTP 404 (the server has no such file); check the URL given for X-NeMo's files"),
+    ],
+)
+def test_each_failure_says_what_happened(hub, tmp_path, monkeypatch, capsys, case, said):
+    if case == "hub 500":
+        hub.status[f"/{IMAGE_VARIATIONS}/resolve/main/image_encoder/config.json"] = 500
+    elif case == "offline":
+        import huggingface_hub.constants
+
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    else:
+        hub.status["/release/xnemo_motion_encoder.pth"] = 404
+    assert download(hub, tmp_path / "xnemo", "--token", TOKEN) == 2
+    error = error_line(capsys)
+    assert said in error and "no network" not in error and "resume" not in error, error
+    assert fetched(hub) == []
+
+
+def test_fetched_files_get_the_users_file_mode(hub, tmp_path):
+    from xnemo_core.download.sources import _fetch_from_drive
+    from xnemo_core.download.transfer import transfer
+
+    previous = os.umask(0o022)
+    try:
+        through_gdown = _fetch_from_drive(f"{hub.url}/release/xnemo_motion_encoder.pth", tmp_path / "a.pth", None)
+        ours = transfer(f"{hub.url}/release/xnemo_motion_encoder.pth", tmp_path / "b.pth")
+    finally:
+        os.umask(previous)
+    assert [oct(path.stat().st_mode & 0o777) for path in (through_gdown, ours)] == ["0o644", "0o644"]

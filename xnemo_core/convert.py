@@ -50,13 +50,16 @@ def write_parts(models: XNeMoModels, folder: str | Path, overwrite: bool = False
     """``folder/xnemo_<part>.safetensors`` for every loaded part; returns the paths written."""
     folder = Path(folder)
     check_output(folder, bundle=False, overwrite=overwrite)
-    written = []
-    for part, module in models.modules().items():
-        path = _part_path(folder, part)
-        with replacing(path) as temporary:
-            save_safetensors(temporary, module.state_dict(), _part_metadata(models, part))
-        written.append(path)
-    return written
+    return [write_part(folder, part, module, _part_metadata(models, part)) for part, module in models.modules().items()]
+
+
+def write_part(folder: str | Path, part: str, module: torch.nn.Module, metadata: dict) -> Path:
+    """``folder/xnemo_<part>.safetensors`` holding ``module``'s weights and ``metadata`` (a base
+    part's ``config`` among it, so that it loads without the base-model folders)."""
+    path = _part_path(Path(folder), part)
+    with replacing(path) as temporary:
+        save_safetensors(temporary, module.state_dict(), metadata)
+    return path
 
 
 def write_bundle(models: XNeMoModels, path: str | Path, overwrite: bool = False) -> Path:

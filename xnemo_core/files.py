@@ -61,7 +61,7 @@ def replacing(target: str | Path) -> Iterator[Path]:
         yield temporary
         with signals_held() as stopped, _named_errors(target):
             # after the write: a writer that replaces the file (safetensors does) would bring back mkstemp's 0600
-            temporary.chmod(0o666 & ~_umask())
+            temporary.chmod(user_mode(0o666))
             if not stopped:
                 os.replace(temporary, target)
     finally:
@@ -135,7 +135,7 @@ def _temporary_file(target: Path) -> Path:
 
 def _temporary_folder(target: Path) -> Path:
     temporary = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
-    temporary.chmod(0o777 & ~_umask())
+    temporary.chmod(user_mode(0o777))
     return temporary
 
 
@@ -201,10 +201,11 @@ def _probe_writable(target: Path, folder: bool) -> None:
                     parent.rmdir()
 
 
-def _umask() -> int:
+def user_mode(mode: int) -> int:
+    """``mode`` less the umask: what a file (0o666) or folder (0o777) the user creates gets."""
     mask = os.umask(0)
     os.umask(mask)
-    return mask
+    return mode & ~mask
 
 
 def copy_if_missing(source: Path, target: Path) -> bool:

@@ -11,8 +11,9 @@ def add_download(commands) -> None:
     fetch = commands.add_parser(
         "download",
         help="fetch the official model (X-NeMo's files, the CLIP image encoder, the VAE) into a folder",
-        description="Fetches the official model into DEST in the official layout, then loads every part strictly. "
-        "Files already there are kept; an interrupted download is resumed by running the command again.",
+        description="Fetches the parts DEST lacks (in the official layout, or converted with --convert), asking "
+        "every source first, then loads every part DEST holds strictly. Parts already there, in either form, are "
+        "kept and not fetched again; a stopped run keeps what it received, and the same command resumes it.",
     )
     fetch.add_argument("dest", type=Path, help="the model folder, e.g. ComfyUI/models/xnemo/xnemo")
     fetch.add_argument("--parts", nargs="+", choices=DOWNLOAD_PARTS, default=list(DOWNLOAD_PARTS))
@@ -28,19 +29,17 @@ def add_download(commands) -> None:
     fetch.add_argument(
         "--convert", action="store_true", help="then write fp16 safetensors into DEST and remove the official files"
     )
-    fetch.set_defaults(run=_download, on_interrupt="run the command again to resume")
+    fetch.set_defaults(
+        run=_download,
+        on_interrupt="the bytes received (hidden .partial files) and the files fetched are kept: "
+        "the same command resumes",
+    )
 
 
 def _download(args) -> int:
     from ..download import download
 
-    folder, complete = download(args.dest, tuple(args.parts), args.xnemo_from, args.token, convert=args.convert)
-    if complete:
-        print(
-            f"ready: {folder} (every part loaded strictly); animate with: python -m xnemo_core animate --models {folder}"
-        )
-    else:
-        print(f"checked what was downloaded into {folder}; the X-NeMo files are still missing: add --parts xnemo")
+    print(download(args.dest, tuple(args.parts), args.xnemo_from, args.token, convert=args.convert).summary())
     return 0
 
 
