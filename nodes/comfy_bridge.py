@@ -69,7 +69,7 @@ def model_choices() -> dict[str, Path]:
         for entry in sorted(root.iterdir()):
             if entry.name.startswith("."):  # hidden: e.g. a download still in progress
                 continue
-            if entry.is_dir() or entry.suffix in MODEL_SUFFIXES:
+            if (entry.is_dir() and any(entry.iterdir())) or entry.suffix in MODEL_SUFFIXES:
                 found.setdefault(entry.name, entry)
     return found
 

@@ -480,6 +480,44 @@ def test_a_run_says_first_what_runs(tmp_path, capsys):
     assert "128×128, 4 of 5 steps (denoise 0.8), preset exact (ddim), cfg 2.5, seed 42; cpu, fp32, compile off" in err
 
 
+def test_one_step_is_said_in_the_singular_and_slow_cpu_choices_get_a_note(tmp_path, capsys):
+    args = ["--frames", "2", "--steps", "1", "--denoise", "1", "--dtype", "bf16", "--compile", "off", "--device", "cpu"]
+    assert main(["animate", "--out", str(tmp_path / "x.mp4"), *args]) == 0
+    err = capsys.readouterr().err
+    assert "128×128, 1 step, preset" in err and "1 steps" not in err
+    assert "note: --dtype bf16 on a CPU runs several times slower than fp32" in err
+    with pytest.raises(SystemExit):  # --help only: the note is about --compile on, tested without compiling
+        main(["animate", "--compile", "on", "--help"])
+    from xnemo_core.cli.animate import _flag_notes
+
+    flags = type("Flags", (), {"face_index": None, "face_model": None, "dtype": None, "compile": "on"})
+    assert _flag_notes(flags, "detect", torch.device("cpu")) == [
+        "--compile on a CPU spends minutes compiling before the first frame, for little or no gain"
+    ]
+    assert _flag_notes(flags, "detect", torch.device("cuda")) == []
+
+
+@pytest.mark.parametrize("command", ["animate", "convert", "download"])
+def test_a_saved_web_page_in_place_of_a_checkpoint_is_one_line_from_every_command(
+    official_layout, tmp_path, capsys, command
+):
+    model = Path(shutil.copytree(official_layout, tmp_path / "model"))
+    (model / "xnemo_motion_encoder.pth").write_text("<!DOCTYPE html><html>Google Drive - Quota exceeded</html>")
+    args = {
+        "animate": ["animate", "--models", str(model), "--out", str(tmp_path / "x.mp4"), "--frames", "2"],
+        "convert": ["convert", str(model), str(tmp_path / "converted")],
+        "download": ["download", str(tmp_path / "dest"), "--parts", "xnemo", "--xnemo-from", str(model)],
+    }[command]
+    if command == "download":  # the UNet config would come from the Hub: it is there already
+        shutil.copytree(model / "sd-image-variations-diffusers", tmp_path / "dest" / "sd-image-variations-diffusers")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    line = err.splitlines()[-1]
+    assert line.startswith("error: ") and err.count("error: ") == 1 and "Traceback" not in err
+    assert "xnemo_motion_encoder.pth: is not a PyTorch checkpoint but a web page (HTML)" in line
+    assert "the motion encoder is published at https://drive.google.com" in line and "weights_only" not in line
+
+
 def test_videos_are_h264_yuv420p_and_keep_the_driving_sound_when_asked(tiny_model_folder, inputs, tmp_path, capsys):
     voiced = tmp_path / "voiced.mp4"
     with av.open(str(voiced), "w") as container:

@@ -481,3 +481,12 @@ def test_fetched_files_get_the_users_file_mode(hub, tmp_path):
     finally:
         os.umask(previous)
     assert [oct(path.stat().st_mode & 0o777) for path in (through_gdown, ours)] == ["0o644", "0o644"]
+
+
+def test_an_empty_folder_is_not_listed_as_a_model(models_root):
+    from nodes.comfy_bridge import model_choices
+
+    (models_root / "empty").mkdir()
+    (models_root / "held").mkdir()
+    (models_root / "held" / "xnemo_vae.safetensors").write_bytes(b"")
+    assert "empty" not in model_choices() and "held" in model_choices()

@@ -48,7 +48,9 @@ def describe_run(
     """One line that says what is about to run, and why that many steps."""
     run = settings.steps - settings.skipped_steps
     steps = (
-        f"{run} of {settings.steps} steps (denoise {settings.denoise:g})" if run < settings.steps else f"{run} steps"
+        f"{run} of {settings.steps} steps (denoise {settings.denoise:g})"
+        if run < settings.steps
+        else f"{run} step{'s' if run > 1 else ''}"
     )
     own = ", ".join(f"{name} {recipe[name]:g}" for name in ("size", "steps", "denoise"))
     return (

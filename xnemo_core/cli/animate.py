@@ -160,16 +160,18 @@ def _check_animate_output(args) -> None:
         raise ValueError(f"--audio: {args.driving} has no sound to keep")
 
 
-def _flag_notes(args, crop: str) -> list[str]:
-    """What the user should hear about flags that do nothing here."""
-    if crop != "none":
-        return []
+def _flag_notes(args, crop: str, device) -> list[str]:
+    """What the user should hear about flags that do nothing, or cost much, here."""
     notes = []
-    if args.face_index is not None:
+    if crop == "none" and args.face_index is not None:
         notes.append("--face-index has no effect with --crop none (the inputs are used as face crops)")
-    if args.face_model is not None:
+    if crop == "none" and args.face_model is not None:
         missing = "" if args.face_model.is_file() else f" (and {args.face_model} does not exist)"
         notes.append(f"--face-model has no effect with --crop none{missing}")
+    if device.type == "cpu" and args.dtype in ("fp16", "bf16"):
+        notes.append(f"--dtype {args.dtype} on a CPU runs several times slower than fp32 (the default there)")
+    if device.type == "cpu" and args.compile == "on":
+        notes.append("--compile on a CPU spends minutes compiling before the first frame, for little or no gain")
     return notes
 
 
@@ -188,7 +190,7 @@ def _animate_on(device, lead: bool, settings, recipe: dict, crop: str, args) -> 
     from ..video import old_frames, read_frames, read_portrait, write_video
 
     say = partial(print, file=sys.stderr) if lead else lambda *_: None
-    for note in _flag_notes(args, crop):
+    for note in _flag_notes(args, crop, device):
         say(f"note: {note}")
     precision = args.dtype or default_precision(device)
     detector = detector_for(crop, args.face_model)

@@ -241,7 +241,7 @@ def _check_part(part: str, folder: Path, convert: bool, target: Path, say) -> No
         modules = _load_part(part, folder)
     except CheckpointError as error:
         raise DownloadError(
-            f"a file failed the strict check: {error}\ndelete that file and run the download again"
+            f"a file failed the strict check: {error}; delete that file and run the download again"
         ) from error
     say(f"checked {PART_NAMES[part]} in {folder}")
     if convert and not _complete(folder, CONVERTED_FILES[part]):
