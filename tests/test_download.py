@@ -490,3 +490,17 @@ def test_an_empty_folder_is_not_listed_as_a_model(models_root):
     (models_root / "held").mkdir()
     (models_root / "held" / "xnemo_vae.safetensors").write_bytes(b"")
     assert "empty" not in model_choices() and "held" in model_choices()
+
+
+def test_gdowns_hint_for_its_own_command_line_is_not_passed_on():
+    import gdown
+
+    broken = gdown.exceptions.DownloadError(
+        "Download ended early: received 1000 of 2000 bytes the server announced 2000 bytes.\n"
+        "The received bytes are kept in /m/xnemo_motion_encoder.pthab12cd34.part, which resume "
+        "(--continue on the command line) picks up."
+    )
+    with pytest.raises(DownloadError) as raised, drive_errors():
+        raise broken
+    message = str(raised.value)
+    assert "--continue" not in message and "running the download again resumes from them" in message
