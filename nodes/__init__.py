@@ -10,6 +10,7 @@ from .declare import classic_node, v3_node
 from .download import DOWNLOAD_XNEMO_MODEL
 from .loader import LOAD_XNEMO
 from .motion import EXTRACT_MOTION_LATENT, LOAD_MOTION_LATENT, MOTION_LATENT_BLEND, SAVE_MOTION_LATENT
+from .options import CONTEXT_OPTIONS, SPEED_OPTIONS
 
 try:  # the versioned V3 API, so that a ComfyUI update does not change what the nodes get
     from comfy_api.v0_0_2 import ComfyExtension, io
@@ -23,6 +24,8 @@ NODES = (
     LOAD_XNEMO,
     EXTRACT_MOTION_LATENT,
     ANIMATE_PORTRAIT,
+    CONTEXT_OPTIONS,
+    SPEED_OPTIONS,
     MOTION_LATENT_BLEND,
     SAVE_MOTION_LATENT,
     LOAD_MOTION_LATENT,

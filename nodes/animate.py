@@ -5,19 +5,19 @@ import logging
 import torch
 
 from xnemo_core import bundled, memory
-from xnemo_core.compiling import COMPILE_MODES
 from xnemo_core.face import detector_for
 from xnemo_core.motion import check_compatible
-from xnemo_core.pipeline import SCHEDULES, XNeMoPipeline
+from xnemo_core.pipeline import XNeMoPipeline
 from xnemo_core.portrait import Portrait, animate_portrait, animation_settings
-from xnemo_core.recipes import OFFICIAL, OFFICIAL_CONTEXT_FRAMES, crop_mode, recommended
-from xnemo_core.sampling import SPEED_PRESETS, describe_preset
+from xnemo_core.recipes import OFFICIAL, crop_mode, recommended
 
 from . import comfy_bridge
 from .declare import Node, Socket
 from .images import to_frames, to_images
 from .loader import CROP_CHOICES, MODEL_TYPE
 from .motion import MOTION_TYPE
+from .options import CONTEXT_TYPE, SPEED_TYPE, sampling_choices
+from .previews import LivePreview
 
 BUNDLED = recommended(bundled.MODEL)
 
@@ -30,42 +30,41 @@ def animate(
     steps,
     cfg,
     denoise,
-    schedule,
-    context_frames,
-    context_overlap,
     size,
     crop,
     decode_chunk,
     release_vram,
-    compile="auto",
-    preset="exact",
     colour_match=False,
     low_vram=False,
+    context_options=None,
+    speed_options=None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     check_compatible(motion, model.motion_id, f"the loaded model '{model.name}'")
     detector = detector_for(crop_mode(crop, model.recipe))
     portrait = Portrait.of(to_frames(reference, "reference")[0], detector, bundled_model=model.is_bundled)
     for note in portrait.notes:
         logging.warning("X-NeMo: %s", note)
-    chosen = {"steps": steps, "size": size, "denoise": denoise}  # 0: the model's recipe (or the preset's)
+    preset, compile, chosen = sampling_choices(context_options, speed_options)
+    recipe_or_preset = {"steps": steps, "size": size, "denoise": denoise}  # 0: the model's recipe (or the preset's)
     settings = animation_settings(
         model.recipe,
         preset,
         model.models.config.max_window,
-        **{name: value or None for name, value in chosen.items()},
+        **{name: value or None for name, value in recipe_or_preset.items()},
         seed=seed,
         cfg=cfg,
-        schedule=schedule,
-        context_frames=context_frames,
-        context_overlap=context_overlap,
         decode_chunk=decode_chunk,
+        **chosen,
     )
     offload, compile = fit_to_gpu(model, settings, low_vram, compile)
     device = model.managed.make_room() if offload else model.managed.load()
     try:
         pipeline = XNeMoPipeline(model.models, device, offload=offload, compile=compile)
-        progress = comfy_bridge.Progress(settings.steps - settings.skipped_steps)
-        animation = animate_portrait(pipeline, portrait, motion.tokens, settings, colour_match, on_step=progress)
+        preview = LivePreview.for_model(model)
+        progress = comfy_bridge.Progress(settings.steps - settings.skipped_steps, preview)
+        animation = animate_portrait(
+            pipeline, portrait, motion.tokens, settings, colour_match, on_step=progress, on_preview=preview
+        )
     finally:
         if release_vram:
             model.managed.release()
@@ -94,7 +93,9 @@ def fit_to_gpu(model, settings, low_vram: bool, compile: str) -> tuple[bool, str
 ANIMATE_PORTRAIT = Node(
     "AnimatePortrait",
     "Animate Portrait (X-NeMo)",
-    "Animate the portrait with the motion latents (official recipe by default).",
+    "Animate the portrait with the motion latents (official recipe by default). X-NeMo Context Options and "
+    "X-NeMo Speed Options plug in for the rarely touched settings; the progress bar previews the frames being "
+    "sampled (ComfyUI's preview setting; animated where VideoHelperSuite's animated previews are on).",
     animate,
     inputs=(
         Socket("model", MODEL_TYPE, tooltip="from Load X-NeMo"),
@@ -138,30 +139,6 @@ ANIMATE_PORTRAIT = Node(
             f"({OFFICIAL['denoise']:g} official, {BUNDLED['denoise']} for the bundled model)",
         ),
         Socket(
-            "schedule",
-            "COMBO",
-            default="official",
-            options=SCHEDULES,
-            tooltip="context windows: official, windows shifted every step and wrapping round the clip (a loop); "
-            "long, the fewest windows in order, no wrap (faster on long clips)",
-        ),
-        Socket(
-            "context_frames",
-            "INT",
-            default=OFFICIAL_CONTEXT_FRAMES,
-            minimum=1,
-            maximum=32,
-            tooltip=f"frames the denoiser sees together ({OFFICIAL_CONTEXT_FRAMES} official, at most 32)",
-        ),
-        Socket(
-            "context_overlap",
-            "INT",
-            default=OFFICIAL["context_overlap"],
-            minimum=0,
-            maximum=31,
-            tooltip=f"frames shared by neighbouring windows ({OFFICIAL['context_overlap']} official)",
-        ),
-        Socket(
             "size",
             "INT",
             default=0,
@@ -190,24 +167,6 @@ ANIMATE_PORTRAIT = Node(
         ),
         Socket("release_vram", "BOOLEAN", default=False, tooltip="unload the model from VRAM when done"),
         Socket(
-            "compile",
-            "COMBO",
-            default="auto",
-            options=COMPILE_MODES,
-            optional=True,
-            tooltip="compile the denoiser. auto (NVIDIA GPUs with Triton and room for it): a video of a new size runs "
-            "uncompiled while it compiles in the background, later videos run compiled; on: compile first and wait "
-            "(minutes); off: never",
-        ),
-        Socket(
-            "preset",
-            "COMBO",
-            default="exact",
-            options=tuple(SPEED_PRESETS),
-            optional=True,
-            tooltip="; ".join(f"{name}: {describe_preset(name)}" for name in SPEED_PRESETS),
-        ),
-        Socket(
             "colour_match",
             "BOOLEAN",
             default=False,
@@ -221,6 +180,19 @@ ANIMATE_PORTRAIT = Node(
             optional=True,
             tooltip="other models are unloaded and only the module at work sits on the GPU; slower. Chosen by "
             "itself when the model and the run do not fit the GPU together",
+        ),
+        Socket(
+            "context_options",
+            CONTEXT_TYPE,
+            optional=True,
+            tooltip="from X-NeMo Context Options: how the clip is cut into windows (default: the official windows)",
+        ),
+        Socket(
+            "speed_options",
+            SPEED_TYPE,
+            optional=True,
+            tooltip="from X-NeMo Speed Options: a speed preset, sampler overrides, compilation (default: exact, "
+            "compile auto)",
         ),
     ),
     outputs=(

@@ -13,13 +13,17 @@ from xnemo_core.files import copy_if_missing
 from xnemo_core.memory import module_bytes, usable_gpu_memory
 
 try:
+    import comfy.latent_formats
     import comfy.model_management as model_management
     import comfy.model_patcher
     import comfy.utils
+    import comfy_execution.utils
     import folder_paths
+    import latent_preview
+    import server
     from comfy.patcher_extension import CallbacksMP
 except ImportError:  # outside ComfyUI
-    model_management = folder_paths = None
+    model_management = folder_paths = latent_preview = None
 
 MODEL_FOLDER = "xnemo"
 MODEL_SUFFIXES = (".safetensors",)
@@ -170,13 +174,66 @@ class ManagedModules:
 
 
 class Progress:
-    """ComfyUI progress bar plus interruption check, as a pipeline step callback."""
+    """ComfyUI progress bar plus interruption check, as a pipeline step callback; with ``preview``
+    (a :class:`~nodes.previews.LivePreview`), each step's preview image rides on the bar."""
 
-    def __init__(self, total: int):
+    def __init__(self, total: int, preview=None):
         self.bar = comfy.utils.ProgressBar(total) if model_management is not None else None
+        self.preview = preview
 
     def __call__(self, done: int, total: int) -> None:
         if model_management is not None:
             model_management.throw_exception_if_processing_interrupted()
+        image = self.preview.take() if self.preview is not None else None
         if self.bar is not None:
-            self.bar.update_absolute(done, total)
+            self.bar.update_absolute(done, total, image)
+
+
+def previewer(latent_rgb):
+    """ComfyUI's previewer, by the user's preview setting, for a model's latent space: Stable
+    Diffusion's (``latent_rgb`` ``None``: ComfyUI's factors, TAESD where installed) or a VAE's own
+    (its fitted factors); ``None`` outside ComfyUI or where previews are off. VideoHelperSuite's
+    wrapper is skipped: animated previews are sent here (:mod:`nodes.previews`)."""
+    if latent_preview is None:
+        return None
+    if latent_rgb is None:
+        latent_format = comfy.latent_formats.SD15()
+    else:
+        latent_format = comfy.latent_formats.LatentFormat()
+        latent_format.latent_channels = len(latent_rgb.factors)
+        latent_format.latent_rgb_factors = [list(row) for row in latent_rgb.factors]
+        latent_format.latent_rgb_factors_bias = list(latent_rgb.bias)
+        latent_format.taesd_decoder_name = None
+    unwrapped = getattr(latent_preview.get_previewer, "__wrapped__", latent_preview.get_previewer)
+    return unwrapped(torch_device(), latent_format)
+
+
+def animated_previews_wanted() -> bool:
+    """Whether the running prompt's workflow asks for VideoHelperSuite's animated previews (its
+    setting, saved in the workflow's ``extra``)."""
+    if latent_preview is None:
+        return False
+    try:
+        running = next(iter(server.PromptServer.instance.prompt_queue.currently_running.values()))
+        return bool(running[3]["extra_pnginfo"]["workflow"]["extra"].get("VHS_latentpreview"))
+    except (AttributeError, LookupError, StopIteration, TypeError):
+        return False
+
+
+def send_event(name: str, data: dict) -> None:
+    """A JSON message to the client that queued the running prompt, with the node that sends it."""
+    instance = server.PromptServer.instance
+    instance.send_sync(name, data | {"id": _running_node()}, instance.client_id)
+
+
+def send_preview_frame(index: int, jpeg: bytes) -> None:
+    """Frame ``index`` of an animated preview on ComfyUI's binary preview channel, headed as
+    VideoHelperSuite's are (image type, its marker, the frame's index)."""
+    instance = server.PromptServer.instance
+    header = b"".join(value.to_bytes(4, "big") for value in (1, 1, index))
+    instance.send_sync(server.BinaryEventTypes.PREVIEW_IMAGE, header + jpeg, instance.client_id)
+
+
+def _running_node() -> str | None:
+    context = comfy_execution.utils.get_executing_context()
+    return context.node_id if context is not None else server.PromptServer.instance.last_node_id

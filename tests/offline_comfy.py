@@ -18,6 +18,7 @@ CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 # A shorter clip for test runs (also used by the live ComfyUI test); everything else as shipped.
 SMALL_RUN = {"ImageFromBatch": {"length": 3}}
 FRONTEND_ONLY = {"Note"}
+WIDGET_KINDS = {"INT", "FLOAT", "BOOLEAN", "STRING", "COMBO"}
 """Nodes the frontend keeps out of the prompt."""
 
 
@@ -106,8 +107,7 @@ def widget_inputs(node: dict) -> dict:
     """The node's widget values by input name (skipping a seed's control-after-generate value)."""
     randomized = set()
     if node["type"] in nodes.NODE_CLASS_MAPPINGS:
-        declared = next(n for n in nodes.NODES if n.node_id == node["type"])
-        randomized = {socket.name for socket in declared.inputs if socket.randomize}
+        randomized = {socket.name for socket in _declared(node["type"]).inputs if socket.randomize}
     values = iter(node.get("widgets_values") or [])
     found = {}
     for entry in node.get("inputs", []):
@@ -118,6 +118,35 @@ def widget_inputs(node: dict) -> dict:
     return found
 
 
+OPTIONS_SOCKETS = {"XNeMoContextOptions": "context_options", "XNeMoSpeedOptions": "speed_options"}
+"""Options nodes and the Animate Portrait input each plugs into (as web/animate_portrait_upgrade.js)."""
+
+
+def upgrade_legacy_inputs(node_type: str, inputs: dict) -> dict:
+    """What the frontend's upgrade of an earlier Animate Portrait gives (web/animate_portrait_upgrade.js):
+    saved values of widgets the node no longer has go to the options node that has them, which is
+    made (and its output connected) only where some value differs from its defaults. A widget the
+    file does not list keeps its default, as in the frontend."""
+    if node_type not in nodes.NODE_CLASS_MAPPINGS:
+        return inputs
+    sockets = _declared(node_type).inputs
+    declared = {socket.name for socket in sockets}
+    widgets = {s.name: s.default for s in sockets if s.kind in WIDGET_KINDS and not s.optional}
+    kept = widgets | {name: value for name, value in inputs.items() if name in declared}
+    moved = {name: value for name, value in inputs.items() if name not in declared}
+    for options_type, socket in OPTIONS_SOCKETS.items():
+        options = _declared(options_type)
+        defaults = {s.name: s.default for s in options.inputs}
+        changed = {name: moved[name] for name in defaults if name in moved and moved[name] != defaults[name]}
+        if changed and socket not in kept:
+            kept[socket] = options.run(**defaults | changed)[0]
+    return kept
+
+
+def _declared(node_type: str):
+    return next(node for node in nodes.NODES if node.node_id == node_type)
+
+
 def execute(path: Path, core: CoreNodes, overrides: dict) -> dict[int, tuple]:
     """Run every node once all its linked inputs are computed; outputs by node id."""
     workflow = json.loads(path.read_text())
@@ -126,7 +155,7 @@ def execute(path: Path, core: CoreNodes, overrides: dict) -> dict[int, tuple]:
     for node in _dependency_order(workflow["nodes"], sources):
         if node["type"] in FRONTEND_ONLY:
             continue
-        inputs = widget_inputs(node)
+        inputs = upgrade_legacy_inputs(node["type"], widget_inputs(node))
         for entry in node.get("inputs", []):
             if entry.get("link") is not None:
                 source, slot = sources[entry["link"]]

@@ -34,6 +34,8 @@ BASIC_TYPES = {
     "CLIP_VISION",
     "XNEMO_MODEL",
     "XNEMO_MOTION",
+    "XNEMO_CONTEXT_OPTIONS",
+    "XNEMO_SPEED_OPTIONS",
 }
 
 
@@ -81,14 +83,24 @@ def animate_inputs(model, reference, motion, seed=0, release_vram=False) -> dict
         steps=2,
         cfg=2.5,
         denoise=1.0,
-        schedule="official",
-        context_frames=4,
-        context_overlap=1,
         size=64,
         crop="none",
         decode_chunk=25,
         release_vram=release_vram,
+        context_options=context_options(context_frames=4, context_overlap=1),
     )
+
+
+def context_options(**values) -> dict:
+    """X-NeMo Context Options' output at its defaults but ``values``."""
+    defaults = {socket.name: socket.default for socket in nodes.options.CONTEXT_OPTIONS.inputs}
+    return run("XNeMoContextOptions", **defaults | values)[0]
+
+
+def speed_options(**values) -> dict:
+    """X-NeMo Speed Options' output at its defaults but ``values``."""
+    defaults = {socket.name: socket.default for socket in nodes.options.SPEED_OPTIONS.inputs}
+    return run("XNeMoSpeedOptions", **defaults | values)[0]
 
 
 def blend_inputs(motion_a, mode, **extra) -> dict:
@@ -184,8 +196,8 @@ def test_animate_samples_with_the_chosen_speed_preset(model, motion, monkeypatch
     monkeypatch.setattr(XNeMoPipeline, "denoise", recording)
     inputs = animate_inputs(model, torch.rand(1, 64, 64, 3), latent)
     exact = run("AnimatePortrait", **inputs)[0]
-    fast = run("AnimatePortrait", **inputs | {"steps": 0}, preset="fast")[0]  # 0: the preset's steps
-    run("AnimatePortrait", **inputs | {"steps": 3}, preset="fast")  # a chosen value wins over the preset's
+    fast = run("AnimatePortrait", **inputs | {"steps": 0}, speed_options=speed_options(preset="fast"))[0]
+    run("AnimatePortrait", **inputs | {"steps": 3}, speed_options=speed_options(preset="fast"))  # a chosen value wins
     assert (used[0].sampler, used[0].steps, used[0].deep_cache_interval) == ("ddim", 2, 1)
     assert used[1] == used[0].with_preset("fast") and used[1].steps == 12
     assert used[2] == dataclasses.replace(used[1], steps=3)

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from offline_comfy import SMALL_RUN, CoreNodes, execute
 
 import nodes
@@ -129,3 +130,89 @@ def test_blend_two_drivers_blends_two_different_clips():
     workflow = json.loads((WORKFLOWS[0].parent / "xnemo_blend_two_drivers.json").read_text())
     clips = {node["widgets_values"][0] for node in workflow["nodes"] if node["type"] == "LoadVideo"}
     assert clips == {"xnemo_demo_driving.mp4", "xnemo_demo_driving_b.mp4"}
+
+
+# Workflows an earlier version of the pack shipped (copied from this repository's history)
+
+LEGACY = sorted((Path(__file__).resolve().parent / "legacy_workflows").glob("*.json"))
+
+
+def legacy_animate_nodes(path: Path) -> list[dict]:
+    return [node for node in json.loads(path.read_text())["nodes"] if node["type"] == "AnimatePortrait"]
+
+
+class Captured(Exception):
+    """Stops Animate Portrait once it has chosen its settings."""
+
+
+@pytest.fixture(scope="module")
+def settings_of(tiny_model_folder):
+    """Animate Portrait's settings and compile mode for some widget inputs (the tiny model: the official recipe)."""
+    from test_nodes import run
+
+    from nodes import animate as node
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XNEMO_MODELS", str(tiny_model_folder.parent))
+        (model,) = run("LoadXNeMo", model=tiny_model_folder.name, precision="fp32")
+
+        def captured(model, settings, low_vram, compile):
+            raise Captured(settings, compile)
+
+        patch.setattr(node, "fit_to_gpu", captured)
+        patch.setattr(node, "check_compatible", lambda *args: None)
+
+        def settings(inputs: dict):
+            with pytest.raises(Captured) as raised:
+                run("AnimatePortrait", model=model, reference=torch.rand(1, 64, 64, 3), motion=None, **inputs | {"crop": "none"})
+            return raised.value.args
+
+        yield settings
+
+
+def settings_before(saved: dict):
+    """What Animate Portrait chose from these saved values before its options moved to options nodes:
+    each value by its name, denoise 1 before it was a widget."""
+    from xnemo_core import recipes
+    from xnemo_core.portrait import animation_settings
+
+    chosen = {name: saved.get(name, 1.0 if name == "denoise" else 0) or None for name in ("steps", "size", "denoise")}
+    settings = animation_settings(
+        recipes.OFFICIAL,
+        saved.get("preset", "exact"),
+        32,
+        **chosen,
+        seed=saved["seed"],
+        cfg=saved["cfg"],
+        schedule=saved["schedule"],
+        context_frames=saved["context_frames"],
+        context_overlap=saved["context_overlap"],
+        decode_chunk=saved["decode_chunk"],
+    )
+    return settings, saved.get("compile", "auto")
+
+
+@pytest.mark.parametrize("path", LEGACY, ids=lambda p: p.stem)
+def test_an_earlier_shipped_workflow_gives_animate_portrait_the_same_settings(path, settings_of):
+    from offline_comfy import upgrade_legacy_inputs, widget_inputs
+
+    for node in legacy_animate_nodes(path):
+        saved = widget_inputs(node)
+        upgraded = upgrade_legacy_inputs("AnimatePortrait", saved)
+        assert set(upgraded) <= {s.name for s in nodes.animate.ANIMATE_PORTRAIT.inputs}, "nothing unknown is passed"
+        assert {name: upgraded[name] for name in saved if name in upgraded} == {
+            name: value for name, value in saved.items() if name in upgraded
+        }, "no value lands on another widget"
+        assert settings_of(upgraded) == settings_before(saved)
+
+
+def test_changed_values_of_moved_widgets_reach_animate_portrait_through_options_nodes(settings_of):
+    from offline_comfy import upgrade_legacy_inputs, widget_inputs
+
+    (node,) = legacy_animate_nodes(LEGACY[0])
+    saved = widget_inputs(node) | {"schedule": "long", "context_overlap": 2, "preset": "fast", "compile": "off"}
+    upgraded = upgrade_legacy_inputs("AnimatePortrait", saved)
+    assert upgraded["context_options"]["schedule"] == "long" and upgraded["speed_options"]["preset"] == "fast"
+    assert settings_of(upgraded) == settings_before(saved)
+    unchanged = upgrade_legacy_inputs("AnimatePortrait", widget_inputs(node))
+    assert "context_options" not in unchanged and "speed_options" not in unchanged, "defaults need no options node"

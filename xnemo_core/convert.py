@@ -10,6 +10,7 @@ import torch
 
 from .checkpoints import save_safetensors
 from .files import check_parent_is_folder, replacing
+from .layouts import LATENT_RGB
 from .models import PARTS, XNeMoModels
 
 
@@ -19,6 +20,8 @@ def _part_metadata(models: XNeMoModels, part: str) -> dict:
         metadata["config"] = models.part_configs[part]
     if part == "denoising_unet" and models.recipe:
         metadata["recipe"] = models.recipe
+    if part == "vae" and models.latent_rgb:
+        metadata[LATENT_RGB] = models.latent_rgb.as_dict()
     return metadata
 
 
@@ -72,6 +75,8 @@ def write_bundle(models: XNeMoModels, path: str | Path, overwrite: bool = False)
     metadata = {"xnemo_config": models.config.to_dict(), "part_configs": models.part_configs}
     if models.recipe:
         metadata["recipe"] = models.recipe
+    if models.vae is not None and models.latent_rgb:
+        metadata[LATENT_RGB] = models.latent_rgb.as_dict()
     with replacing(path) as temporary:
         save_safetensors(temporary, tensors, metadata)
     return path

@@ -26,6 +26,8 @@ from .checkpoints import CheckpointError, Sources, read_keys, read_metadata, rea
 from .choices import DOWNLOAD_PARTS, command_name
 from .config import CLIP_IMAGE_ENCODER, SVD_VAE, XNeMoConfig
 
+LATENT_RGB = "latent_rgb"
+"""Metadata of a model's own VAE: its latent-to-RGB preview factors (:mod:`~xnemo_core.previews`)."""
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 BASE_UNET = Path("sd-image-variations-diffusers/unet")
 BASE_IMAGE_ENCODER = Path("sd-image-variations-diffusers/image_encoder")
@@ -97,6 +99,12 @@ class FolderLayout:
     def recipe_source(self) -> Path:
         """The file a recipe is read from (named when it is unusable)."""
         return self._find("xnemo_denoising_unet") or self.folder
+
+    def latent_rgb(self) -> tuple[str, Path] | None:
+        """The VAE file's ``latent_rgb`` metadata (:mod:`~xnemo_core.previews`) and that file, if any."""
+        converted = self._find("xnemo_vae")
+        text = read_metadata(converted).get(LATENT_RGB) if converted else None
+        return (text, converted) if text else None
 
     def config(self) -> XNeMoConfig:
         converted = self._find("xnemo_denoising_unet")
@@ -198,6 +206,10 @@ class BundleLayout:
 
     def recipe_source(self) -> Path:
         return self.file
+
+    def latent_rgb(self) -> tuple[str, Path] | None:
+        text = self.metadata.get(LATENT_RGB)
+        return (text, self.file) if text else None
 
     def _part(self, part: str) -> dict[str, torch.Tensor]:
         prefix = f"{part}."

@@ -17,6 +17,7 @@ from .models import XNeMoModels
 from .models.motion_encoder import MotionEncoder
 from .models.spatial_guider import SpatialMotionGuider
 from .motion import MotionEncoderId
+from .previews import LatentRGB
 
 
 def load_models(
@@ -53,6 +54,7 @@ def load_models(
         part_configs={part: config for part, (config, _) in found.items()},
         stored_motion_id=MotionEncoderId.of(motion_encoder),
         recipe=recipes.parse(layout.recipe(), layout.recipe_source()),
+        latent_rgb=LatentRGB.from_json(*found_rgb) if "vae" in found and (found_rgb := layout.latent_rgb()) else None,
     )
     for module in models.modules().values():
         module.eval().requires_grad_(False)

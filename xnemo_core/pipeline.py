@@ -39,7 +39,7 @@ from .models.group_norm import fuse_group_norm_silu
 from .models.reference import ReferenceBank, ReferenceTokens, capture_reference, project_reference
 from .preprocess import clip_input, gaussian_blur, motion_input, vae_input
 from .recipes import OFFICIAL, OFFICIAL_CONTEXT_FRAMES
-from .sampling import SAMPLERS, make_scheduler, preset_settings
+from .sampling import SAMPLERS, make_scheduler, predicted_clean, preset_settings
 from .windows import long_windows, official_windows
 
 SIZE_MULTIPLE = 64
@@ -53,6 +53,8 @@ SEED_LIMIT = 2**64
 """Seeds are the CPU generator's: whole numbers below 2**64."""
 
 StepCallback = Callable[[int, int], None]
+PreviewCallback = Callable[[torch.Tensor], None]
+"""Called at every step, before its ``on_step``, with the predicted clean latents ``(F, 4, h, w)``."""
 """Called after each denoising step with ``(steps done, total steps)``; may raise to interrupt."""
 
 
@@ -298,8 +300,10 @@ class XNeMoPipeline:
         noise: torch.Tensor | None = None,
         offsets: list[int] | None = None,
         on_step: StepCallback | None = None,
+        on_preview: PreviewCallback | None = None,
     ) -> torch.Tensor:
-        """Sampling of ``F = len(motion)`` frames; returns latents ``(1, 4, F, h, w)`` float32."""
+        """Sampling of ``F = len(motion)`` frames; returns latents ``(1, 4, F, h, w)`` float32.
+        ``on_preview`` (see :data:`PreviewCallback`) costs nothing when absent."""
         config = self.models.config
         settings.validate(config.max_window)
         num_frames = len(motion)
@@ -341,6 +345,9 @@ class XNeMoPipeline:
                 )
                 windows = settings.windows(num_frames, config.max_window, offsets[step])
                 noise_pred = self._guided_prediction(call, latents, windows, settings)
+                if on_preview is not None:
+                    clean = predicted_clean(scheduler, latents, noise_pred, timestep)
+                    on_preview(rearrange(clean[0], "c f h w -> f c h w"))
                 latents = scheduler.step(noise_pred, timestep, latents).prev_sample
                 if on_step is not None:
                     on_step(step + 1, total)
@@ -415,6 +422,7 @@ class XNeMoPipeline:
         noise: torch.Tensor | None = None,
         offsets: list[int] | None = None,
         on_step: StepCallback | None = None,
+        on_preview: PreviewCallback | None = None,
     ) -> Animation:
         """Animate the portrait with ``motion`` ``(F, 32, 16)`` (from :meth:`encode_motion`).
 
@@ -423,7 +431,7 @@ class XNeMoPipeline:
         The settings are checked before the portrait is encoded."""
         settings.validate(self.models.config.max_window)
         condition = self.encode_reference(reference_image, reference_face, settings.height, settings.width)
-        latents = self.denoise(condition, motion, settings, noise, offsets, on_step)
+        latents = self.denoise(condition, motion, settings, noise, offsets, on_step, on_preview)
         ranks = distributed.current()
         video = self.decode(latents, settings.decode_chunk) if ranks is None or ranks.rank == 0 else None
         return Animation(video, latents)

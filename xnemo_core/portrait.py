@@ -128,10 +128,12 @@ def animate_portrait(
     settings: AnimationSettings,
     colour_match: bool = False,
     on_step: Callable | None = None,
+    on_preview: Callable | None = None,
 ) -> PortraitAnimation:
-    """Animate ``portrait`` with ``motion`` tokens ``(F, 32, 16)`` and paste the frames back into it."""
+    """Animate ``portrait`` with ``motion`` tokens ``(F, 32, 16)`` and paste the frames back into it
+    (``on_step``, ``on_preview``: see :meth:`~xnemo_core.pipeline.XNeMoPipeline.denoise`)."""
     crops = portrait.crops
-    animation = pipeline.animate(crops.portrait, crops.face, motion, settings, on_step=on_step)
+    animation = pipeline.animate(crops.portrait, crops.face, motion, settings, on_step=on_step, on_preview=on_preview)
     if animation.video is None:
         return PortraitAnimation(None, None, None)
     frames = animation.video.numpy()

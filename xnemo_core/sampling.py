@@ -43,3 +43,10 @@ def make_scheduler(sampler: str) -> SchedulerMixin:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     kind, extra = SAMPLERS[sampler]
     return kind.from_config(DDIMScheduler(**OFFICIAL_SCHEDULER).config, **extra)
+
+
+def predicted_clean(scheduler: SchedulerMixin, latents, noise_pred, timestep):
+    """The clean latents a step's noise prediction implies (the official schedule predicts the
+    noise, epsilon): ``(x_t - sqrt(1 - alpha_bar) * eps) / sqrt(alpha_bar)``, what previews show."""
+    alpha = scheduler.alphas_cumprod[int(timestep)].to(latents.device, latents.dtype)
+    return (latents - (1 - alpha).sqrt() * noise_pred) / alpha.sqrt()

@@ -8,6 +8,7 @@ from transformers import CLIPVisionModelWithProjection
 
 from ..config import XNeMoConfig
 from ..motion import MotionEncoderId
+from ..previews import LatentRGB
 from .motion_encoder import MotionEncoder
 from .reference import ReferenceUNet
 from .spatial_guider import SpatialMotionGuider
@@ -31,6 +32,9 @@ class XNeMoModels:
     """Fingerprint of the motion encoder's weights as stored, taken at load before any cast."""
     recipe: dict = field(default_factory=dict)
     """What the model's files say of its recommended recipe (:mod:`~xnemo_core.recipes`), kept by conversion."""
+    latent_rgb: LatentRGB | None = None
+    """Preview factors of the model's own VAE latent space (:mod:`~xnemo_core.previews`); ``None``:
+    Stable Diffusion's latent, as the official model's."""
 
     @property
     def motion_id(self) -> MotionEncoderId:

@@ -27,6 +27,7 @@ from ..models import XNeMoModels
 from ..models.reference import capture_reference, project_reference
 from ..pipeline import SIZE_MULTIPLE
 from ..preprocess import clip_normalize
+from ..previews import fit_on_synthetic_faces
 from ..sampling import OFFICIAL_SCHEDULER
 from ..testing.synthetic_weights import preset_models
 from . import runs
@@ -236,8 +237,9 @@ def initial_models(config: TrainConfig) -> XNeMoModels:
         _start_frame_modules_as_identity(models.denoising_unet, TEMPORAL_MODULES)
     if config.reset_motion_modules:
         _start_frame_modules_as_identity(models.denoising_unet, MOTION_MODULES)
-    if config.vae_from:
+    if config.vae_from:  # a latent space of its own: previews need its factors
         models.vae, models.part_configs["vae"] = load_vae(config.vae_from)
+        models.latent_rgb = fit_on_synthetic_faces(models.vae)
     if config.motion_guidance == "spatial" and models.config.motion_guidance != "spatial":
         models.config = models.config.with_spatial_guidance(config.size)
         models.motion_encoder = build_motion_encoder(models.config)
