@@ -330,22 +330,36 @@ def post(url: str, payload: dict) -> dict:
         return {"error": json.loads(error.read().decode())}
 
 
-def run(url: str, overrides: dict, timeout_s: float = 900) -> dict[str, dict]:
-    """Queue every workflow (with ``overrides``: node type → widget values); results by file name."""
+def run(url: str, overrides: dict, paths: list[Path] | None = None, timeout_s: float = 900) -> dict[str, dict]:
+    """Open each workflow (default: the shipped ones) as a user would and queue it (with
+    ``overrides``: node type → input values); by file name: the result, the prompt the frontend made
+    and the X-NeMo nodes as it shows them (type, widget values by name, connected inputs)."""
     playwright, browser, page, alerts = _browser(url)
     results = {}
     try:
-        for path in sorted(WORKFLOWS.glob("*.json")):
+        for path in paths or sorted(WORKFLOWS.glob("*.json")):
             _load(page, path)
+            shown = page.evaluate(_SHOWN_JS)
             prompt = page.evaluate("async () => (await app.graphToPrompt()).output")
-            for node in prompt.values():
+            queued = json.loads(json.dumps(prompt))
+            for node in queued.values():
                 node["inputs"].update(overrides.get(node["class_type"], {}))
-            results[path.name] = queue_prompt(url, prompt, timeout_s)
+            results[path.name] = queue_prompt(url, queued, timeout_s) | {"prompt": prompt, "shown": shown}
         results["_alerts"] = alerts
     finally:
         browser.close()
         playwright.stop()
     return results
+
+
+_SHOWN_JS = """() => app.graph._nodes
+  .filter((n) => n.type === "AnimatePortrait" || n.type.startsWith("XNeMo"))
+  .map((n) => ({
+    type: n.type,
+    widgets: Object.fromEntries((n.widgets ?? []).map((w) => [w.name, w.value])),
+    inputs: (n.inputs ?? []).map((i) => i.name),
+    connected: (n.inputs ?? []).filter((i) => i.link != null).map((i) => i.name),
+  }))"""
 
 
 def saved_name_on_the_node(url: str, workflow: str, overrides: dict, timeout_s: float = 600) -> str | None:
@@ -428,3 +442,36 @@ if __name__ == "__main__":
             print(f"wrote {written}")
     else:
         print(json.dumps(run(address, json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}), indent=1))
+
+
+def previews_during(url: str, prompt: dict, extra_data: dict, timeout_s: float = 600) -> dict:
+    """Queue ``prompt`` as a websocket client and collect what the server sends it while it runs:
+    the JSON messages' types (and ``VHS_latentpreview``'s data), and the binary previews (the event
+    type and the first bytes of each)."""
+    import asyncio
+    import uuid
+
+    import aiohttp
+
+    client = uuid.uuid4().hex
+    seen = {"types": [], "vhs": [], "binary": []}
+
+    async def listen():
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"{url.replace('http', 'ws', 1)}/ws?clientId={client}") as socket:
+                queued = post(f"{url}/prompt", {"prompt": prompt, "client_id": client, "extra_data": extra_data})
+                prompt_id = queued["prompt_id"]
+                async for message in socket:
+                    if message.type == aiohttp.WSMsgType.BINARY:
+                        seen["binary"].append((int.from_bytes(message.data[:4], "big"), message.data[4:24]))
+                        continue
+                    data = json.loads(message.data)
+                    seen["types"].append(data["type"])
+                    if data["type"] == "VHS_latentpreview":
+                        seen["vhs"].append(data["data"])
+                    done = data["type"] == "executing" and data["data"].get("node") is None
+                    if data["data"].get("prompt_id") == prompt_id and (done or data["type"] == "execution_error"):
+                        return
+
+    asyncio.run(asyncio.wait_for(listen(), timeout_s))
+    return seen

@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 from test_download import TOKEN, serve_official_model
 from test_workflows import user_files
 
+from xnemo_core import bundled
 from xnemo_core.builders import build_image_encoder
 from xnemo_core.config import (
     CLIP_IMAGE_ENCODER,
@@ -79,6 +80,7 @@ def server(comfy_root, tiny_model_folder, live_hub):
         (custom_nodes / "comfyui-xnemo").symlink_to(PACK)
     models = root / "models"
     shutil.copytree(tiny_model_folder, models / "xnemo-tiny")
+    shutil.copytree(tiny_model_folder, models / "xnemo")  # the name the earliest workflows load
     shutil.copytree(tiny_model_folder, models / "xnemo-broken")
     (models / "xnemo-broken" / "xnemo_motion_encoder.safetensors").unlink()
     write_parts(clip_768_model(), models / "xnemo-clip768")
@@ -89,6 +91,8 @@ def server(comfy_root, tiny_model_folder, live_hub):
     inputs = root / "input"  # the pack copies its demo media here on import
     inputs.mkdir()
     write_video(inputs / "short.mp4", np.full((2, 64, 64, 3), 128, np.uint8))
+    shutil.copyfile(bundled.DEMO_DRIVING, inputs / "driving.mp4")  # what the earliest workflows load
+    shutil.copyfile(bundled.DEMO_PORTRAIT, inputs / "portrait.png")
     save_motion(MotionLatent(torch.randn(3, 32, 16), model_id="me-of-another-model"), inputs / "foreign.safetensors")
     command = [
         sys.executable,
@@ -128,6 +132,8 @@ def test_object_info_lists_the_nodes_and_the_motion_type(server):
     info = json.load(urllib.request.urlopen(f"{URL}/object_info"))
     for name in ("LoadXNeMo", "ExtractMotionLatent", "AnimatePortrait", "MotionLatentBlend"):
         assert name in info
+    assert info["XNeMoContextOptions"]["output"] == ["XNEMO_CONTEXT_OPTIONS"]
+    assert info["AnimatePortrait"]["input"]["optional"]["speed_options"][0] == "XNEMO_SPEED_OPTIONS"
     assert "XNEMO_MOTION" in info["ExtractMotionLatent"]["output"]
     assert info["AnimatePortrait"]["input"]["required"]["motion"][0] == "XNEMO_MOTION"
     kind, options = info["LoadXNeMo"]["input"]["required"]["model"]
@@ -143,10 +149,10 @@ def test_every_workflow_runs(server):
     assert len(results) >= 3
     for name, result in results.items():
         if user_files(PACK / "workflows" / name):
-            # SVD and the official model are not here (the ViT-L/14 is): the server names exactly those
+            # SVD is not here (the ViT-L/14 is): the server names exactly it
             node_errors = result["detail"]["error"]["node_errors"].values()
             failed = {error["class_type"] for error in node_errors}
-            assert failed == {"ImageOnlyCheckpointLoader", "LoadXNeMo"}, f"{name}: {result}"
+            assert failed == {"ImageOnlyCheckpointLoader"}, f"{name}: {result}"  # a tiny model is named xnemo here
             assert all(e["type"] == "value_not_in_list" for error in node_errors for e in error["errors"])
             continue
         assert result["status"] == "success", f"{name}: {result}"
@@ -181,14 +187,21 @@ def _node(class_type: str, **inputs) -> dict:
     return {"class_type": class_type, "inputs": inputs}
 
 
-def _graph(model: str, motion: dict, **animate) -> dict:
-    """LoadXNeMo + a motion source + AnimatePortrait on the demo portrait, as an API prompt."""
-    settings = {"seed": 0, "steps": 1, "cfg": 2.5, "denoise": 1.0, "schedule": "official", "context_frames": 4}
-    settings |= {"context_overlap": 1, "size": 64, "crop": "none", "decode_chunk": 25, "release_vram": False}
+CONTEXT = {"schedule": "official", "context_frames": 4, "context_overlap": 1, "window_batch": 1}
+SPEED = {"preset": "exact", "sampler": "preset", "guidance_until": 0.0, "deep_cache_interval": 0, "compile": "auto"}
+
+
+def _graph(model: str, motion: dict, speed: dict | None = None, **animate) -> dict:
+    """LoadXNeMo + a motion source + AnimatePortrait (with its two options nodes) on the demo
+    portrait, as an API prompt."""
+    settings = {"seed": 0, "steps": 1, "cfg": 2.5, "denoise": 1.0, "size": 64, "crop": "none", "decode_chunk": 25}
+    settings |= {"release_vram": False, "context_options": ["context", 0], "speed_options": ["speed", 0]}
     return {
         "model": _node("LoadXNeMo", model=model, precision="auto"),
         "portrait": _node("LoadImage", image="xnemo_demo_portrait.png"),
         **motion,
+        "context": _node("XNeMoContextOptions", **CONTEXT),
+        "speed": _node("XNeMoSpeedOptions", **SPEED | (speed or {})),
         "animate": _node(
             "AnimatePortrait", model=["model", 0], reference=["portrait", 0], motion=["motion", 0], **settings | animate
         ),
@@ -262,8 +275,9 @@ def test_a_saved_motion_is_listed_and_animates_with_the_speed_and_compositing_op
     (name,) = saved["outputs"]["save"]["text"]
     info = json.load(urllib.request.urlopen(f"{URL}/object_info/LoadMotionLatent"))
     assert f"{name} [output]" in info["LoadMotionLatent"]["input"]["required"]["file"][1]["options"]
-    options = {"preset": "fast", "colour_match": True, "low_vram": True, "steps": 2}
-    prompt = _graph(server, {"motion": _node("LoadMotionLatent", file=f"{name} [output]")}, **options)
+    options = {"colour_match": True, "low_vram": True, "steps": 2}
+    motion = {"motion": _node("LoadMotionLatent", file=f"{name} [output]")}
+    prompt = _graph(server, motion, speed={"preset": "fast"}, **options)
     prompt["mask"] = _node("MaskToImage", mask=["animate", 2])
     prompt["mask_preview"] = _node("PreviewImage", images=["mask", 0])
     animated = queue_prompt(URL, prompt)
@@ -303,7 +317,7 @@ def test_the_download_node_stops_at_cancel_and_resumes_when_queued_again(server,
     staging = comfy_root / "models" / ".resumed.download"
     queued = post(f"{URL}/prompt", {"prompt": prompt})["prompt_id"]
     deadline = time.time() + 120
-    while not list(staging.glob("xnemo_motion_encoder.pth*.part")) and time.time() < deadline:
+    while not list(staging.glob(".xnemo_motion_encoder.pth.partial")) and time.time() < deadline:
         time.sleep(0.2)
     time.sleep(2)
     urllib.request.urlopen(urllib.request.Request(f"{URL}/interrupt", data=b"", method="POST"))
@@ -330,3 +344,82 @@ def test_comfyuis_own_clip_vision_loader_feeds_load_x_nemo(server):
     refused = queue_prompt(URL, prompt)
     message = refused["errors"][0]["exception_message"]
     assert "expects 64-wide CLIP image embeddings, the CLIP vision model gives 768-wide ones" in message
+
+
+LEGACY = sorted((PACK / "tests" / "legacy_workflows").glob("*.json"))
+FAST = SMALL_RUN | {"AnimatePortrait": {"steps": 2, "size": 64}}
+"""Short runs: the frames are not compared here (the settings are, below)."""
+
+
+def test_earlier_shipped_workflows_open_with_each_value_on_its_widget_and_run(server):
+    from comfyui_live import run
+    from offline_comfy import upgrade_legacy_inputs, widget_inputs
+
+    results = run(URL, FAST, LEGACY)
+    assert results.pop("_alerts") == []
+    for name, result in results.items():
+        saved = [node for node in json.loads((PACK / "tests" / "legacy_workflows" / name).read_text())["nodes"]]
+        (animate,) = [node for node in saved if node["type"] == "AnimatePortrait"]
+        expected = upgrade_legacy_inputs("AnimatePortrait", widget_inputs(animate))
+        (shown,) = [node for node in result["shown"] if node["type"] == "AnimatePortrait"]
+        widgets = {key: value for key, value in shown["widgets"].items() if key != "control_after_generate"}
+        assert widgets == {key: value for key, value in expected.items() if key in widgets}, name
+        assert not set(shown["inputs"]) & {"schedule", "context_frames", "context_overlap", "compile", "preset"}
+        assert [n["type"] for n in result["shown"] if n["type"].startswith("XNeMo")] == [], "defaults: no options node"
+        if user_files(PACK / "workflows" / name.split("_", 1)[1]):
+            continue  # the ComfyUI loaders' files (svd_xt) are the user's own
+        assert result["status"] == "success", f"{name}: {result}"
+
+
+def test_an_earlier_animate_portrait_with_changed_moved_values_gets_its_options_nodes(server, tmp_path):
+    from comfyui_live import run
+
+    path = next(p for p in reversed(LEGACY) if "basic_animation" in p.name and len(_widgets(p)) == 16)
+    workflow = json.loads(path.read_text())
+    animate = next(node for node in workflow["nodes"] if node["type"] == "AnimatePortrait")
+    names = [entry["name"] for entry in animate["inputs"] if "widget" in entry]
+    values = animate["widgets_values"]
+    values[names.index("schedule") + 1] = "long"  # + 1: the seed's control value comes first
+    values[names.index("preset") + 1] = "fast"
+    changed = tmp_path / path.name
+    changed.write_text(json.dumps(workflow))
+    result = run(URL, FAST, [changed])[changed.name]
+    shown = {node["type"]: node for node in result["shown"]}
+    assert shown["XNeMoContextOptions"]["widgets"]["schedule"] == "long"
+    assert shown["XNeMoSpeedOptions"]["widgets"]["preset"] == "fast"
+    assert {"context_options", "speed_options"} <= set(shown["AnimatePortrait"]["connected"])
+    assert result["status"] == "success", result
+
+
+def _widgets(path: Path) -> list:
+    return next(n for n in json.loads(path.read_text())["nodes"] if n["type"] == "AnimatePortrait")["widgets_values"]
+
+
+def test_the_last_earlier_workflow_and_its_rebuilt_file_animate_the_same_frames(server, comfy_root):
+    from comfyui_live import run
+
+    from xnemo_core.video import read_frames
+
+    earlier = next(p for p in reversed(LEGACY) if "basic_animation" in p.name and len(_widgets(p)) == 16)
+    results = run(URL, FAST, [earlier, PACK / "workflows" / "xnemo_basic_animation.json"])
+    videos = []
+    for result in (results[earlier.name], results["xnemo_basic_animation.json"]):
+        assert result["status"] == "success", result
+        (saved,) = [item for output in result["outputs"].values() for item in output.get("images", [])]
+        videos.append(read_frames(comfy_root / "output" / saved["subfolder"] / saved["filename"])[0])
+    assert np.array_equal(*videos)
+
+
+def test_previews_reach_the_client_during_a_run(server):
+    from comfyui_live import previews_during
+
+    prompt = _graph(server, _driver("motion", "xnemo_demo_driving.mp4"), steps=3)
+    shown = previews_during(URL, prompt, {"preview_method": "latent2rgb"})
+    assert "progress" in shown["types"] and len(shown["binary"]) >= 3, shown["types"]
+    none = previews_during(URL, _graph(server, _driver("motion", "xnemo_demo_driving.mp4"), seed=1), {"preview_method": "none"})
+    assert none["binary"] == []
+    vhs = {"preview_method": "latent2rgb", "extra_pnginfo": {"workflow": {"extra": {"VHS_latentpreview": True}}}}
+    animated = previews_during(URL, _graph(server, _driver("motion", "xnemo_demo_driving.mp4"), seed=2, steps=3), vhs)
+    assert animated["vhs"] and animated["vhs"][0]["length"] == 48 and animated["vhs"][0]["rate"] == 8
+    indexed = [data for event, data in animated["binary"] if data[:8] == b"\x00\x00\x00\x01" * 2]
+    assert len(indexed) >= 48 and indexed[0][12:14] == b"\xff\xd8", "indexed JPEG frames, VHS's header"

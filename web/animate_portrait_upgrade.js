@@ -1,7 +1,8 @@
 // Workflows saved with an earlier Animate Portrait (up to 15 widgets) open unchanged: the frontend
 // restores widget values by position, so each saved value is put back by the widget name the file
-// records; values of widgets that moved to X-NeMo Context / Speed Options go to such a node, made and
-// connected where they differ from its defaults (so the graph animates the same frames as before).
+// records (a widget the file predates gets its default); values of widgets that moved to X-NeMo
+// Context / Speed Options go to such a node, made and connected where they differ from its defaults,
+// so the graph animates the same frames as before.
 import { app } from "../../scripts/app.js";
 
 const OPTIONS = { XNeMoContextOptions: "context_options", XNeMoSpeedOptions: "speed_options" };
@@ -27,19 +28,25 @@ app.registerExtension({
   name: "xnemo.AnimatePortraitUpgrade",
   beforeRegisterNodeDef(nodeType, nodeData) {
     if (nodeData.name !== "AnimatePortrait") return;
-    const configure = nodeType.prototype.onConfigure;
-    nodeType.prototype.onConfigure = function (info) {
-      configure?.apply(this, arguments);
+    const configure = nodeType.prototype.configure;
+    nodeType.prototype.configure = function (info) {
+      // read the file's own layout first: configuring rewrites info.inputs to the node's current ones
       const controlled = new Set((this.widgets ?? []).filter((w) => w.linkedWidgets?.length).map((w) => w.name));
       const saved = savedValues(info, controlled);
+      configure.apply(this, arguments);
       const current = new Set((this.widgets ?? []).map((w) => w.name));
       if (!saved || Object.keys(saved).every((name) => current.has(name.split(":")[0]))) return;
+      const defaults = Object.fromEntries(LiteGraph.createNode(this.type).widgets.map((w) => [w.name, w.value]));
       for (const widget of this.widgets) {
-        if (widget.name in saved) widget.value = saved[widget.name];
+        widget.value = widget.name in saved ? saved[widget.name] : defaults[widget.name]; // the file predates it
         for (const linked of widget.linkedWidgets ?? []) {
           const control = saved[`${widget.name}:${CONTROL}`];
           if (control !== undefined) linked.value = control;
         }
+      }
+      for (let index = this.inputs.length - 1; index >= 0; index--) {
+        const input = this.inputs[index];
+        if (input.widget && !current.has(input.widget.name) && input.link == null) this.removeInput(index);
       }
       this.xnemoMoved = Object.fromEntries(Object.entries(saved).filter(([name]) => !current.has(name.split(":")[0])));
     };
