@@ -131,7 +131,7 @@ def upgrade_legacy_inputs(node_type: str, inputs: dict) -> dict:
         return inputs
     sockets = _declared(node_type).inputs
     declared = {socket.name for socket in sockets}
-    widgets = {s.name: s.default for s in sockets if s.kind in WIDGET_KINDS and not s.optional}
+    widgets = {s.name: s.default for s in sockets if s.kind in WIDGET_KINDS}
     kept = widgets | {name: value for name, value in inputs.items() if name in declared}
     moved = {name: value for name, value in inputs.items() if name not in declared}
     for options_type, socket in OPTIONS_SOCKETS.items():

@@ -347,8 +347,9 @@ def test_comfyuis_own_clip_vision_loader_feeds_load_x_nemo(server):
 
 
 LEGACY = sorted((PACK / "tests" / "legacy_workflows").glob("*.json"))
-FAST = SMALL_RUN | {"AnimatePortrait": {"steps": 2, "size": 64}}
-"""Short runs: the frames are not compared here (the settings are, below)."""
+FAST = SMALL_RUN | {"AnimatePortrait": {"steps": 2, "size": 64, "crop": "none"}, "ExtractMotionLatent": {"crop": "none"}}
+"""Short runs (and no face detection: the earliest workflows were made for real faces, the demo clip's
+are synthetic); what a workflow computes is compared through its prompt, below."""
 
 
 def test_earlier_shipped_workflows_open_with_each_value_on_its_widget_and_run(server):
@@ -395,19 +396,24 @@ def _widgets(path: Path) -> list:
     return next(n for n in json.loads(path.read_text())["nodes"] if n["type"] == "AnimatePortrait")["widgets_values"]
 
 
-def test_the_last_earlier_workflow_and_its_rebuilt_file_animate_the_same_frames(server, comfy_root):
+def test_the_last_earlier_workflow_and_its_rebuilt_file_animate_the_same_frames(server):
+    """The same computation: every node's class and values alike (ComfyUI then serves the second from its cache)."""
     from comfyui_live import run
-
-    from xnemo_core.video import read_frames
 
     earlier = next(p for p in reversed(LEGACY) if "basic_animation" in p.name and len(_widgets(p)) == 16)
     results = run(URL, FAST, [earlier, PACK / "workflows" / "xnemo_basic_animation.json"])
-    videos = []
-    for result in (results[earlier.name], results["xnemo_basic_animation.json"]):
-        assert result["status"] == "success", result
-        (saved,) = [item for output in result["outputs"].values() for item in output.get("images", [])]
-        videos.append(read_frames(comfy_root / "output" / saved["subfolder"] / saved["filename"])[0])
-    assert np.array_equal(*videos)
+    first, rebuilt = results[earlier.name], results["xnemo_basic_animation.json"]
+    assert first["status"] == rebuilt["status"] == "success", results
+    assert _computation(first["prompt"]) == _computation(rebuilt["prompt"])
+
+
+def _computation(prompt: dict) -> list:
+    """Each node's class and non-link inputs, in an order that does not depend on node ids."""
+    values = [
+        (node["class_type"], sorted((k, v) for k, v in node["inputs"].items() if not isinstance(v, list)))
+        for node in prompt.values()
+    ]
+    return sorted(values, key=repr)
 
 
 def test_previews_reach_the_client_during_a_run(server):
