@@ -1,7 +1,8 @@
 """What live previews cost: the bundled model's denoising of the demo clip (48 frames, its recipe)
 with previews off, a frame per step through a latent2rgb previewer (ComfyUI's contract, as the
 progress bar shows it), and VideoHelperSuite's animated previews (every frame a step, JPEG-encoded;
-the sending stubbed). Prints seconds and the overhead in percent, the median of ``--repeats``.
+the sending stubbed). Prints the median seconds of ``--repeats`` runs and, steadier on a busy
+machine, the time spent inside the preview calls as a share of the run.
 
     PYTHONPATH=. python bench/preview_cost.py [--device cuda] [--repeats 3]
 """
@@ -58,19 +59,43 @@ def main() -> None:
         "animated (VHS)": lambda: LivePreview(previewer, AnimatedPreview(previewer)),
     }
     seconds = {name: [] for name in kinds}
+    inside = {name: [] for name in kinds}
     for _ in range(args.repeats):
         for name, make in kinds.items():
+            spent = [0.0]
             preview = make()
+            preview = preview and Timed(preview, spent, device)
             start = time.perf_counter()
-            pipeline.denoise(condition, motion, settings, on_step=lambda *_: preview and preview.take(), on_preview=preview)
+            pipeline.denoise(condition, motion, settings, on_step=preview and preview.take, on_preview=preview)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             seconds[name].append(time.perf_counter() - start)
+            inside[name].append(spent[0] / seconds[name][-1])
     base = statistics.median(seconds["off"])
     print(f"{len(motion)} frames, {settings.steps - settings.skipped_steps} steps, {device}")
     for name, values in seconds.items():
         median = statistics.median(values)
-        print(f"{name:16s} {median:7.2f} s  {100 * (median / base - 1):+5.1f} %")
+        share = 100 * statistics.median(inside[name])
+        print(f"{name:16s} {median:7.2f} s  {100 * (median / base - 1):+5.1f} % wall   {share:5.2f} % inside previews")
+
+
+class Timed:
+    """A preview whose calls are timed into ``spent[0]``."""
+
+    def __init__(self, preview, spent, device):
+        self.preview, self.spent, self.device = preview, spent, device
+
+    def __call__(self, latents):
+        start = time.perf_counter()
+        self.preview(latents)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.spent[0] += time.perf_counter() - start
+
+    def take(self, *_) -> None:
+        start = time.perf_counter()
+        self.preview.take()
+        self.spent[0] += time.perf_counter() - start
 
 
 if __name__ == "__main__":
