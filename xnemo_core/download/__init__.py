@@ -279,13 +279,15 @@ def _convert_part(part: str, loaded: dict, folder: Path, target: Path) -> list[P
 
 
 def _tidy(target: Path, staging: Path, created: bool) -> None:
-    """Remove what holds nothing: a model folder this run created, a staging folder whose files are
-    all gone, the folders a finished part left empty."""
+    """Remove what holds nothing: the official layout's folders a finished part left empty, a
+    staging folder whose files are all gone, a model folder this run created."""
+    names = {name for slots in OFFICIAL_SLOTS.values() for alternatives in slots for name in alternatives}
     for folder in (staging, target):
-        if folder.is_dir():
-            for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-                if not any(sub.iterdir()):
-                    sub.rmdir()
+        subfolders = {folder / parent for name in names for parent in Path(name).parents if parent != Path(".")}
+        subfolders.add(folder / CONVERTED)
+        for sub in sorted(subfolders, key=lambda path: -len(path.parts)):
+            if sub.is_dir() and not any(sub.iterdir()):
+                sub.rmdir()
     if staging.is_dir() and not any(staging.iterdir()):
         staging.rmdir()
     if created and target.is_dir() and not any(target.iterdir()):
