@@ -284,7 +284,7 @@ def _tidy(target: Path, staging: Path, created: bool) -> None:
     names = {name for slots in OFFICIAL_SLOTS.values() for alternatives in slots for name in alternatives}
     for folder in (staging, target):
         subfolders = {folder / parent for name in names for parent in Path(name).parents if parent != Path(".")}
-        subfolders.add(folder / CONVERTED)
+        subfolders |= {folder / CONVERTED, folder / HUB_CACHE.parent}
         for sub in sorted(subfolders, key=lambda path: -len(path.parts)):
             if sub.is_dir() and not any(sub.iterdir()):
                 sub.rmdir()
