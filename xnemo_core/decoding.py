@@ -13,6 +13,7 @@ held at once (about 3 GiB at 512²).
 from collections.abc import Callable, Iterator
 
 import torch
+from diffusers import AutoencoderTiny
 from diffusers.models.autoencoders.autoencoder_kl_temporal_decoder import TemporalDecoder
 from diffusers.models.resnet import ResnetBlock2D, SpatioTemporalResBlock, TemporalResnetBlock
 from einops import rearrange
@@ -70,6 +71,8 @@ def decode_video(
 
 
 def _decode_chunk(vae: nn.Module, latents: torch.Tensor, device: torch.device, slice_frames: int | None):
+    if isinstance(vae, AutoencoderTiny):  # frame by frame by design: no temporal layers to slice
+        return vae.decode(latents).sample
     slice_frames = _slice_frames(vae, latents, device, slice_frames)
     if slice_frames is None or slice_frames >= len(latents):
         return vae.decode(latents, num_frames=len(latents)).sample

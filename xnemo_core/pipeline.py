@@ -206,13 +206,20 @@ class XNeMoPipeline:
     ``compile`` (``auto``, ``on``, ``off``; see :mod:`~xnemo_core.compiling`) runs the denoiser
     compiled, with CUDA graphs unless offloading moves its weights between calls.
 
+    ``decoder``: a tiny decoder (:mod:`~xnemo_core.tiny_decoder`) to decode with in place of the VAE.
+
     The VAE's ``GroupNorm → SiLU`` pairs run as fused kernels on CUDA
     (:func:`~xnemo_core.models.group_norm.fuse_group_norm_silu`: same parameters, the same results up
     to fp16 / bf16 rounding).
     """
 
     def __init__(
-        self, models: XNeMoModels, device: str | torch.device = "cpu", offload: bool = False, compile: str = "off"
+        self,
+        models: XNeMoModels,
+        device: str | torch.device = "cpu",
+        offload: bool = False,
+        compile: str = "off",
+        decoder: torch.nn.Module | None = None,
     ):
         missing = [PART_ORIGINS[part] for part in ("image_encoder", "vae") if getattr(models, part) is None]
         if missing:
@@ -220,13 +227,21 @@ class XNeMoPipeline:
                 "animation needs a CLIP image encoder and a VAE; the model has no "
                 + " and no ".join(f"{name} ({where}, from {source})" for name, where, source in missing)
             )
+        if decoder is not None and models.latent_rgb is not None:
+            raise ValueError(
+                "the tiny decoder reads Stable Diffusion's latents, and this model's VAE has a latent space of its "
+                "own (its files carry latent_rgb factors): decode with its VAE (leave out the tiny decoder)"
+            )
         self.models, self.device, self.offload = models, torch.device(device), offload
+        self.decoder = decoder if decoder is not None else models.vae
         fuse_group_norm_silu(models.vae)
         self.dtype = models.denoising_unet.dtype
         cuda_graphs = self.device.type == "cuda" and not offload
         self.denoiser = Denoiser(models.denoising_unet, compile, self.device, cuda_graphs)
         placement = "cpu" if offload else self.device
         models.to(device=placement)
+        if decoder is not None:
+            torch.nn.Module.to(decoder, placement, self.dtype)
 
     @contextmanager
     def _on_device(self, *modules: torch.nn.Module) -> Iterator[None]:
@@ -410,8 +425,8 @@ class XNeMoPipeline:
     def decode(self, latents: torch.Tensor, chunk: int = 25, slice_frames: int | None = None) -> torch.Tensor:
         """Latents ``(1, 4, F, h, w)`` → frames ``(F, H, W, 3)`` float32 in ``[0, 1]`` on the CPU
         (:func:`~xnemo_core.decoding.decode_video`: ``chunk`` frames a call, ``slice_frames`` at a time)."""
-        with self._on_device(self.models.vae):
-            return decode_video(self.models.vae, latents, chunk, self.device, slice_frames)
+        with self._on_device(self.decoder):
+            return decode_video(self.decoder, latents, chunk, self.device, slice_frames)
 
     def animate(
         self,

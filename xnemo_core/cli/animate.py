@@ -112,6 +112,13 @@ def add_animate(commands) -> None:
     animate.add_argument("--face-model", type=Path, help="YuNet .onnx or BlazeFace .tflite (default: OpenCV Haar)")
     animate.add_argument("--offload", action="store_true", help="keep once-run modules on the CPU")
     animate.add_argument(
+        "--tiny-decoder",
+        type=Path,
+        metavar="PATH",
+        help="decode with TAESD instead of the VAE, frame by frame and much faster, for some quality: ComfyUI's "
+        "models/vae_approx/taesd_decoder.safetensors or a diffusers AutoencoderTiny folder (official latent only)",
+    )
+    animate.add_argument(
         "--paste-back",
         action="store_true",
         help="write the frames pasted back into the whole reference image (feathered) instead of the face crop",
@@ -186,6 +193,7 @@ def _animate_on(device, lead: bool, settings, recipe: dict, crop: str, args) -> 
     from ..loading import load_models
     from ..motion import check_compatible, load_motion
     from ..pipeline import XNeMoPipeline
+    from ..tiny_decoder import load_tiny_decoder
     from ..portrait import Portrait, animate_portrait, check_host_memory, describe_run
     from ..video import old_frames, read_frames, read_portrait, write_video
 
@@ -213,8 +221,9 @@ def _animate_on(device, lead: bool, settings, recipe: dict, crop: str, args) -> 
     for note in [reference_note, *portrait.notes, faces and faces.note]:
         if note:
             say(f"note: {note}")
+    decoder = load_tiny_decoder(args.tiny_decoder) if args.tiny_decoder else None  # small: checked before the model
     models = load_models(args.models, dtype=precision)
-    pipeline = XNeMoPipeline(models, device=device, offload=args.offload, compile=compile_mode)
+    pipeline = XNeMoPipeline(models, device=device, offload=args.offload, compile=compile_mode, decoder=decoder)
     if faces is None:
         check_compatible(saved, models.stored_motion_id, f"the model {args.models}")
     else:
