@@ -65,6 +65,24 @@ def clip_768_model():
     return synthesized_models(config, {**TINY_CLIP_IMAGE_ENCODER, "projection_dim": 768}, TINY_VAE)
 
 
+def write_taesd(folder: Path) -> None:
+    """TAESD's encoder and decoder files (weights random) as ComfyUI's models/vae_approx holds them: the
+    original layer numbering, the decoder's shifted by its leading clamp (see xnemo_core/tiny_decoder.py)."""
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(0)
+    tensors = AutoencoderTiny().state_dict()
+    folder.mkdir()
+    for part, shift in (("encoder", 0), ("decoder", 1)):
+        prefix = f"{part}.layers."
+        original = {}
+        for key, value in tensors.items():
+            if key.startswith(prefix):
+                index, rest = key[len(prefix) :].split(".", 1)
+                original[f"{int(index) + shift}.{rest}"] = value.contiguous()
+        save_file(original, str(folder / f"taesd_{part}.safetensors"))
+
+
 @pytest.fixture(scope="module")
 def live_hub(official_layout):
     """A local fake Hugging Face Hub and release folder, which the server reaches through HF_ENDPOINT."""
@@ -86,7 +104,8 @@ def server(comfy_root, tiny_model_folder, live_hub):
     write_parts(clip_768_model(), models / "xnemo-clip768")
     (root / "clip_vision").mkdir()
     write_clip_vit_l(root / "clip_vision" / "clip_vit_large_patch14.safetensors")
-    paths = f"  base_path: {models}\n  xnemo: .\n  clip_vision: {root / 'clip_vision'}\n"
+    write_taesd(root / "vae_approx")
+    paths = f"  base_path: {models}\n  xnemo: .\n  clip_vision: {root / 'clip_vision'}\n  vae_approx: {root / 'vae_approx'}\n"
     (root / "extra.yaml").write_text(f"xnemo_test:\n{paths}")
     inputs = root / "input"  # the pack copies its demo media here on import
     inputs.mkdir()
@@ -429,3 +448,14 @@ def test_previews_reach_the_client_during_a_run(server):
     assert animated["vhs"] and animated["vhs"][0]["length"] == 48 and animated["vhs"][0]["rate"] == 8
     indexed = [data for event, data in animated["binary"] if data[:8] == b"\x00\x00\x00\x01" * 2]
     assert len(indexed) >= 48 and indexed[0][12:14] == b"\xff\xd8", "indexed JPEG frames, VHS's header"
+
+
+def test_comfyuis_own_taesd_vae_feeds_load_x_nemo(server):
+    """The tiny decoder in ComfyUI: its TAESD VAE (Load VAE's taesd) into Load X-NeMo's vae input."""
+    from comfyui_live import queue_prompt
+
+    prompt = _graph(server, _driver("motion", "xnemo_demo_driving.mp4")) | {"taesd": _node("VAELoader", vae_name="taesd")}
+    prompt["model"]["inputs"]["vae"] = ["taesd", 0]
+    animated = queue_prompt(URL, prompt)
+    assert animated["status"] == "success", animated
+    assert animated["outputs"]["preview"]["images"], "the frames, decoded by TAESD"
