@@ -38,7 +38,7 @@ from .models import XNeMoModels
 from .models.group_norm import fuse_group_norm_silu
 from .models.reference import ReferenceBank, ReferenceTokens, capture_reference, project_reference
 from .preprocess import clip_input, gaussian_blur, motion_input, vae_input
-from .recipes import OFFICIAL, OFFICIAL_CONTEXT_FRAMES
+from .official import OFFICIAL, OFFICIAL_CONTEXT_FRAMES
 from .sampling import SAMPLERS, make_scheduler, predicted_clean, preset_settings
 from .windows import long_windows, official_windows
 
@@ -60,7 +60,7 @@ PreviewCallback = Callable[[torch.Tensor], None]
 
 @dataclass
 class AnimationSettings:
-    """Sampling settings; the defaults are the official recipe's (:data:`~xnemo_core.recipes.OFFICIAL`)."""
+    """Sampling settings; the defaults are the official recipe's (:data:`~xnemo_core.official.OFFICIAL`)."""
 
     steps: int = OFFICIAL["steps"]
     guidance_scale: float = OFFICIAL["cfg"]

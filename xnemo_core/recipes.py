@@ -4,23 +4,14 @@ checked at 25 steps, denoise 0.8), so that a renamed copy keeps it.
 
 A recipe is named in the front ends' words: ``size`` (height and width), ``cfg`` (guidance scale),
 ``crop`` (``detect`` or ``none``), and :class:`~xnemo_core.pipeline.AnimationSettings`' own names
-for the rest. This is the one place the official numbers are written.
+for the rest; the official numbers are :mod:`~xnemo_core.official`'s.
 """
 
 import json
 from pathlib import Path
 
-OFFICIAL = {
-    "size": 512,
-    "steps": 35,
-    "cfg": 2.5,
-    "denoise": 1.0,
-    "crop": "detect",
-    "context_overlap": 4,
-    "decode_chunk": 25,
-}
-OFFICIAL_CONTEXT_FRAMES = 24
-"""The official schedule's window length (the ``long`` schedule takes the position encoding's limit)."""
+from .official import OFFICIAL, OFFICIAL_CONTEXT_FRAMES  # noqa: F401 (the front ends read them here)
+
 AUTO = "auto"
 """A crop choice that takes the model's recipe."""
 
