@@ -244,3 +244,14 @@ def test_the_bundled_model_named_explicitly_runs_at_its_own_recipe(inputs, tmp_p
     args += ["--driving", str(inputs / "driving.mp4"), "--out", str(out), "--frames", "2", "--steps", "2"]
     assert main([*args, "--device", "cpu"]) == 0
     assert read_frames(out)[0].shape == (2, 128, 128, 3)
+
+
+def test_the_installed_command_calls_itself_xnemo(monkeypatch, capsys):
+    monkeypatch.setattr("sys.argv", ["/usr/local/bin/xnemo"])
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert capsys.readouterr().out.startswith("usage: xnemo ")
+    monkeypatch.setattr("sys.argv", ["/src/xnemo_core/__main__.py"])
+    with pytest.raises(SystemExit):
+        main(["download", "--help"])
+    assert capsys.readouterr().out.startswith("usage: python -m xnemo_core download ")
