@@ -62,7 +62,7 @@ def replacing(target: str | Path) -> Iterator[Path]:
         with signals_held() as stopped, _named_errors(target):
             # after the write: a writer that replaces the file (safetensors does) would bring back mkstemp's 0600
             temporary.chmod(user_mode(0o666))
-            if not stopped:
+            if not stopped:  # a signal while the mode was set: the output stays unwritten
                 os.replace(temporary, target)
     finally:
         with signals_held():
@@ -199,6 +199,14 @@ def _probe_writable(target: Path, folder: bool) -> None:
             for parent in reversed(missing):
                 if parent.is_dir():
                     parent.rmdir()
+
+
+def publish(finished: Path, target: Path) -> None:
+    """Rename a finished file (a download's partial file) onto ``target`` with the mode a file the
+    user creates gets: temporary files are often 0600, which a ComfyUI running as another user could
+    not read. (:func:`replacing` does the same between its own signal checks.)"""
+    finished.chmod(user_mode(0o666))
+    os.replace(finished, target)
 
 
 def user_mode(mode: int) -> int:

@@ -16,9 +16,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..files import user_mode
+from ..files import publish, user_mode
 from ..layouts import BASE_IMAGE_ENCODER, BASE_VAE, IMAGE_VARIATIONS, SVD, XNEMO_RELEASE
-from .transfer import Report, publish, transfer
+from .transfer import Report, partial_path, transfer
 
 XNEMO_FILES = tuple(
     f"xnemo_{part}.pth" for part in ("denoising_unet", "reference_unet", "motion_encoder", "temporal_module")
@@ -229,7 +229,7 @@ def _link_or_copy(source: Path, target: Path) -> Path:
     try:
         os.link(source, target)
     except OSError:  # another file system, or links not allowed: a copy, written under a temporary name
-        partial = target.with_name(f".{target.name}.partial")
+        partial = partial_path(target)
         shutil.copyfile(source, partial)
         publish(partial, target)
     return target

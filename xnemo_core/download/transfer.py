@@ -5,14 +5,13 @@ it into place with the user's usual file mode.
 """
 
 import hashlib
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
 
 import requests
 
-from ..files import user_mode
+from ..files import publish
 
 Report = Callable[[str, int, int | None], None]
 """``report(file name, bytes so far, total bytes or None)``; may raise to stop the transfer (its
@@ -107,10 +106,3 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: file.read(CHUNK), b""):
             hasher.update(block)
     return hasher.hexdigest()
-
-
-def publish(finished: Path, target: Path) -> None:
-    """Rename a finished file onto ``target`` with the mode a file the user creates gets (temporary
-    files are often 0600, which a ComfyUI running as another user could not read)."""
-    finished.chmod(user_mode(0o666))
-    os.replace(finished, target)
