@@ -51,15 +51,14 @@ RECIPE_NAMES = {"height": "size", "width": "size", "guidance_scale": "cfg"}
 def _check_values(recipe: dict, source) -> None:
     """Refuse a recipe value no animation could use, naming the model file, not a flag the user never passed."""
     from .choices import CROP_MODES
-    from .pipeline import AnimationSettings, SettingError
+    from .pipeline import SettingError
+    from .portrait import animation_settings
 
-    values = OFFICIAL | recipe
     try:
-        if values["crop"] not in CROP_MODES:
-            raise SettingError("crop", f"unknown crop mode {values['crop']!r}; expected one of {', '.join(CROP_MODES)}")
-        size = values["size"]
-        rest = {name: value for name, value in values.items() if name not in ("size", "crop", "cfg")}
-        AnimationSettings(height=size, width=size, guidance_scale=values["cfg"], **rest).validate()
+        crop = recipe.get("crop", OFFICIAL["crop"])
+        if crop not in CROP_MODES:
+            raise SettingError("crop", f"unknown crop mode {crop!r}; expected one of {', '.join(CROP_MODES)}")
+        animation_settings(OFFICIAL | recipe)
     except SettingError as error:
         name = RECIPE_NAMES.get(error.setting, error.setting)
         raise ValueError(
