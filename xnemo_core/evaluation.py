@@ -105,7 +105,9 @@ def train_regressor(
     return model.eval()
 
 
-def load_or_train_regressor(path: Path, size: int, device="cpu", num_workers: int = 0) -> WorldRegressor:
+def load_or_train_regressor(path: Path, size: int, device="cpu", num_workers: int = 0, **budget) -> WorldRegressor:
+    """The regressor cached at ``path``, or one trained there (``budget``: :func:`train_regressor`'s
+    ``steps`` and ``batch``)."""
     if path.is_file():
         model = WorldRegressor()
         try:
@@ -116,7 +118,7 @@ def load_or_train_regressor(path: Path, size: int, device="cpu", num_workers: in
                 "delete it and the evaluation trains a new one there"
             ) from None
         return model.to(device).eval()
-    model = train_regressor(size, device=device, num_workers=num_workers)
+    model = train_regressor(size, device=device, num_workers=num_workers, **budget)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({key: value.cpu() for key, value in model.state_dict().items()}, path)
     return model
@@ -212,9 +214,15 @@ def load_pipeline(model_path: str | Path, device: str) -> XNeMoPipeline:
 
 
 def model_method(pipeline: XNeMoPipeline, steps: int, size: int, denoise: float = 1.0, preset: str = "exact"):
-    """Animate a pair's reference with its driving frames (crops are the frames: faces are aligned),
-    sampling with a speed preset (``steps`` is the ``exact`` preset's)."""
+    """Animate a pair's reference with its driving frames, sampling with a speed preset (``steps``
+    is the ``exact`` preset's)."""
     settings = AnimationSettings(steps=steps, height=size, width=size, denoise=denoise).with_preset(preset)
+    return settings_method(pipeline, settings)
+
+
+def settings_method(pipeline: XNeMoPipeline, settings: AnimationSettings):
+    """Animate a pair's reference with its driving frames (crops are the frames: faces are aligned)
+    with ``settings``."""
 
     def animate(pair: CrossPair) -> np.ndarray:
         motion = pipeline.encode_motion(pair.driving)

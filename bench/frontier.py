@@ -1,0 +1,277 @@
+"""The speed–quality frontier of the sampling settings: a grid of (steps × guidance fraction × deep
+feature reuse interval, UniPC) and every speed preset, priced in quality on the bundled model and
+in time at full size on a GPU, drawn as one chart.
+
+    # quality: the bundled model's held-out pairs (any device; the regressor is cached)
+    PYTHONPATH=. python bench/frontier.py quality --out bench/frontier-quality.json
+    # speed: synthesized full-size weights, fp16, compiled with CUDA graphs, 48 frames (a GPU)
+    PYTHONPATH=.:bench python bench/frontier.py speed --official-json official.json --out speed.json
+    # the chart (matplotlib, a benchmark-only dependency): seconds per frame against motion error
+    # and against PSNR to exact
+    PYTHONPATH=. python bench/frontier.py chart bench/frontier-quality.json bench/frontier-speed.json
+
+Each point's seconds per frame is its own denoising, timed, plus the parts that do not depend on the
+sampling settings (motion tokens, reference encoding, the VAE decode), timed once in the same run;
+with a tiny decoder (TAESD's architecture; its speed needs no trained weights) in place of the VAE
+where the JSON says ``tiny``.
+"""
+
+import argparse
+import itertools
+import json
+import time
+from pathlib import Path
+
+GRID = {"steps": (4, 6, 8, 12, 20), "guidance_until": (0.25, 0.5, 1.0), "deep_cache_interval": (1, 2, 3)}
+GRID_SAMPLER = "unipc"
+
+
+def settings_points() -> dict[str, dict]:
+    """Point name → the sampling settings it overrides: every preset, then the grid."""
+    from xnemo_core.sampling import SPEED_PRESETS, preset_settings
+
+    points = {name: preset_settings(name) for name in SPEED_PRESETS}
+    for steps, until, interval in itertools.product(*GRID.values()):
+        name = f"{GRID_SAMPLER} {steps} steps, guidance {until:.0%}, reuse every {interval}"
+        points[name] = {
+            "sampler": GRID_SAMPLER,
+            "steps": steps,
+            "guidance_until": until,
+            "deep_cache_interval": interval,
+        }
+    return points
+
+
+def quality(args) -> None:
+    import torch
+
+    from xnemo_core import evaluation as ev
+    from xnemo_core import recipes
+    from xnemo_core.portrait import animation_settings
+
+    torch.manual_seed(0)
+    recipe = recipes.recommended(args.model)
+    pairs = ev.cross_pairs(args.pairs, args.frames, recipe["size"])
+    regressor = ev.load_or_train_regressor(
+        args.regressor, recipe["size"], args.device, steps=args.regressor_steps, batch=args.regressor_batch
+    )
+    pipeline = ev.load_pipeline(args.model, args.device)
+    points = settings_points()
+    methods = {
+        name: ev.settings_method(pipeline, animation_settings(recipe, "exact", **chosen))
+        for name, chosen in points.items()
+    }
+    table = ev.evaluate(methods, pairs, regressor, {name: "exact" for name in points if name != "exact"})
+    result = {
+        "model": str(args.model),
+        "pairs": args.pairs,
+        "frames": args.frames,
+        "recipe": recipe,
+        "points": {name: {"settings": points[name], **table[name]} for name in points},
+    }
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(ev.format_table(table))
+
+
+def speed(args) -> None:
+    import torch
+    from diffusers import AutoencoderTiny
+
+    from pipeline_speed import inputs
+    from xnemo_core.decoding import decode_video
+    from xnemo_core.official import OFFICIAL
+    from xnemo_core.pipeline import AnimationSettings, XNeMoPipeline
+    from xnemo_core.testing.synthetic_weights import preset_models
+
+    models = preset_models(args.model_size, args.device).to(dtype=torch.float16)
+    pipeline = XNeMoPipeline(models, device=args.device, compile="on" if args.compile else "off")
+    base = AnimationSettings(height=args.size, width=args.size)
+    portrait, face, driving = inputs(args.frames, args.size)
+    result = {
+        "device": torch.cuda.get_device_name() if pipeline.device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "frames": args.frames,
+        "size": args.size,
+        "compiled": args.compile,
+        "points": {},
+    }
+    if args.official_json:
+        result["official"] = json.loads(Path(args.official_json).read_text().strip().splitlines()[-1])
+    start = time.perf_counter()
+    _warm_up(pipeline, base, portrait, face, driving)
+    result["warmup_s"] = round(time.perf_counter() - start, 1)
+    timer = Timer(pipeline.device)
+    motion, result["motion_s"], _ = timer(pipeline.encode_motion, driving)
+    condition, result["reference_s"], _ = timer(pipeline.encode_reference, portrait, face, args.size, args.size)
+    decoders = {"vae": models.vae, "tiny": AutoencoderTiny().to(pipeline.device, torch.float16).eval()}
+    result["decode"] = {}
+    for label, decoder in decoders.items():  # on the start latents: decoding time does not depend on them
+        latents = condition.latents[:, :, None].expand(-1, -1, args.frames, -1, -1).contiguous()
+        for _ in range(2):  # the first call loads kernels
+            video, seconds, peak = timer(decode_video, decoder, latents, OFFICIAL["decode_chunk"], pipeline.device)
+        result["decode"][label] = {"s": seconds, "peak_gib": peak, "finite": bool(torch.isfinite(video).all())}
+        print("decode", label, result["decode"][label], flush=True)
+    wanted = {name: chosen for name, chosen in settings_points().items() if args.only in ("all", _kind(name))}
+    for name, chosen in wanted.items():
+        settings = AnimationSettings(**{**base.__dict__, **chosen})
+        _, seconds, peak = timer(pipeline.denoise, condition, motion, settings)
+        result["points"][name] = {"settings": chosen, "denoise_s": seconds, "denoise_peak_gib": peak}
+        print(name, result["points"][name], flush=True)
+        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")  # what is timed survives a cut-off run
+
+
+class Timer:
+    """Seconds and peak device memory (GiB; 0 on the CPU) of a call, the device's queue drained around it."""
+
+    def __init__(self, device):
+        import torch
+
+        self.cuda = device.type == "cuda"
+        self.torch = torch
+
+    def __call__(self, fn, *args):
+        if self.cuda:
+            self.torch.cuda.synchronize()
+            self.torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        out = fn(*args)
+        if self.cuda:
+            self.torch.cuda.synchronize()
+        peak = self.torch.cuda.max_memory_allocated() / 2**30 if self.cuda else 0.0
+        return out, round(time.perf_counter() - start, 3), round(peak, 2)
+
+
+def _kind(name: str) -> str:
+    return "grid" if name.startswith(GRID_SAMPLER + " ") else "presets"
+
+
+def _warm_up(pipeline, base, portrait, face, driving) -> None:
+    """Every denoiser call shape a point runs (whole steps with and without keeping the deep
+    features, steps on reused features; guided and not), compiled before any point is timed:
+    24 frames are one window of the 48-frame runs' length."""
+    from xnemo_core.pipeline import AnimationSettings
+
+    motion = pipeline.encode_motion(driving[:24])
+    condition = pipeline.encode_reference(portrait, face, base.height, base.width)
+    for interval in (1, 2):
+        settings = AnimationSettings(**{**base.__dict__, "steps": 4, "guidance_until": 0.5, "sampler": GRID_SAMPLER})
+        settings.deep_cache_interval = interval
+        pipeline.denoise(condition, motion, settings)
+
+
+def seconds_per_frame(speed: dict, point: str, decoder: str = "vae") -> float:
+    """A point's whole video time per frame: its denoising plus the parts every point shares."""
+    shared = speed["motion_s"] + speed["reference_s"] + speed["decode"][decoder]["s"]
+    return (speed["points"][point]["denoise_s"] + shared) / speed["frames"]
+
+
+def frontier(xs: list[float], ys: list[float]) -> list[int]:
+    """Indices of the points no other point beats in both (lower is better on both axes), by ``x``."""
+    order = sorted(range(len(xs)), key=lambda i: (xs[i], ys[i]))
+    best, kept = float("inf"), []
+    for i in order:
+        if ys[i] < best:
+            best = ys[i]
+            kept.append(i)
+    return kept
+
+
+def chart(args) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    quality_table = json.loads(Path(args.quality).read_text())["points"]
+    speed_table = json.loads(Path(args.speed).read_text())
+    official = speed_table.get("official", {}).get("s_per_frame")
+    names = [name for name in quality_table if name in speed_table["points"]]
+    figure, axes = plt.subplots(1, 2, figsize=(13, 5.2))
+    panels = (
+        ("motion_error", "motion error on the bundled model (lower is better)", False),
+        ("psnr_vs_exact", "PSNR against exact's frames, dB (higher is better)", True),
+    )
+    for axis, (metric, label, higher) in zip(axes, panels):
+        for decoder, marker in (("vae", "o"), ("tiny", "^")):
+            xs = [seconds_per_frame(speed_table, name, decoder) for name in names]
+            ys = [quality_table[name].get(metric, float("nan")) for name in names]
+            known = [i for i, y in enumerate(ys) if y == y]
+            sign = -1 if higher else 1
+            edge = frontier([xs[i] for i in known], [sign * ys[i] for i in known])
+            grid = [i for i in known if _kind(names[i]) == "grid"]
+            axis.scatter(
+                [xs[i] for i in grid],
+                [ys[i] for i in grid],
+                marker=marker,
+                s=14,
+                alpha=0.35,
+                label=f"grid, {decoder} decoder",
+            )
+            path = [known[i] for i in edge]
+            axis.plot([xs[i] for i in path], [ys[i] for i in path], lw=1, alpha=0.7)
+            for i in known:
+                if _kind(names[i]) == "presets":
+                    axis.scatter(xs[i], ys[i], marker=marker, s=60, edgecolors="black", zorder=3)
+                    axis.annotate(
+                        f"{names[i]} ({decoder})", (xs[i], ys[i]), fontsize=8, xytext=(4, 4), textcoords="offset points"
+                    )
+        if official:
+            for times in (1, 5, 10):
+                axis.axvline(official / times, color="grey", lw=0.6, ls="--")
+                axis.text(
+                    official / times,
+                    axis.get_ylim()[1],
+                    f"{times}× official",
+                    fontsize=7,
+                    rotation=90,
+                    va="top",
+                    ha="right",
+                    color="grey",
+                )
+        axis.set_xscale("log")
+        axis.set_xlabel(
+            f"seconds per frame, {speed_table['device']}, {speed_table['size']}², {speed_table['frames']} frames"
+        )
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    figure.suptitle("X-NeMo sampling settings: speed against quality (UniPC grid: steps × guidance × reuse)")
+    figure.tight_layout()
+    figure.savefig(args.out, dpi=110)
+    print(f"wrote {args.out}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    scoring = commands.add_parser("quality", help="score every point on the bundled model's held-out pairs")
+    scoring.add_argument("--model", type=Path, default=Path("bundled/models/xnemo-synthetic-128"))
+    scoring.add_argument("--pairs", type=int, default=16)
+    scoring.add_argument("--frames", type=int, default=8)
+    scoring.add_argument("--device", default="cpu")
+    scoring.add_argument("--regressor", type=Path, default=Path("eval/regressor-cpu.pt"))
+    scoring.add_argument("--regressor-steps", type=int, default=600, help="training budget when not cached")
+    scoring.add_argument("--regressor-batch", type=int, default=64)
+    scoring.add_argument("--out", default="bench/frontier-quality.json")
+    scoring.set_defaults(run=quality)
+    timing = commands.add_parser("speed", help="time every point at full size on the GPU")
+    timing.add_argument("--frames", type=int, default=48)
+    timing.add_argument("--size", type=int, default=512)
+    timing.add_argument("--only", choices=("all", "presets", "grid"), default="all")
+    timing.add_argument("--eager", dest="compile", action="store_false")
+    timing.add_argument("--device", default="cuda")
+    timing.add_argument("--model-size", default="official", help="synthesized model size (tiny: a smoke test)")
+    timing.add_argument("--official-json", help="bench_official.py's result of the same machine")
+    timing.add_argument("--out", default="frontier-speed.json")
+    timing.set_defaults(run=speed)
+    drawing = commands.add_parser("chart", help="draw the frontier from the two JSON files")
+    drawing.add_argument("quality")
+    drawing.add_argument("speed")
+    drawing.add_argument("--out", default="bench/frontier.png")
+    drawing.set_defaults(run=chart)
+    args = parser.parse_args()
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()
