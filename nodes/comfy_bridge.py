@@ -64,6 +64,14 @@ def model_roots() -> list[Path]:
     return [Path(os.environ.get("XNEMO_MODELS", "models/xnemo")), bundled.MODEL_ROOT]
 
 
+def vae_approx_folder() -> Path:
+    """ComfyUI's ``models/vae_approx`` (where its Load VAE finds TAESD); outside ComfyUI, the
+    sibling of the first model root."""
+    if folder_paths is not None:
+        return Path(folder_paths.get_folder_paths("vae_approx")[0])
+    return model_roots()[0].parent / "vae_approx"
+
+
 def model_choices() -> dict[str, Path]:
     """Model folders and bundle files found in the model roots, by the name shown in the dropdown."""
     found = {}

@@ -12,8 +12,9 @@ from .declare import Node, Socket
 
 EVERYTHING = "X-NeMo files, CLIP image encoder and VAE"
 XNEMO_ONLY = "X-NeMo files only (VAE and CLIP from ComfyUI's loaders)"
-PART_CHOICES = {EVERYTHING: core.PARTS, XNEMO_ONLY: ("xnemo",)}
-LICENCES = "\n".join(core.licences(core.PARTS))
+TINY_DECODER = "TAESD tiny decoder (into models/vae_approx, for Load VAE)"
+PART_CHOICES = {EVERYTHING: core.PARTS, XNEMO_ONLY: ("xnemo",), TINY_DECODER: core.EXTRAS}
+LICENCES = "\n".join(core.licences(core.PARTS + core.EXTRAS))
 
 
 class _FileProgress:
@@ -31,10 +32,13 @@ class _FileProgress:
 def download(name: str, parts: str, convert_to_safetensors: bool, accept_licences: bool, xnemo_from: str = "") -> dict:
     if not accept_licences:
         raise ValueError(f"Download X-NeMo Model: set accept_licences to true to accept them:\n{LICENCES}")
-    root = comfy_bridge.model_roots()[0]
-    folder = inside(root, name.strip(), what="model name")
-    if folder == root.resolve():
-        raise ValueError("Download X-NeMo Model: give the model a name (its folder within models/xnemo)")
+    if parts == TINY_DECODER:
+        folder = comfy_bridge.vae_approx_folder()
+    else:
+        root = comfy_bridge.model_roots()[0]
+        folder = inside(root, name.strip(), what="model name")
+        if folder == root.resolve():
+            raise ValueError("Download X-NeMo Model: give the model a name (its folder within models/xnemo)")
     downloaded = core.download(
         folder,
         PART_CHOICES[parts],
@@ -47,7 +51,12 @@ def download(name: str, parts: str, convert_to_safetensors: bool, accept_licence
     text = (
         f"{downloaded.folder} is ready: pick '{downloaded.folder.name}' in Load X-NeMo (press R to refresh the lists)"
     )
-    if "xnemo" not in downloaded.parts:
+    if parts == TINY_DECODER:
+        text = (
+            f"TAESD is in {downloaded.folder}: pick 'taesd' in ComfyUI's Load VAE (press R to refresh the lists) and "
+            "connect it to Load X-NeMo's vae input to encode and decode with it (frame by frame: faster, some quality)"
+        )
+    elif "xnemo" not in downloaded.parts:
         text = f"{downloaded.folder} still lacks X-NeMo's files: queue this node with parts '{EVERYTHING}'"
     elif not downloaded.complete:
         text += "; connect ComfyUI's SVD VAE and CLIP ViT-L/14 to its vae and clip_vision inputs"
@@ -70,7 +79,8 @@ DOWNLOAD_XNEMO_MODEL = Node(
             "COMBO",
             default=EVERYTHING,
             options=tuple(PART_CHOICES),
-            tooltip="everything, or X-NeMo's files only where ComfyUI has the SVD VAE and CLIP ViT-L/14 already",
+            tooltip="everything, or X-NeMo's files only where ComfyUI has the SVD VAE and CLIP ViT-L/14 already; "
+            "or the TAESD tiny decoder, for ComfyUI's Load VAE (the name is not used)",
         ),
         Socket(
             "convert_to_safetensors",

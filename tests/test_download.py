@@ -8,15 +8,19 @@ from pathlib import Path
 import pytest
 import torch
 from fake_hub import FakeHub
+from taesd_original import write_taesd_files
 
 from xnemo_core.__main__ import main
 from xnemo_core.download import XNEMO_FILES, DownloadError
 from xnemo_core.download.sources import drive_errors
 from xnemo_core.loading import load_models
+from xnemo_core.tiny_decoder import load_tiny_autoencoder
 from xnemo_core.video import read_frames
 
 IMAGE_VARIATIONS = "lambdalabs/sd-image-variations-diffusers"
 SVD = "stabilityai/stable-video-diffusion-img2vid-xt"
+TAESD = "madebyollin/taesd"
+TAESD_FILES = ["taesd_decoder.safetensors", "taesd_encoder.safetensors"]
 TOKEN = "hf_local_test_token"
 EXPECTED = [
     *XNEMO_FILES,
@@ -43,6 +47,8 @@ def serve_official_model(fake: FakeHub, official_layout: Path) -> FakeHub:
         ["vae/config.json", "vae/diffusion_pytorch_model.safetensors"],
     )
     fake.gated[SVD] = TOKEN
+    write_taesd_files(taesd := official_layout.parent / "taesd")
+    fake.add_repo(TAESD, taesd, TAESD_FILES)
     return fake
 
 
@@ -504,3 +510,60 @@ def test_gdowns_hint_for_its_own_command_line_is_not_passed_on():
         raise broken
     message = str(raised.value)
     assert "--continue" not in message and "running the download again resumes from them" in message
+
+
+def fetched_names(hub: FakeHub) -> list[str]:
+    return sorted(path.rsplit("/", 1)[1] for method, path, _ in hub.requests if method == "GET")
+
+
+def test_the_tiny_decoder_is_fetched_on_request_beside_the_model_and_the_summary_says_how_to_use_it(
+    hub, tmp_path, capsys
+):
+    dest = tmp_path / "xnemo"
+    assert download(hub, dest, "--token", TOKEN) == 0
+    assert not any(name.startswith("taesd") for name in fetched_names(hub)), "only on request"
+    hub.requests.clear()
+    capsys.readouterr()
+    assert main(["download", str(dest), "--parts", "tiny_decoder"]) == 0
+    out = capsys.readouterr().out
+    assert f"licence: {TAESD} (tiny decoder): MIT" in out
+    assert fetched_names(hub) == TAESD_FILES
+    summary = out.splitlines()[-1]
+    assert summary.startswith(f"ready: {dest}") and summary.endswith(f"--tiny-decoder {dest / TAESD_FILES[0]}")
+    load_tiny_autoencoder(dest / TAESD_FILES[1], dest / TAESD_FILES[0])
+    load_models(dest, dtype="fp32")  # the model folder still loads with the extra files in it
+    hub.requests.clear()
+    assert main(["download", str(dest), "--parts", "tiny_decoder"]) == 0
+    assert fetched_names(hub) == [] and "the tiny decoder (TAESD): already in" in capsys.readouterr().out
+
+
+def test_with_convert_the_tiny_decoder_goes_straight_into_the_folder(hub, tmp_path):
+    dest = tmp_path / "converted"
+    assert download(hub, dest, "--token", TOKEN, "--convert", "--parts", "xnemo", "tiny_decoder") == 0
+    assert sorted(p.name for p in dest.iterdir()) == sorted(
+        [*TAESD_FILES, *(f"xnemo_{part}.safetensors" for part in ("denoising_unet", "motion_encoder", "reference_unet"))]
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["converted"], "no staging folder left"
+
+
+def test_a_damaged_tiny_decoder_already_there_is_named_before_anything_is_fetched(hub, tmp_path, capsys):
+    dest = tmp_path / "vae_approx"
+    dest.mkdir()
+    (dest / TAESD_FILES[0]).write_bytes(b"<html>quota exceeded</html>")
+    (dest / TAESD_FILES[1]).write_bytes(hub.files[f"/{TAESD}/resolve/main/{TAESD_FILES[1]}"])
+    assert main(["download", str(dest), "--parts", "tiny_decoder"]) == 2
+    err = capsys.readouterr().err
+    assert f"a file failed the strict check: {dest / TAESD_FILES[0]}" in err and len(err.splitlines()) == 1
+    assert hub.requests == []
+
+
+def test_the_download_node_puts_taesd_where_comfyuis_load_vae_finds_it(hub, models_root):
+    from test_nodes import run
+
+    from nodes.download import TINY_DECODER
+
+    result = run("DownloadXNeMoModel", **node_inputs(hub, parts=TINY_DECODER, name=""))
+    vae_approx = models_root.parent / "vae_approx"
+    assert sorted(p.name for p in vae_approx.iterdir()) == TAESD_FILES
+    assert "pick 'taesd' in ComfyUI's Load VAE" in result["ui"]["text"][0]
+    assert list(models_root.iterdir()) == [], "nothing in models/xnemo"

@@ -9,49 +9,19 @@ import torch
 from conftest import random_condition, random_motion
 from diffusers import AutoencoderTiny
 from safetensors.torch import save_file
-from torch import nn
+from taesd_original import original_encoder, save_original, write_taesd_files
 
 from xnemo_core.checkpoints import CheckpointError
 from xnemo_core.cli import main
 from xnemo_core.pipeline import AnimationSettings, XNeMoPipeline
-from xnemo_core.tiny_decoder import load_tiny_decoder
+from xnemo_core.tiny_decoder import load_tiny_autoencoder, load_tiny_decoder
 from xnemo_core.video import read_frames
-
-
-class Clamp(nn.Module):
-    def forward(self, x):
-        return torch.tanh(x / 3) * 3
-
-
-class Block(nn.Module):
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv = nn.Sequential(*(layer for _ in range(2) for layer in (conv(channels), nn.ReLU())), conv(channels))
-        self.skip = nn.Identity()
-        self.fuse = nn.ReLU()
-
-    def forward(self, x):
-        return self.fuse(self.conv(x) + self.skip(x))
-
-
-def conv(channels: int, into: int | None = None, bias: bool = True) -> nn.Conv2d:
-    return nn.Conv2d(channels, into or channels, 3, padding=1, bias=bias)
-
-
-def original_decoder() -> nn.Sequential:
-    """TAESD's decoder as its author (and ComfyUI, comfy/taesd/taesd.py) builds it, outputs in [0, 1]."""
-    stage = lambda: (Block(64), Block(64), Block(64), nn.Upsample(scale_factor=2), conv(64, bias=False))  # noqa: E731
-    upsampled = [layer for _ in range(3) for layer in stage()]
-    return nn.Sequential(Clamp(), conv(4, 64), nn.ReLU(), *upsampled, Block(64), conv(64, 3))
 
 
 @pytest.fixture(scope="module")
 def original_file(tmp_path_factory):
-    torch.manual_seed(0)
-    decoder = original_decoder()
-    path = tmp_path_factory.mktemp("vae_approx") / "taesd_decoder.safetensors"
-    save_file({key: value.contiguous() for key, value in decoder.state_dict().items()}, str(path))
-    return decoder, path
+    _, decoder = write_taesd_files(folder := tmp_path_factory.mktemp("vae_approx"))
+    return decoder, folder / "taesd_decoder.safetensors"
 
 
 def test_the_original_file_decodes_as_its_own_architecture_does(original_file):
@@ -73,7 +43,7 @@ def test_a_diffusers_folder_loads_and_a_damaged_file_is_named(original_file, tmp
     assert all(torch.equal(a, b) for a, b in pairs)
     wrong = tmp_path / "not_taesd.safetensors"
     save_file({"decoder.weight": torch.zeros(1)}, str(wrong))
-    with pytest.raises(CheckpointError, match="is not a TAESD decoder's"):
+    with pytest.raises(CheckpointError, match="is not TAESD's"):
         load_tiny_decoder(wrong)
     partial = tmp_path / "partial.safetensors"
     save_file({"1.weight": torch.zeros(64, 4, 3, 3)}, str(partial))
@@ -119,3 +89,15 @@ def test_a_model_with_a_latent_space_of_its_own_refuses_it(original_file):
 
     with pytest.raises(ValueError, match="has a latent space of its own"):
         XNeMoPipeline(load_models(bundled.MODEL, dtype="fp32"), decoder=load_tiny_decoder(original_file[1]))
+
+
+def test_the_original_encoder_file_loads_as_its_own_architecture_encodes(original_file, tmp_path):
+    torch.manual_seed(2)
+    encoder = original_encoder()
+    path = save_original(encoder, tmp_path / "taesd_encoder.safetensors")
+    images = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        encoded = load_tiny_autoencoder(path, original_file[1]).encoder(images * 2 - 1)
+        torch.testing.assert_close(encoded, encoder(images), rtol=1e-5, atol=1e-5)
+    with pytest.raises(CheckpointError, match="tiny encoder"):
+        load_tiny_autoencoder(original_file[1], original_file[1])  # a decoder file in the encoder's place

@@ -39,8 +39,10 @@ def describe_preset(preset: str) -> str:
 
 
 DOWNLOAD_PARTS = ("xnemo", "image_encoder", "vae")
-"""What ``python -m xnemo_core download --parts`` fetches: the X-NeMo release's four files, the
-CLIP image encoder, the VAE (:mod:`~xnemo_core.download`)."""
+"""What ``python -m xnemo_core download --parts`` fetches by default: the X-NeMo release's four
+files, the CLIP image encoder, the VAE (:mod:`~xnemo_core.download`): the model."""
+DOWNLOAD_EXTRAS = ("tiny_decoder",)
+"""Parts fetched only when named: the tiny decoder (TAESD), for decoding faster (``--tiny-decoder``)."""
 
 
 def command_name() -> str:

@@ -18,7 +18,8 @@ from .checkpoints import CheckpointError, load_into, read_sources, read_state_di
 from .layouts import diffusers_weights
 
 ORIGINAL_CLAMP_LAYERS = 1
-"""Layers before the first weighted one in the original decoder file (its clamp)."""
+"""Layers before the first weighted one in the original decoder file (its clamp); the encoder
+file's layers are numbered as diffusers numbers them."""
 
 
 def load_tiny_decoder(path: str | Path) -> AutoencoderTiny:
@@ -33,9 +34,17 @@ def load_tiny_decoder(path: str | Path) -> AutoencoderTiny:
         sources = [(name, _prefixed(tensors, "decoder.")) for name, tensors in read_sources([weights])]
     else:
         module = AutoencoderTiny()
-        sources = [(str(path), _from_original(read_state_dict(path), path))]
+        sources = [(str(path), _from_original(read_state_dict(path), path, ORIGINAL_CLAMP_LAYERS))]
     load_into(module.decoder, sources, what="tiny decoder")
     return module.eval().requires_grad_(False)
+
+
+def load_tiny_autoencoder(encoder_path: str | Path, decoder_path: str | Path) -> AutoencoderTiny:
+    """TAESD's encoder and decoder from their original files (what ``download`` fetches), each strictly."""
+    module = load_tiny_decoder(decoder_path)
+    tensors = _from_original(read_state_dict(encoder_path), Path(encoder_path), 0)
+    load_into(module.encoder, [(str(encoder_path), tensors)], what="tiny encoder")
+    return module
 
 
 def _prefixed(tensors: dict, prefix: str) -> dict:
@@ -43,14 +52,16 @@ def _prefixed(tensors: dict, prefix: str) -> dict:
     return {key[len(prefix) :]: value for key, value in tensors.items() if key.startswith(prefix)}
 
 
-def _from_original(tensors: dict, path: Path) -> dict:
+def _from_original(tensors: dict, path: Path, skipped_layers: int) -> dict:
+    """An original file's ``nn.Sequential`` keys as diffusers' ``layers.N`` (``skipped_layers``
+    parameterless layers lead the original)."""
     mapped = {}
     for key, value in tensors.items():
         index, _, rest = key.partition(".")
-        if not index.isdigit() or int(index) < ORIGINAL_CLAMP_LAYERS:
+        if not index.isdigit() or int(index) < skipped_layers:
             raise CheckpointError(
-                f"{path}: key {key!r} is not a TAESD decoder's (expected layer-numbered keys such as '1.weight'); "
+                f"{path}: key {key!r} is not TAESD's (expected layer-numbered keys such as '{skipped_layers}.weight'); "
                 "give taesd_decoder.safetensors or a diffusers AutoencoderTiny folder"
             )
-        mapped[f"layers.{int(index) - ORIGINAL_CLAMP_LAYERS}.{rest}"] = value
+        mapped[f"layers.{int(index) - skipped_layers}.{rest}"] = value
     return mapped

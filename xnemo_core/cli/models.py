@@ -3,7 +3,7 @@ a model with rule-made weights."""
 
 from pathlib import Path
 
-from ..choices import DOWNLOAD_PARTS, MODEL_SIZES, PRECISIONS
+from ..choices import DOWNLOAD_EXTRAS, DOWNLOAD_PARTS, MODEL_SIZES, PRECISIONS
 
 
 def add_download(commands) -> None:
@@ -16,7 +16,13 @@ def add_download(commands) -> None:
         "kept and not fetched again; a stopped run keeps what it received, and the same command resumes it.",
     )
     fetch.add_argument("dest", type=Path, help="the model folder, e.g. ComfyUI/models/xnemo/xnemo")
-    fetch.add_argument("--parts", nargs="+", choices=DOWNLOAD_PARTS, default=list(DOWNLOAD_PARTS))
+    fetch.add_argument(
+        "--parts",
+        nargs="+",
+        choices=DOWNLOAD_PARTS + DOWNLOAD_EXTRAS,
+        default=list(DOWNLOAD_PARTS),
+        help="default: the model's three; tiny_decoder: TAESD (MIT licence, 10 MB), for animate --tiny-decoder",
+    )
     fetch.add_argument(
         "--xnemo-from",
         metavar="FOLDER_OR_URL",

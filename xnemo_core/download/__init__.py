@@ -5,13 +5,14 @@ X-NeMo Model* node), and finishing whatever an earlier run started.
     DEST (either form) ───┼─► parts already there: checked ─► every source asked ─► missing files fetched
     staged originals ─────┘        (a damaged file named)      (gated? 404? disk?)   ─► checked ─► converted
 
-A part (X-NeMo's files, the CLIP image encoder, the VAE) is complete in its *official* form (the
+A part (X-NeMo's files, the CLIP image encoder, the VAE; on request the tiny decoder) is complete in its *official* form (the
 release's files in the official layout, :mod:`~xnemo_core.layouts`) or its *converted* one
 (``xnemo_<part>.safetensors``); a complete part is never fetched again, and every part the folder
 holds is loaded strictly before the run says it is ready. A plain download fetches into DEST. With
 ``convert`` the originals go to a hidden staging folder beside DEST; the converted files are written
 there and moved into DEST only once each is complete (a model list never shows a half-made model),
-then the originals are removed. Stopped anywhere, a run keeps the bytes it received (hidden
+then the originals are removed. The tiny decoder (TAESD) is published as safetensors already: it is
+fetched into DEST under the names ComfyUI's ``models/vae_approx`` uses. Stopped anywhere, a run keeps the bytes it received (hidden
 ``.partial`` files) and the originals it staged; the same command resumes.
 """
 
@@ -22,39 +23,52 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..bundled import BUNDLED
-from ..choices import DOWNLOAD_PARTS, command_name
+from ..choices import DOWNLOAD_EXTRAS, DOWNLOAD_PARTS, command_name
 from ..files import check_output_path
 from ..layouts import XNEMO_PARTS
 from .sources import (
     HUB_PARTS,
+    TINY_DECODER,
     UNET_CONFIG,
     XNEMO_FILES,
     DownloadError,
     Remote,
     fetch,
+    hub_part,
     hub_remotes,
     licences,
     xnemo_remotes,
 )
 from .transfer import Report, partial_path
 
-__all__ = ["PARTS", "XNEMO_FILES", "Downloaded", "DownloadError", "download", "licences", "staging_folder"]
+__all__ = ["EXTRAS", "PARTS", "XNEMO_FILES", "Downloaded", "DownloadError", "download", "licences", "staging_folder"]
 
 PARTS = DOWNLOAD_PARTS
-"""What can be downloaded: the X-NeMo release's four files, the CLIP image encoder, the VAE."""
-PART_NAMES = {"xnemo": "X-NeMo's files", "image_encoder": "the CLIP image encoder", "vae": "the VAE"}
+"""The model's parts: the X-NeMo release's four files, the CLIP image encoder, the VAE."""
+EXTRAS = DOWNLOAD_EXTRAS
+"""Parts fetched only when asked for (the tiny decoder); the model is complete without them."""
+PART_NAMES = {
+    "xnemo": "X-NeMo's files",
+    "image_encoder": "the CLIP image encoder",
+    "vae": "the VAE",
+    "tiny_decoder": "the tiny decoder (TAESD)",
+}
+TINY_DECODER_FILE = TINY_DECODER.files[1][0]
+TINY_FILES = tuple(alternatives[0] for alternatives in TINY_DECODER.files)
 OFFICIAL_SLOTS = {
     "xnemo": tuple((name,) for name in XNEMO_FILES) + ((str(UNET_CONFIG.folder / UNET_CONFIG.files[0][0]),),),
     **{
         part: tuple(tuple(str(hub.folder / name) for name in alternatives) for alternatives in hub.files)
         for part, hub in HUB_PARTS.items()
     },
+    "tiny_decoder": tuple((name,) for name in TINY_FILES),
 }
 """Per part, its files in the official layout: each a tuple of alternatives (any one will do)."""
 CONVERTED_FILES = {
     "xnemo": tuple(f"xnemo_{part}.safetensors" for part in XNEMO_PARTS),
     "image_encoder": ("xnemo_image_encoder.safetensors",),
     "vae": ("xnemo_vae.safetensors",),
+    "tiny_decoder": TINY_FILES,
 }
 HUB_CACHE = Path(".cache", "huggingface")
 """What ``huggingface_hub`` kept inside a model folder when it downloaded there (metadata and partial files)."""
@@ -74,15 +88,20 @@ class Downloaded:
 
     @property
     def complete(self) -> bool:
-        return set(self.parts) == set(PARTS)
+        return set(PARTS) <= set(self.parts)
 
     def summary(self) -> str:
         """What the folder holds and the command (or node) that goes on from here."""
+        tiny = ""
+        if "tiny_decoder" in self.parts:
+            tiny = f" --tiny-decoder {self.folder / TINY_DECODER_FILE}"
         if self.complete:
             return (
                 f"ready: {self.folder} (every part loaded strictly); animate with: "
-                f"{command_name()} animate --models {self.folder}"
+                f"{command_name()} animate --models {self.folder}{tiny}"
             )
+        if tiny and not any(p in self.parts for p in PARTS):
+            return f"{PART_NAMES['tiny_decoder']}: {self.folder / TINY_DECODER_FILE} (loaded strictly); pass it as{tiny}"
         held = ", ".join(PART_NAMES[p] for p in self.parts) or "nothing"
         missing = [p for p in PARTS if p not in self.parts]
         line = f"{self.folder} holds {held} (loaded strictly); it lacks {', '.join(PART_NAMES[p] for p in missing)}"
@@ -95,10 +114,11 @@ class Downloaded:
 
 
 def check_parts(parts) -> tuple[str, ...]:
-    unknown = [p for p in parts if p not in PARTS]
+    known = PARTS + EXTRAS
+    unknown = [p for p in parts if p not in known]
     if unknown or not parts:
-        raise DownloadError(f"unknown part(s) {', '.join(unknown) or '(none)'}; choose among {', '.join(PARTS)}")
-    return tuple(p for p in PARTS if p in parts)
+        raise DownloadError(f"unknown part(s) {', '.join(unknown) or '(none)'}; choose among {', '.join(known)}")
+    return tuple(p for p in known if p in parts)
 
 
 def staging_folder(target: Path) -> Path:
@@ -143,6 +163,7 @@ def download(
 
 def _download(target, staging, parts, xnemo_from, token, endpoint, convert, report, say) -> Downloaded:
     home = staging if convert else target
+    homes = {part: target if part in EXTRAS else home for part in PARTS + EXTRAS}  # extras are never converted
     _gather(target, staging, into=home)
     missing = [p for p in parts if _where(p, target, staging) is None]
     for part in parts:
@@ -150,18 +171,18 @@ def _download(target, staging, parts, xnemo_from, token, endpoint, convert, repo
             say(f"{PART_NAMES[part]}: already in {_where(part, target, staging)}; not fetched again")
     for line in licences(tuple(missing)):
         say(f"licence: {line}")
-    remotes = _ask_sources(missing, home, xnemo_from, token, endpoint)
-    _check_disk_space(remotes, home, convert)
-    held = [p for p in PARTS if _where(p, target, staging) is not None]
+    remotes = _ask_sources(missing, homes, xnemo_from, token, endpoint)
+    _check_disk_space(remotes, convert)
+    held = [p for p in PARTS + EXTRAS if _where(p, target, staging) is not None]
     for part in held:  # what is there already is checked before anything is fetched
         _check_part(part, _where(part, target, staging), convert, target, say)
-    home.mkdir(parents=True, exist_ok=True)
-    for remote in remotes:
+    for remote, folder in remotes:
         say(f"fetching {remote.name}")
-        fetch(remote, home, report)
+        folder.mkdir(parents=True, exist_ok=True)
+        fetch(remote, folder, report)
     for part in missing:
-        _check_part(part, home, convert, target, say)
-    return Downloaded(target, tuple(p for p in PARTS if p in held or p in missing))
+        _check_part(part, homes[part], convert, target, say)
+    return Downloaded(target, tuple(p for p in PARTS + EXTRAS if p in held or p in missing))
 
 
 def _where(part: str, target: Path, staging: Path) -> Path | None:
@@ -186,7 +207,8 @@ def _gather(target: Path, staging: Path, into: Path) -> None:
     for stale in (staging / CONVERTED, target / HUB_CACHE, staging / HUB_CACHE):
         shutil.rmtree(stale, ignore_errors=True)
     source = target if into == staging else staging
-    for part, slots in OFFICIAL_SLOTS.items():
+    for part in PARTS:
+        slots = OFFICIAL_SLOTS[part]
         names = [name for alternatives in slots for name in alternatives]
         if _complete(target, CONVERTED_FILES[part]):  # converted: staged originals are leftovers
             for name in names:
@@ -200,24 +222,29 @@ def _gather(target: Path, staging: Path, into: Path) -> None:
                 found.replace(moved)
 
 
-def _ask_sources(missing: list[str], home: Path, xnemo_from, token, endpoint) -> list[Remote]:
-    """Every file still to fetch, each source asked first (the Hub's before Google Drive's: the
-    gated VAE is the likeliest refusal)."""
+def _ask_sources(missing: list[str], homes: dict[str, Path], xnemo_from, token, endpoint) -> list[tuple[Remote, Path]]:
+    """Every file still to fetch and the folder it goes to, each source asked first (the Hub's
+    before Google Drive's: the gated VAE is the likeliest refusal)."""
     remotes = []
     for part in reversed(missing):
-        hub = UNET_CONFIG if part == "xnemo" else HUB_PARTS[part]
+        home = homes[part]
+        hub = UNET_CONFIG if part == "xnemo" else hub_part(part)
         absent = [names for names in hub.files if not any((home / hub.folder / name).is_file() for name in names)]
-        remotes += hub_remotes(hub, absent, token, endpoint)
+        found = hub_remotes(hub, absent, token, endpoint)
         if part == "xnemo" and (names := [name for name in XNEMO_FILES if not (home / name).is_file()]):
-            remotes += xnemo_remotes(names, xnemo_from)
+            found += xnemo_remotes(names, xnemo_from)
+        remotes += [(remote, home) for remote in found]
     return remotes
 
 
-def _check_disk_space(remotes: list[Remote], home: Path, convert: bool) -> None:
+def _check_disk_space(remotes: list[tuple[Remote, Path]], convert: bool) -> None:
     """Refuse a download the disk cannot take, before it starts (sizes the sources announced, less
     what partial files hold; with ``convert`` the fp16 copies come on top, about half as much)."""
-    fetched = sum(r.size - _partial_size(home / r.name) for r in remotes if r.size is not None)
+    if not remotes:
+        return
+    fetched = sum(r.size - _partial_size(home / r.name) for r, home in remotes if r.size is not None)
     needed = fetched + (fetched // 2 if convert else 0)
+    home = remotes[0][1]
     existing = next(folder for folder in (home, *home.parents) if folder.exists())
     free = shutil.disk_usage(existing).free
     if needed > free:
@@ -255,6 +282,10 @@ def _load_part(part: str, folder: Path) -> dict:
 
     if part == "xnemo":
         return {"models": load_models(folder, dtype="fp16", skip=tuple(HUB_PARTS))}
+    if part == "tiny_decoder":
+        from ..tiny_decoder import load_tiny_autoencoder
+
+        return {"module": load_tiny_autoencoder(folder / TINY_FILES[0], folder / TINY_DECODER_FILE)}
     return {"module": load_base_part(folder, part), "config": part_config(folder, part)}
 
 

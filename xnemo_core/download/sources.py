@@ -68,16 +68,29 @@ HUB_PARTS = {
         f"at https://stability.ai/license); the repository is gated: accept it at {SVD} while logged in",
     ),
 }
+TINY_DECODER = HubPart(
+    "madebyollin/taesd",
+    Path("."),
+    (("taesd_encoder.safetensors",), ("taesd_decoder.safetensors",)),
+    "MIT (madebyollin/taesd's model card)",
+)
+"""TAESD in its original files, named as ComfyUI's ``models/vae_approx`` keeps them (its Load VAE
+offers ``taesd`` when both are there); the decoder is what X-NeMo uses (:mod:`~xnemo_core.tiny_decoder`)."""
 UNET_CONFIG = dataclasses.replace(HUB_PARTS["image_encoder"], files=(("unet/config.json",),))
 """The UNets' shape (1 kB), fetched with X-NeMo's files as the official code reads it; the base
 UNet's weights are not needed (X-NeMo's files hold every UNet weight)."""
+
+
+def hub_part(part: str) -> HubPart:
+    """Where a part other than X-NeMo's own files comes from."""
+    return TINY_DECODER if part == "tiny_decoder" else HUB_PARTS[part]
 
 
 def licences(parts: tuple[str, ...]) -> list[str]:
     """One line per selected part naming what the user accepts by downloading it."""
     lines = [f"X-NeMo weights: {XNEMO_LICENCE}"] if "xnemo" in parts else []
     return lines + [
-        f"{HUB_PARTS[p].repo_id} ({p.replace('_', ' ')}): {HUB_PARTS[p].licence}" for p in parts if p != "xnemo"
+        f"{hub_part(p).repo_id} ({p.replace('_', ' ')}): {hub_part(p).licence}" for p in parts if p != "xnemo"
     ]
 
 
