@@ -6,8 +6,9 @@ in time at full size on a GPU, drawn as one chart.
     PYTHONPATH=. python bench/frontier.py quality --out bench/frontier-quality.json
     # speed: synthesized full-size weights, fp16, compiled with CUDA graphs, 48 frames (a GPU)
     PYTHONPATH=.:bench python bench/frontier.py speed --official-json official.json --out speed.json
-    # the chart (matplotlib, a benchmark-only dependency): seconds per frame against motion error
-    # and against PSNR to exact
+    # the table, and the chart (matplotlib, a benchmark-only dependency): seconds per frame against
+    # motion error and against PSNR to exact
+    PYTHONPATH=. python bench/frontier.py report bench/frontier-quality.json bench/frontier-speed.json
     PYTHONPATH=. python bench/frontier.py chart bench/frontier-quality.json bench/frontier-speed.json
 
 Each point's seconds per frame is its own denoising, timed, plus the parts that do not depend on the
@@ -176,6 +177,44 @@ def frontier(xs: list[float], ys: list[float]) -> list[int]:
     return kept
 
 
+QUALITY_BOUND = 0.03
+"""How far above ``exact``'s a point's motion error and identity leakage may go (issue 40's bound)."""
+
+
+def report(args) -> None:
+    """A Markdown table of every point measured in both files, fastest first, and the fastest
+    point within :data:`QUALITY_BOUND` of ``exact``."""
+    quality_table = json.loads(Path(args.quality).read_text())["points"]
+    speed_table = json.loads(Path(args.speed).read_text())
+    official = speed_table.get("official", {}).get("s_per_frame")
+    exact = quality_table["exact"]
+    rows = []
+    for name in (n for n in quality_table if n in speed_table["points"]):
+        scores = quality_table[name]
+        motion, leakage = (scores[key] - exact[key] for key in ("motion_error", "identity_leakage"))
+        seconds = {decoder: seconds_per_frame(speed_table, name, decoder) for decoder in ("vae", "tiny")}
+        within = motion <= QUALITY_BOUND and leakage <= QUALITY_BOUND
+        rows.append((seconds["vae"], name, seconds, motion, leakage, scores.get("psnr_vs_exact"), within))
+    print(
+        "| point | s / frame (VAE) | × official | s / frame (TAESD) | × official | motion error | leakage "
+        "| PSNR vs exact | within bound |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for _, name, seconds, motion, leakage, psnr_exact, within in sorted(rows):
+        ratios = [f"{official / seconds[d]:.2f}" if official else "–" for d in ("vae", "tiny")]
+        print(
+            f"| {name} | {seconds['vae']:.4f} | {ratios[0]} | {seconds['tiny']:.4f} | {ratios[1]} | {motion:+.4f} "
+            f"| {leakage:+.4f} | {f'{psnr_exact:.2f}' if psnr_exact else '–'} | {'yes' if within else 'no'} |"
+        )
+    for decoder in ("vae", "tiny"):
+        best = min((row for row in rows if row[-1]), key=lambda row: row[2][decoder])
+        ratio = f" ({official / best[2][decoder]:.2f}× official)" if official else ""
+        print(
+            f"fastest within +{QUALITY_BOUND} of exact, {decoder} decoder: {best[1]}, "
+            f"{best[2][decoder]:.4f} s/frame{ratio}"
+        )
+
+
 def chart(args) -> None:
     import matplotlib
 
@@ -205,16 +244,15 @@ def chart(args) -> None:
                 marker=marker,
                 s=14,
                 alpha=0.35,
-                label=f"grid, {decoder} decoder",
+                label="grid, VAE decode" if decoder == "vae" else "grid, TAESD decode",
             )
             path = [known[i] for i in edge]
             axis.plot([xs[i] for i in path], [ys[i] for i in path], lw=1, alpha=0.7)
             for i in known:
                 if _kind(names[i]) == "presets":
-                    axis.scatter(xs[i], ys[i], marker=marker, s=60, edgecolors="black", zorder=3)
-                    axis.annotate(
-                        f"{names[i]} ({decoder})", (xs[i], ys[i]), fontsize=8, xytext=(4, 4), textcoords="offset points"
-                    )
+                    axis.scatter(xs[i], ys[i], marker=marker, s=60, color="black", zorder=3)
+                    if decoder == "vae":
+                        axis.annotate(names[i], (xs[i], ys[i]), fontsize=9, xytext=(5, 5), textcoords="offset points")
         if official:
             for times in (1, 5, 10):
                 axis.axvline(official / times, color="grey", lw=0.6, ls="--")
@@ -264,6 +302,10 @@ def main() -> None:
     timing.add_argument("--official-json", help="bench_official.py's result of the same machine")
     timing.add_argument("--out", default="frontier-speed.json")
     timing.set_defaults(run=speed)
+    table = commands.add_parser("report", help="print the table of both files and the fastest point in bound")
+    table.add_argument("quality")
+    table.add_argument("speed")
+    table.set_defaults(run=report)
     drawing = commands.add_parser("chart", help="draw the frontier from the two JSON files")
     drawing.add_argument("quality")
     drawing.add_argument("speed")
