@@ -84,7 +84,7 @@ def speed(args) -> None:
     from xnemo_core.pipeline import AnimationSettings, XNeMoPipeline
     from xnemo_core.testing.synthetic_weights import preset_models
 
-    models = preset_models(args.model_size, args.device).to(dtype=torch.float16)
+    models = preset_models(args.model_size).to(dtype=torch.float16)
     pipeline = XNeMoPipeline(models, device=args.device, compile="on" if args.compile else "off")
     base = AnimationSettings(height=args.size, width=args.size)
     portrait, face, driving = inputs(args.frames, args.size)
