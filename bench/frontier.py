@@ -99,7 +99,7 @@ def speed(args) -> None:
     if args.official_json:
         result["official"] = json.loads(Path(args.official_json).read_text().strip().splitlines()[-1])
     start = time.perf_counter()
-    _warm_up(pipeline, base, portrait, face, driving)
+    _warm_up(pipeline, base, portrait, face, driving, args.max_reuse)
     result["warmup_s"] = round(time.perf_counter() - start, 1)
     timer = Timer(pipeline.device)
     motion, result["motion_s"], _ = timer(pipeline.encode_motion, driving)
@@ -112,7 +112,11 @@ def speed(args) -> None:
             video, seconds, peak = timer(decode_video, decoder, latents, OFFICIAL["decode_chunk"], pipeline.device)
         result["decode"][label] = {"s": seconds, "peak_gib": peak, "finite": bool(torch.isfinite(video).all())}
         print("decode", label, result["decode"][label], flush=True)
-    wanted = {name: chosen for name, chosen in settings_points().items() if args.only in ("all", _kind(name))}
+    wanted = {
+        name: chosen
+        for name, chosen in settings_points().items()
+        if args.only in ("all", _kind(name)) and chosen["deep_cache_interval"] <= args.max_reuse
+    }
     for name, chosen in sorted(wanted.items(), key=lambda item: _timing_order(*item)):
         settings = AnimationSettings(**{**base.__dict__, **chosen})
         _, seconds, peak = timer(pipeline.denoise, condition, motion, settings)
@@ -155,15 +159,15 @@ def _kind(name: str) -> str:
     return "grid" if name.startswith(GRID_SAMPLER + " ") else "presets"
 
 
-def _warm_up(pipeline, base, portrait, face, driving) -> None:
-    """Every denoiser call shape a point runs (whole steps with and without keeping the deep
-    features, steps on reused features; guided and not), compiled before any point is timed:
-    24 frames are one window of the 48-frame runs' length."""
+def _warm_up(pipeline, base, portrait, face, driving, max_reuse: int) -> None:
+    """Every denoiser call shape a point runs (whole steps; with reuse, whole steps that keep the
+    deep features and steps on reused features; guided and not), compiled before any point is
+    timed: 24 frames are one window of the 48-frame runs' length."""
     from xnemo_core.pipeline import AnimationSettings
 
     motion = pipeline.encode_motion(driving[:24])
     condition = pipeline.encode_reference(portrait, face, base.height, base.width)
-    for interval in (1, 2):
+    for interval in (1, 2)[:max_reuse]:
         settings = AnimationSettings(**{**base.__dict__, "steps": 4, "guidance_until": 0.5, "sampler": GRID_SAMPLER})
         settings.deep_cache_interval = interval
         pipeline.denoise(condition, motion, settings)
@@ -306,6 +310,9 @@ def main() -> None:
     timing.add_argument("--size", type=int, default=512)
     timing.add_argument("--only", choices=("all", "presets", "grid"), default="all")
     timing.add_argument("--eager", dest="compile", action="store_false")
+    timing.add_argument(
+        "--max-reuse", type=int, default=3, help="only points reusing deep features at most this often (1: none)"
+    )
     timing.add_argument("--device", default="cuda")
     timing.add_argument("--model-size", default="official", help="synthesized model size (tiny: a smoke test)")
     timing.add_argument("--official-json", help="bench_official.py's result of the same machine")
