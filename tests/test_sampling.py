@@ -1,6 +1,7 @@
 """Samplers, guidance on part of the schedule, reused deep features and the speed presets, on the
 tiny model through the windowed, guided pipeline (CPU, float32)."""
 
+import math
 import re
 from pathlib import Path
 
@@ -193,8 +194,8 @@ def test_each_preset_is_a_set_of_valid_settings_and_exact_is_the_official_sampli
     assert preset_settings("exact") == {"sampler": "ddim", "guidance_until": 1.0, "deep_cache_interval": 1}
     for name in SPEED_PRESETS:
         AnimationSettings(**preset_settings(name)).validate()
-    with pytest.raises(ValueError, match="unknown speed preset 'turbo'"):
-        preset_settings("turbo")
+    with pytest.raises(ValueError, match="unknown speed preset 'ludicrous'"):
+        preset_settings("ludicrous")
 
 
 def test_the_readme_table_documents_each_preset_as_it_is():
@@ -204,3 +205,14 @@ def test_the_readme_table_documents_each_preset_as_it_is():
         if match := re.match(r"\| `(\w+)` \| ([^|]+) \|", line):
             rows[match[1]] = match[2].strip()
     assert {name: rows.get(name) for name in SPEED_PRESETS} == {name: describe_preset(name) for name in SPEED_PRESETS}
+
+
+@pytest.mark.parametrize("preset", SPEED_PRESETS)
+def test_each_preset_runs_the_windowed_guided_schedule_it_documents(pipeline, condition, motion, monkeypatch, preset):
+    calls = DenoiserCalls(pipeline, monkeypatch)
+    chosen = settings().with_preset(preset)
+    assert torch.isfinite(pipeline.denoise(condition, motion, chosen)).all()
+    guided_steps = math.ceil(preset_settings(preset)["guidance_until"] * chosen.steps)
+    interval = preset_settings(preset)["deep_cache_interval"]
+    expected = [(2 if step < guided_steps else 1, step % interval == 0) for step in range(chosen.steps) for _ in "abc"]
+    assert [(c["rows"], c["whole"]) for c in calls.calls] == expected, "three windows a step"

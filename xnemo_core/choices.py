@@ -15,6 +15,7 @@ SPEED_PRESETS = {
     "exact": {"sampler": "ddim", "guidance_until": 1.0, "deep_cache_interval": 1},
     "balanced": {"sampler": "dpm++2m", "steps": 20, "guidance_until": 0.5, "deep_cache_interval": 1},
     "fast": {"sampler": "unipc", "steps": 12, "guidance_until": 0.5, "deep_cache_interval": 2},
+    "turbo": {"sampler": "unipc", "steps": 4, "guidance_until": 0.5, "deep_cache_interval": 1},
 }
 """Preset name → its settings. ``exact`` is the official sampling and keeps the model's recipe steps."""
 
