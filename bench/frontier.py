@@ -125,6 +125,104 @@ def speed(args) -> None:
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")  # what is timed survives a cut-off run
 
 
+EARLIER_H100 = {
+    "device": "NVIDIA H100 80GB HBM3",
+    "official_s_per_frame": 0.865,
+    "fast_denoise_s": 4.73,
+    "vae_decode_s": 1.39,
+    "motion_and_reference_s": 0.2,
+}
+"""The one H100 lease that timed ``fast`` compiled (issue 33's, 48 frames at 512²): what ``work``
+calibrates its estimates on."""
+PUBLISHED_TAESD_S_PER_FRAME = 0.003
+"""TAESD's decode as PersonaLive and a distilled X-NeMo report it (about 3 ms a frame)."""
+
+
+def work(args) -> None:
+    """Each point's denoiser work at full size, counted exactly (FLOPs of each call shape on the
+    ``meta`` device, times the calls the settings make), and its seconds estimated at the throughput
+    ``fast`` reached compiled on the H100 (:data:`EARLIER_H100`): a JSON shaped as ``speed``'s,
+    marked ``estimated``, for ``report`` and ``chart`` until a GPU times the points."""
+    from xnemo_core.official import OFFICIAL
+    from xnemo_core.pipeline import AnimationSettings
+
+    calls = _call_tflop()
+    base = AnimationSettings(height=OFFICIAL["size"], width=OFFICIAL["size"])
+    tflop = {
+        name: _denoise_tflop(AnimationSettings(**{**base.__dict__, **chosen}), args.frames, calls)
+        for name, chosen in settings_points().items()
+    }
+    rate = tflop["fast"] / EARLIER_H100["fast_denoise_s"]
+    result = {
+        "device": EARLIER_H100["device"],
+        "estimated": f"denoising at {rate:.0f} TFLOP/s (fast, compiled, in an earlier H100 lease); TAESD at the "
+        f"published {PUBLISHED_TAESD_S_PER_FRAME * 1e3:.0f} ms a frame",
+        "frames": args.frames,
+        "size": OFFICIAL["size"],
+        "official": {"s_per_frame": EARLIER_H100["official_s_per_frame"]},
+        "motion_s": EARLIER_H100["motion_and_reference_s"],
+        "reference_s": 0.0,
+        "decode": {
+            "vae": {"s": EARLIER_H100["vae_decode_s"] * args.frames / 48},
+            "tiny": {"s": PUBLISHED_TAESD_S_PER_FRAME * args.frames},
+        },
+        "points": {
+            name: {"settings": settings_points()[name], "denoise_tflop": round(work, 1), "denoise_s": work / rate}
+            for name, work in tflop.items()
+        },
+    }
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {args.out}: {rate:.0f} TFLOP/s; " + ", ".join(f"{n} {t:.0f} TFLOP" for n, t in tflop.items()))
+
+
+def _call_tflop() -> dict[tuple[int, bool], float]:
+    """TFLOP of one full-size denoiser call on a 24-frame window, by (rows, whole step), counted on
+    the ``meta`` device (no weights, no arithmetic)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from xnemo_core.config import XNeMoConfig
+    from xnemo_core.models.reference import ReferenceUNet, capture_reference, project_reference
+    from xnemo_core.models.unet3d import DenoisingUNet
+    from xnemo_core.official import OFFICIAL_CONTEXT_FRAMES
+
+    config = XNeMoConfig.official()
+    width, frames, latent = config.unet["cross_attention_dim"], OFFICIAL_CONTEXT_FRAMES, 64
+    counted = {}
+    with torch.device("meta"):
+        unet = DenoisingUNet(config.unet, config.frame_modules)
+        tokens = capture_reference(
+            ReferenceUNet(**config.unet), torch.zeros(1, 4, latent, latent), torch.zeros(1, 1, width)
+        )
+        bank = project_reference(unet, tokens)
+        for rows in (1, 2):
+            inputs = (
+                torch.zeros(rows, 4, frames, latent, latent),
+                torch.tensor(500),
+                torch.zeros(rows, 1, width),
+                torch.zeros(rows, frames, 32, 16),
+                bank,
+                slice(rows - 1, None),
+            )
+            with FlopCounterMode(display=False) as whole:
+                _, deep = unet(*inputs, keep_deep=True)
+            with FlopCounterMode(display=False) as partial:
+                unet(*inputs, deep_features=deep)
+            counted[rows, True] = whole.get_total_flops() / 1e12
+            counted[rows, False] = partial.get_total_flops() / 1e12
+    return counted
+
+
+def _denoise_tflop(settings, frames: int, calls: dict) -> float:
+    """The denoiser's TFLOP for a video of ``frames`` frames (windows of the official 24)."""
+    total = 0.0
+    for step in range(settings.steps):
+        rows = 2 if settings.guided(step, settings.steps) else 1
+        whole = step % settings.deep_cache_interval == 0
+        total += sum(len(window) / 24 * calls[rows, whole] for window in settings.windows(frames, 24))
+    return total
+
+
 class Timer:
     """Seconds and peak device memory (GiB; 0 on the CPU) of a call, the device's queue drained around it."""
 
@@ -194,10 +292,21 @@ QUALITY_BOUND = 0.03
 """How far above ``exact``'s a point's motion error and identity leakage may go (issue 40's bound)."""
 
 
+def _scores(path: str) -> dict:
+    """The quality file's points, with every preset whose settings equal a scored point given its
+    scores (a preset added after the scoring run)."""
+    scored = json.loads(Path(path).read_text())["points"]
+    by_settings = {json.dumps(point["settings"], sort_keys=True): point for point in scored.values()}
+    for name, chosen in settings_points().items():
+        if name not in scored and (same := by_settings.get(json.dumps(chosen, sort_keys=True))):
+            scored[name] = same
+    return scored
+
+
 def report(args) -> None:
     """A Markdown table of every point measured in both files, fastest first, and the fastest
     point within :data:`QUALITY_BOUND` of ``exact``."""
-    quality_table = json.loads(Path(args.quality).read_text())["points"]
+    quality_table = _scores(args.quality)
     speed_table = json.loads(Path(args.speed).read_text())
     official = speed_table.get("official", {}).get("s_per_frame")
     exact = quality_table["exact"]
@@ -234,7 +343,7 @@ def chart(args) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    quality_table = json.loads(Path(args.quality).read_text())["points"]
+    quality_table = _scores(args.quality)
     speed_table = json.loads(Path(args.speed).read_text())
     official = speed_table.get("official", {}).get("s_per_frame")
     names = [name for name in quality_table if name in speed_table["points"]]
@@ -322,6 +431,10 @@ def main() -> None:
     table.add_argument("quality")
     table.add_argument("speed")
     table.set_defaults(run=report)
+    counting = commands.add_parser("work", help="count each point's full-size work and estimate its seconds")
+    counting.add_argument("--frames", type=int, default=48)
+    counting.add_argument("--out", default="bench/frontier-estimated.json")
+    counting.set_defaults(run=work)
     drawing = commands.add_parser("chart", help="draw the frontier from the two JSON files")
     drawing.add_argument("quality")
     drawing.add_argument("speed")

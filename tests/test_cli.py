@@ -189,9 +189,10 @@ def test_a_synthesized_model_animates_the_demo_media_as_they_are(tmp_path, capsy
     "flags, expected",
     [
         ([], {"sampler": "ddim", "steps": 2, "guidance_until": 1.0, "deep_cache_interval": 1}),
-        (["--preset", "fast"], {"sampler": "unipc", "steps": 12, "guidance_until": 0.5, "deep_cache_interval": 2}),
-        (["--preset", "balanced", "--steps", "3"], {"sampler": "dpm++2m", "steps": 3, "guidance_until": 0.5}),
-        (["--preset", "fast", "--sampler", "ddim", "--deep-cache-interval", "3"], {"sampler": "ddim", "steps": 12}),
+        (["--preset", "fast"], {"sampler": "unipc", "steps": 6, "guidance_until": 1.0, "deep_cache_interval": 1}),
+        (["--preset", "balanced", "--steps", "3"], {"sampler": "unipc", "steps": 3, "deep_cache_interval": 2}),
+        (["--preset", "turbo", "--guidance-until", "1"], {"steps": 4, "guidance_until": 1.0}),
+        (["--preset", "fast", "--sampler", "ddim", "--deep-cache-interval", "3"], {"sampler": "ddim", "steps": 6}),
     ],
 )
 def test_a_speed_preset_fills_the_settings_its_flags_leave_unset(

@@ -13,11 +13,12 @@ DEFAULT_SEED = 42
 
 SPEED_PRESETS = {
     "exact": {"sampler": "ddim", "guidance_until": 1.0, "deep_cache_interval": 1},
-    "balanced": {"sampler": "dpm++2m", "steps": 20, "guidance_until": 0.5, "deep_cache_interval": 1},
-    "fast": {"sampler": "unipc", "steps": 12, "guidance_until": 0.5, "deep_cache_interval": 2},
+    "balanced": {"sampler": "unipc", "steps": 20, "guidance_until": 1.0, "deep_cache_interval": 2},
+    "fast": {"sampler": "unipc", "steps": 6, "guidance_until": 1.0, "deep_cache_interval": 1},
     "turbo": {"sampler": "unipc", "steps": 4, "guidance_until": 0.5, "deep_cache_interval": 1},
 }
-"""Preset name → its settings. ``exact`` is the official sampling and keeps the model's recipe steps."""
+"""Preset name → its settings. ``exact`` is the official sampling and keeps the model's recipe steps;
+the others are points of the speed–quality frontier (``bench/frontier.py``, README: Speed presets)."""
 
 
 def preset_settings(preset: str) -> dict:
