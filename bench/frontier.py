@@ -128,12 +128,13 @@ def speed(args) -> None:
 EARLIER_H100 = {
     "device": "NVIDIA H100 80GB HBM3",
     "official_s_per_frame": 0.865,
-    "fast_denoise_s": 4.73,
+    "timed_settings": {"sampler": "unipc", "steps": 12, "guidance_until": 0.5, "deep_cache_interval": 2},
+    "timed_denoise_s": 4.73,
     "vae_decode_s": 1.39,
     "motion_and_reference_s": 0.2,
 }
-"""The one H100 lease that timed ``fast`` compiled (issue 33's, 48 frames at 512²): what ``work``
-calibrates its estimates on."""
+"""The one H100 lease that timed the ``fast`` preset of then (``timed_settings``) compiled, 48
+frames at 512² (issue 33's): what ``work`` calibrates its estimates on."""
 PUBLISHED_TAESD_S_PER_FRAME = 0.003
 """TAESD's decode as PersonaLive and a distilled X-NeMo report it (about 3 ms a frame)."""
 
@@ -152,11 +153,12 @@ def work(args) -> None:
         name: _denoise_tflop(AnimationSettings(**{**base.__dict__, **chosen}), args.frames, calls)
         for name, chosen in settings_points().items()
     }
-    rate = tflop["fast"] / EARLIER_H100["fast_denoise_s"]
+    timed = AnimationSettings(**{**base.__dict__, **EARLIER_H100["timed_settings"]})
+    rate = _denoise_tflop(timed, args.frames, calls) / EARLIER_H100["timed_denoise_s"]
     result = {
         "device": EARLIER_H100["device"],
-        "estimated": f"denoising at {rate:.0f} TFLOP/s (fast, compiled, in an earlier H100 lease); TAESD at the "
-        f"published {PUBLISHED_TAESD_S_PER_FRAME * 1e3:.0f} ms a frame",
+        "estimated": f"denoising at {rate:.0f} TFLOP/s (unipc 12 steps, compiled, in an earlier H100 lease); TAESD at "
+        f"the published {PUBLISHED_TAESD_S_PER_FRAME * 1e3:.0f} ms a frame",
         "frames": args.frames,
         "size": OFFICIAL["size"],
         "official": {"s_per_frame": EARLIER_H100["official_s_per_frame"]},
@@ -293,14 +295,15 @@ QUALITY_BOUND = 0.03
 
 
 def _scores(path: str) -> dict:
-    """The quality file's points, with every preset whose settings equal a scored point given its
-    scores (a preset added after the scoring run)."""
+    """The quality file's scores of each point as it is defined now, found by its settings (a
+    preset added or changed after the scoring run takes the scores of the grid point it equals)."""
     scored = json.loads(Path(path).read_text())["points"]
     by_settings = {json.dumps(point["settings"], sort_keys=True): point for point in scored.values()}
-    for name, chosen in settings_points().items():
-        if name not in scored and (same := by_settings.get(json.dumps(chosen, sort_keys=True))):
-            scored[name] = same
-    return scored
+    return {
+        name: by_settings[key]
+        for name, chosen in settings_points().items()
+        if (key := json.dumps(chosen, sort_keys=True)) in by_settings
+    }
 
 
 def report(args) -> None:
@@ -389,13 +392,17 @@ def chart(args) -> None:
                     color="grey",
                 )
         axis.set_xscale("log")
+        timed = "estimated " if "estimated" in speed_table else ""
         axis.set_xlabel(
-            f"seconds per frame, {speed_table['device']}, {speed_table['size']}², {speed_table['frames']} frames"
+            f"{timed}seconds per frame, {speed_table['device']}, {speed_table['size']}², {speed_table['frames']} frames"
         )
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    figure.suptitle("X-NeMo sampling settings: speed against quality (UniPC grid: steps × guidance × reuse)")
+    title = "X-NeMo sampling settings: speed against quality (UniPC grid: steps × guidance × reuse)"
+    if "estimated" in speed_table:
+        title += f"\ntimes estimated from each point's counted work:\n{speed_table['estimated']}"
+    figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(args.out, dpi=110)
     print(f"wrote {args.out}")
