@@ -90,6 +90,7 @@ def fit_to_gpu(model, settings, low_vram: bool, compile: str) -> tuple[bool, str
         )
     return fitted.offload, fitted.compile
 
+
 ANIMATE_PORTRAIT = Node(
     "AnimatePortrait",
     "Animate Portrait (X-NeMo)",
@@ -116,7 +117,7 @@ ANIMATE_PORTRAIT = Node(
             default=0,
             minimum=0,
             maximum=200,
-            tooltip=f"sampling steps; 0: the preset's (balanced, fast), else the model's recipe ({OFFICIAL['steps']} "
+            tooltip=f"sampling steps; 0: the preset's (balanced, fast, turbo), else the model's recipe ({OFFICIAL['steps']} "
             f"official, {BUNDLED['steps']} for the bundled model)",
         ),
         Socket(
