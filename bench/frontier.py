@@ -225,6 +225,45 @@ def _denoise_tflop(settings, frames: int, calls: dict) -> float:
     return total
 
 
+def decoders(args) -> None:
+    """The SVD VAE's decode against TAESD's, 48 frames at 512² in fp16 (random weights: the time
+    and memory do not depend on them); the peak memory counts the weights, given apart."""
+    import torch
+    from diffusers import AutoencoderTiny
+
+    from xnemo_core.builders import build_vae
+    from xnemo_core.config import SVD_VAE
+    from xnemo_core.decoding import decode_video
+    from xnemo_core.models.group_norm import fuse_group_norm_silu
+    from xnemo_core.official import OFFICIAL
+
+    device = torch.device(args.device)
+    latents = torch.randn(1, 4, args.frames, args.size // 8, args.size // 8, device=device)
+    timer = Timer(device)
+    for label, build in (("vae", lambda: build_vae(SVD_VAE)), ("tiny", AutoencoderTiny)):
+        decoder = build().to_empty(device=device).to(torch.float16).eval().requires_grad_(False)
+        for tensor in decoder.state_dict().values():
+            tensor.normal_(0, 0.02)
+        fuse_group_norm_silu(decoder)  # as the pipeline decodes (a no-op for TAESD, which has no norms)
+        for run in ("first", "timed"):
+            video, seconds, peak = timer(decode_video, decoder, latents, OFFICIAL["decode_chunk"], device)
+        weights = sum(t.numel() * t.element_size() for t in decoder.state_dict().values()) / 2**30
+        print(
+            json.dumps(
+                {
+                    "decoder": label,
+                    "s": seconds,
+                    "ms_per_frame": round(seconds / args.frames * 1e3, 2),
+                    "peak_gib": peak,
+                    "weights_gib": round(weights, 3),
+                    "shape": list(video.shape),
+                }
+            ),
+            flush=True,
+        )
+        del decoder
+
+
 class Timer:
     """Seconds and peak device memory (GiB; 0 on the CPU) of a call, the device's queue drained around it."""
 
@@ -442,6 +481,11 @@ def main() -> None:
     counting.add_argument("--frames", type=int, default=48)
     counting.add_argument("--out", default="bench/frontier-estimated.json")
     counting.set_defaults(run=work)
+    decoding = commands.add_parser("decoders", help="time the VAE's decode against TAESD's (a GPU)")
+    decoding.add_argument("--frames", type=int, default=48)
+    decoding.add_argument("--size", type=int, default=512)
+    decoding.add_argument("--device", default="cuda")
+    decoding.set_defaults(run=decoders)
     drawing = commands.add_parser("chart", help="draw the frontier from the two JSON files")
     drawing.add_argument("quality")
     drawing.add_argument("speed")
