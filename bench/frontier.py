@@ -6,10 +6,14 @@ in time at full size on a GPU, drawn as one chart.
     PYTHONPATH=. python bench/frontier.py quality --out bench/frontier-quality.json
     # speed: synthesized full-size weights, fp16, compiled with CUDA graphs, 48 frames (a GPU)
     PYTHONPATH=.:bench python bench/frontier.py speed --official-json official.json --out speed.json
+    # without a GPU: each point's full-size work counted, its seconds estimated from an earlier lease
+    PYTHONPATH=. python bench/frontier.py work --out bench/frontier-estimated.json
+    # the SVD VAE's decode against TAESD's, time and memory (a GPU)
+    PYTHONPATH=. python bench/frontier.py decoders
     # the table, and the chart (matplotlib, a benchmark-only dependency): seconds per frame against
     # motion error and against PSNR to exact
-    PYTHONPATH=. python bench/frontier.py report bench/frontier-quality.json bench/frontier-speed.json
-    PYTHONPATH=. python bench/frontier.py chart bench/frontier-quality.json bench/frontier-speed.json
+    PYTHONPATH=. python bench/frontier.py report bench/frontier-quality.json speed.json
+    PYTHONPATH=. python bench/frontier.py chart bench/frontier-quality.json speed.json
 
 Each point's seconds per frame is its own denoising, timed, plus the parts that do not depend on the
 sampling settings (motion tokens, reference encoding, the VAE decode), timed once in the same run;
@@ -44,6 +48,7 @@ def settings_points() -> dict[str, dict]:
 
 
 def quality(args) -> None:
+    """Every point's frames of the held-out pairs scored, and compared with ``exact``'s."""
     import torch
 
     from xnemo_core import evaluation as ev
@@ -75,6 +80,8 @@ def quality(args) -> None:
 
 
 def speed(args) -> None:
+    """Every point's denoising timed on synthesized full-size weights (fp16, compiled unless
+    ``--eager``), and the shared parts once: motion, reference, both decoders."""
     import torch
     from diffusers import AutoencoderTiny
 
@@ -450,7 +457,7 @@ def chart(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    scoring = commands.add_parser("quality", help="score every point on the bundled model's held-out pairs")
+    scoring = _command(commands, "quality", quality, "score every point on the bundled model's held-out pairs")
     scoring.add_argument("--model", type=Path, default=Path("bundled/models/xnemo-synthetic-128"))
     scoring.add_argument("--pairs", type=int, default=16)
     scoring.add_argument("--frames", type=int, default=8)
@@ -459,40 +466,43 @@ def main() -> None:
     scoring.add_argument("--regressor-steps", type=int, default=600, help="training budget when not cached")
     scoring.add_argument("--regressor-batch", type=int, default=64)
     scoring.add_argument("--out", default="bench/frontier-quality.json")
-    scoring.set_defaults(run=quality)
-    timing = commands.add_parser("speed", help="time every point at full size on the GPU")
-    timing.add_argument("--frames", type=int, default=48)
-    timing.add_argument("--size", type=int, default=512)
+    timing = _full_size(_command(commands, "speed", speed, "time every point at full size on the GPU"))
     timing.add_argument("--only", choices=("all", "presets", "grid"), default="all")
     timing.add_argument("--eager", dest="compile", action="store_false")
     timing.add_argument(
         "--max-reuse", type=int, default=3, help="only points reusing deep features at most this often (1: none)"
     )
-    timing.add_argument("--device", default="cuda")
     timing.add_argument("--model-size", default="official", help="synthesized model size (tiny: a smoke test)")
     timing.add_argument("--official-json", help="bench_official.py's result of the same machine")
     timing.add_argument("--out", default="frontier-speed.json")
-    timing.set_defaults(run=speed)
-    table = commands.add_parser("report", help="print the table of both files and the fastest point in bound")
-    table.add_argument("quality")
-    table.add_argument("speed")
-    table.set_defaults(run=report)
-    counting = commands.add_parser("work", help="count each point's full-size work and estimate its seconds")
+    _full_size(_command(commands, "decoders", decoders, "time the VAE's decode against TAESD's (a GPU)"))
+    counting = _command(commands, "work", work, "count each point's full-size work and estimate its seconds")
     counting.add_argument("--frames", type=int, default=48)
     counting.add_argument("--out", default="bench/frontier-estimated.json")
-    counting.set_defaults(run=work)
-    decoding = commands.add_parser("decoders", help="time the VAE's decode against TAESD's (a GPU)")
-    decoding.add_argument("--frames", type=int, default=48)
-    decoding.add_argument("--size", type=int, default=512)
-    decoding.add_argument("--device", default="cuda")
-    decoding.set_defaults(run=decoders)
-    drawing = commands.add_parser("chart", help="draw the frontier from the two JSON files")
-    drawing.add_argument("quality")
-    drawing.add_argument("speed")
+    _measured(_command(commands, "report", report, "print the table of both files and the fastest point in bound"))
+    drawing = _measured(_command(commands, "chart", chart, "draw the frontier from the two JSON files"))
     drawing.add_argument("--out", default="bench/frontier.png")
-    drawing.set_defaults(run=chart)
     args = parser.parse_args()
     args.run(args)
+
+
+def _command(commands, name: str, run, description: str) -> argparse.ArgumentParser:
+    command = commands.add_parser(name, help=description)
+    command.set_defaults(run=run)
+    return command
+
+
+def _full_size(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    command.add_argument("--frames", type=int, default=48)
+    command.add_argument("--size", type=int, default=512)
+    command.add_argument("--device", default="cuda")
+    return command
+
+
+def _measured(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    command.add_argument("quality", help="frontier.py quality's JSON")
+    command.add_argument("speed", help="frontier.py speed's JSON (or work's estimate)")
+    return command
 
 
 if __name__ == "__main__":
