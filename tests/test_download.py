@@ -540,9 +540,8 @@ def test_the_tiny_decoder_is_fetched_on_request_beside_the_model_and_the_summary
 def test_with_convert_the_tiny_decoder_goes_straight_into_the_folder(hub, tmp_path):
     dest = tmp_path / "converted"
     assert download(hub, dest, "--token", TOKEN, "--convert", "--parts", "xnemo", "tiny_decoder") == 0
-    assert sorted(p.name for p in dest.iterdir()) == sorted(
-        [*TAESD_FILES, *(f"xnemo_{part}.safetensors" for part in ("denoising_unet", "motion_encoder", "reference_unet"))]
-    )
+    converted = [f"xnemo_{part}.safetensors" for part in ("denoising_unet", "motion_encoder", "reference_unet")]
+    assert sorted(p.name for p in dest.iterdir()) == sorted([*TAESD_FILES, *converted])
     assert [p.name for p in tmp_path.iterdir()] == ["converted"], "no staging folder left"
 
 

@@ -5,14 +5,15 @@ X-NeMo Model* node), and finishing whatever an earlier run started.
     DEST (either form) ───┼─► parts already there: checked ─► every source asked ─► missing files fetched
     staged originals ─────┘        (a damaged file named)      (gated? 404? disk?)   ─► checked ─► converted
 
-A part (X-NeMo's files, the CLIP image encoder, the VAE; on request the tiny decoder) is complete in its *official* form (the
-release's files in the official layout, :mod:`~xnemo_core.layouts`) or its *converted* one
-(``xnemo_<part>.safetensors``); a complete part is never fetched again, and every part the folder
-holds is loaded strictly before the run says it is ready. A plain download fetches into DEST. With
-``convert`` the originals go to a hidden staging folder beside DEST; the converted files are written
-there and moved into DEST only once each is complete (a model list never shows a half-made model),
-then the originals are removed. The tiny decoder (TAESD) is published as safetensors already: it is
-fetched into DEST under the names ComfyUI's ``models/vae_approx`` uses. Stopped anywhere, a run keeps the bytes it received (hidden
+A part (X-NeMo's files, the CLIP image encoder, the VAE; on request the tiny decoder) is complete
+in its *official* form (the release's files in the official layout, :mod:`~xnemo_core.layouts`) or
+its *converted* one (``xnemo_<part>.safetensors``); a complete part is never fetched again, and
+every part the folder holds is loaded strictly before the run says it is ready. A plain download
+fetches into DEST. With ``convert`` the originals go to a hidden staging folder beside DEST; the
+converted files are written there and moved into DEST only once each is complete (a model list
+never shows a half-made model), then the originals are removed. The tiny decoder (TAESD) is
+published as safetensors already: it goes straight into DEST, under the names ComfyUI's
+``models/vae_approx`` uses. Stopped anywhere, a run keeps the bytes it received (hidden
 ``.partial`` files) and the originals it staged; the same command resumes.
 """
 
@@ -101,7 +102,8 @@ class Downloaded:
                 f"{command_name()} animate --models {self.folder}{tiny}"
             )
         if tiny and not any(p in self.parts for p in PARTS):
-            return f"{PART_NAMES['tiny_decoder']}: {self.folder / TINY_DECODER_FILE} (loaded strictly); pass it as{tiny}"
+            decoder = self.folder / TINY_DECODER_FILE
+            return f"{PART_NAMES['tiny_decoder']}: {decoder} (loaded strictly); decode with it: animate …{tiny}"
         held = ", ".join(PART_NAMES[p] for p in self.parts) or "nothing"
         missing = [p for p in PARTS if p not in self.parts]
         line = f"{self.folder} holds {held} (loaded strictly); it lacks {', '.join(PART_NAMES[p] for p in missing)}"
