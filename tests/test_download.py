@@ -566,3 +566,13 @@ def test_the_download_node_puts_taesd_where_comfyuis_load_vae_finds_it(hub, mode
     assert sorted(p.name for p in vae_approx.iterdir()) == TAESD_FILES
     assert "pick 'taesd' in ComfyUI's Load VAE" in result["ui"]["text"][0]
     assert list(models_root.iterdir()) == [], "nothing in models/xnemo"
+
+
+def test_the_tiny_decoder_alone_into_an_empty_folder_says_how_to_decode_with_it(hub, tmp_path, capsys):
+    dest = tmp_path / "vae_approx"
+    assert main(["download", str(dest), "--parts", "tiny_decoder"]) == 0
+    decoder = dest / TAESD_FILES[0]
+    summary = capsys.readouterr().out.splitlines()[-1]
+    said = f"the tiny decoder (TAESD): {decoder} (loaded strictly); decode with it: animate … --tiny-decoder {decoder}"
+    assert summary == said
+    assert fetched_names(hub) == TAESD_FILES
