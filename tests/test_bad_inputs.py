@@ -171,10 +171,26 @@ def test_ctrl_c_is_one_line_and_exit_130(inputs, tmp_path, capsys, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.fixture
+def default_signals():
+    """The signal dispositions of a terminal's foreground job, whatever started the tests (``nohup``
+    ignores SIGHUP, a shell's ``&`` SIGINT), restored afterwards."""
+    defaults = {
+        signal.SIGINT: signal.default_int_handler,
+        signal.SIGTERM: signal.SIG_DFL,
+        signal.SIGHUP: signal.SIG_DFL,
+    }
+    inherited = {number: signal.signal(number, handler) for number, handler in defaults.items()}
+    yield
+    for number, handler in inherited.items():
+        signal.signal(number, handler)
+
+
 @pytest.mark.parametrize(
     "stop, status, said",
     [(signal.SIGTERM, 143, "terminated"), (signal.SIGHUP, 129, "hung up"), (signal.SIGINT, 130, "interrupted")],
 )
+@pytest.mark.usefixtures("default_signals")
 def test_a_stop_signal_during_the_final_write_leaves_no_partial_file(tmp_path, capsys, monkeypatch, stop, status, said):
     import xnemo_core.video as video
 
@@ -190,6 +206,7 @@ def test_a_stop_signal_during_the_final_write_leaves_no_partial_file(tmp_path, c
 
 
 @pytest.mark.parametrize("moment", ["made", "renamed", "removed"])
+@pytest.mark.usefixtures("default_signals")
 def test_a_signal_while_the_temporary_file_is_made_renamed_or_removed_leaves_nothing(tmp_path, monkeypatch, moment):
     made = files.tempfile.mkstemp
 
@@ -309,7 +326,9 @@ def test_smoothing_is_bounded_in_the_core_and_non_finite_weights_get_the_right_a
 def test_a_non_finite_blend_weight_is_refused_as_such(motion, mode):
     latent, _ = motion
     for weight, said in ((float("nan"), "must be a finite number, got nan"), (1e308, "between -10 and 10, got 1e+308")):
-        with pytest.raises(ValueError, match=f"MotionLatentBlend \\({mode}\\): the blend's .* {re.escape(said)}") as error:
+        with pytest.raises(
+            ValueError, match=f"MotionLatentBlend \\({mode}\\): the blend's .* {re.escape(said)}"
+        ) as error:
             run("MotionLatentBlend", **blend_inputs(latent, mode, motion_b=latent) | {"weight": weight})
         assert "extract the motion again" not in str(error.value)
 
@@ -406,7 +425,9 @@ def test_unusable_recipe_values_name_the_model_file_not_a_flag(tmp_path, capsys,
     assert "--" not in error and not (tmp_path / "x.mp4").exists()
 
 
-@pytest.mark.parametrize("flag, suffix", [("--out", ".mp4"), ("--reference", ".png"), ("--models", ""), ("--motion", ".st")])
+@pytest.mark.parametrize(
+    "flag, suffix", [("--out", ".mp4"), ("--reference", ".png"), ("--models", ""), ("--motion", ".st")]
+)
 def test_paths_longer_than_the_file_system_allows_are_one_line(tmp_path, capsys, flag, suffix):
     path = f"{tmp_path / ('a' * 300)}{suffix}"
     flags = {"--out": str(tmp_path / "x.mp4")} | {flag: path}
@@ -424,7 +445,9 @@ def test_an_image_claiming_more_pixels_than_opencv_reads_is_one_line(tmp_path, c
 
     huge = tmp_path / "huge.png"
     header = struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0)
-    huge.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(9))) + chunk(b"IEND", b""))
+    huge.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(9))) + chunk(b"IEND", b"")
+    )
     assert main(["animate", "--reference", str(huge), "--out", str(tmp_path / "x.mp4"), "--frames", "2"]) == 2
     assert capsys.readouterr().err.splitlines() == [
         f"error: {huge}: its header claims more pixels than OpenCV reads (1073741824, OPENCV_IO_MAX_IMAGE_PIXELS); "
