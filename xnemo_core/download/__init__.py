@@ -29,13 +29,13 @@ from ..files import check_output_path
 from ..layouts import XNEMO_PARTS
 from .sources import (
     HUB_PARTS,
+    HUB_SOURCES,
     TINY_DECODER,
     UNET_CONFIG,
     XNEMO_FILES,
     DownloadError,
     Remote,
     fetch,
-    hub_part,
     hub_remotes,
     licences,
     xnemo_remotes,
@@ -60,9 +60,8 @@ OFFICIAL_SLOTS = {
     "xnemo": tuple((name,) for name in XNEMO_FILES) + ((str(UNET_CONFIG.folder / UNET_CONFIG.files[0][0]),),),
     **{
         part: tuple(tuple(str(hub.folder / name) for name in alternatives) for alternatives in hub.files)
-        for part, hub in HUB_PARTS.items()
+        for part, hub in HUB_SOURCES.items()
     },
-    "tiny_decoder": tuple((name,) for name in TINY_FILES),
 }
 """Per part, its files in the official layout: each a tuple of alternatives (any one will do)."""
 CONVERTED_FILES = {
@@ -230,7 +229,7 @@ def _ask_sources(missing: list[str], homes: dict[str, Path], xnemo_from, token, 
     remotes = []
     for part in reversed(missing):
         home = homes[part]
-        hub = UNET_CONFIG if part == "xnemo" else hub_part(part)
+        hub = UNET_CONFIG if part == "xnemo" else HUB_SOURCES[part]
         absent = [names for names in hub.files if not any((home / hub.folder / name).is_file() for name in names)]
         found = hub_remotes(hub, absent, token, endpoint)
         if part == "xnemo" and (names := [name for name in XNEMO_FILES if not (home / name).is_file()]):

@@ -81,16 +81,15 @@ UNET_CONFIG = dataclasses.replace(HUB_PARTS["image_encoder"], files=(("unet/conf
 UNet's weights are not needed (X-NeMo's files hold every UNet weight)."""
 
 
-def hub_part(part: str) -> HubPart:
-    """Where a part other than X-NeMo's own files comes from."""
-    return TINY_DECODER if part == "tiny_decoder" else HUB_PARTS[part]
+HUB_SOURCES = {**HUB_PARTS, "tiny_decoder": TINY_DECODER}
+"""Where each part other than X-NeMo's own files comes from: the base model parts, and the extras."""
 
 
 def licences(parts: tuple[str, ...]) -> list[str]:
     """One line per selected part naming what the user accepts by downloading it."""
     lines = [f"X-NeMo weights: {XNEMO_LICENCE}"] if "xnemo" in parts else []
     return lines + [
-        f"{hub_part(p).repo_id} ({p.replace('_', ' ')}): {hub_part(p).licence}" for p in parts if p != "xnemo"
+        f"{HUB_SOURCES[p].repo_id} ({p.replace('_', ' ')}): {HUB_SOURCES[p].licence}" for p in parts if p != "xnemo"
     ]
 
 
