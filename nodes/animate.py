@@ -10,6 +10,7 @@ from xnemo_core.motion import check_compatible
 from xnemo_core.pipeline import XNeMoPipeline
 from xnemo_core.portrait import Portrait, animate_portrait, animation_settings
 from xnemo_core.recipes import OFFICIAL, crop_mode, recommended
+from xnemo_core.sampling import SPEED_PRESETS, preset_settings
 
 from . import comfy_bridge
 from .declare import Node, Socket
@@ -20,6 +21,7 @@ from .options import CONTEXT_TYPE, SPEED_TYPE, sampling_choices
 from .previews import LivePreview
 
 BUNDLED = recommended(bundled.MODEL)
+PRESETS_WITH_STEPS = [name for name in SPEED_PRESETS if "steps" in preset_settings(name)]
 
 
 def animate(
@@ -117,8 +119,8 @@ ANIMATE_PORTRAIT = Node(
             default=0,
             minimum=0,
             maximum=200,
-            tooltip=f"sampling steps; 0: the preset's (balanced, fast, turbo), else the model's recipe ({OFFICIAL['steps']} "
-            f"official, {BUNDLED['steps']} for the bundled model)",
+            tooltip=f"sampling steps; 0: the preset's ({', '.join(PRESETS_WITH_STEPS)}), else the model's recipe "
+            f"({OFFICIAL['steps']} official, {BUNDLED['steps']} for the bundled model)",
         ),
         Socket(
             "cfg",
