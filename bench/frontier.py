@@ -86,8 +86,6 @@ def speed(args) -> None:
     from diffusers import AutoencoderTiny
 
     from pipeline_speed import inputs
-    from xnemo_core.decoding import decode_video
-    from xnemo_core.official import OFFICIAL
     from xnemo_core.pipeline import AnimationSettings, XNeMoPipeline
     from xnemo_core.testing.synthetic_weights import preset_models
 
@@ -112,12 +110,10 @@ def speed(args) -> None:
     motion, result["motion_s"], _ = timer(pipeline.encode_motion, driving)
     condition, result["reference_s"], _ = timer(pipeline.encode_reference, portrait, face, args.size, args.size)
     decoders = {"vae": models.vae, "tiny": AutoencoderTiny().to(pipeline.device, torch.float16).eval()}
+    latents = condition.latents[:, :, None].expand(-1, -1, args.frames, -1, -1).contiguous()  # time is the same
     result["decode"] = {}
-    for label, decoder in decoders.items():  # on the start latents: decoding time does not depend on them
-        latents = condition.latents[:, :, None].expand(-1, -1, args.frames, -1, -1).contiguous()
-        for _ in range(2):  # the first call loads kernels
-            video, seconds, peak = timer(decode_video, decoder, latents, OFFICIAL["decode_chunk"], pipeline.device)
-        result["decode"][label] = {"s": seconds, "peak_gib": peak, "finite": bool(torch.isfinite(video).all())}
+    for label, decoder in decoders.items():
+        result["decode"][label] = _time_decode(timer, decoder, latents)
         print("decode", label, result["decode"][label], flush=True)
     wanted = {
         name: chosen
@@ -240,9 +236,7 @@ def decoders(args) -> None:
 
     from xnemo_core.builders import build_vae
     from xnemo_core.config import SVD_VAE
-    from xnemo_core.decoding import decode_video
     from xnemo_core.models.group_norm import fuse_group_norm_silu
-    from xnemo_core.official import OFFICIAL
 
     device = torch.device(args.device)
     latents = torch.randn(1, 4, args.frames, args.size // 8, args.size // 8, device=device)
@@ -252,23 +246,22 @@ def decoders(args) -> None:
         for tensor in decoder.state_dict().values():
             tensor.normal_(0, 0.02)
         fuse_group_norm_silu(decoder)  # as the pipeline decodes (a no-op for TAESD, which has no norms)
-        for run in ("first", "timed"):
-            video, seconds, peak = timer(decode_video, decoder, latents, OFFICIAL["decode_chunk"], device)
+        timed = _time_decode(timer, decoder, latents)
         weights = sum(t.numel() * t.element_size() for t in decoder.state_dict().values()) / 2**30
-        print(
-            json.dumps(
-                {
-                    "decoder": label,
-                    "s": seconds,
-                    "ms_per_frame": round(seconds / args.frames * 1e3, 2),
-                    "peak_gib": peak,
-                    "weights_gib": round(weights, 3),
-                    "shape": list(video.shape),
-                }
-            ),
-            flush=True,
-        )
+        timed |= {"ms_per_frame": round(timed["s"] / args.frames * 1e3, 2), "weights_gib": round(weights, 3)}
+        print(json.dumps({"decoder": label, **timed}), flush=True)
         del decoder
+
+
+def _time_decode(timer: "Timer", decoder, latents) -> dict:
+    """A decoder's second decode of ``latents`` in the official chunks (the first loads kernels):
+    seconds, peak GiB and whether the frames are finite."""
+    from xnemo_core.decoding import decode_video
+    from xnemo_core.official import OFFICIAL
+
+    for _ in range(2):
+        video, seconds, peak = timer(decode_video, decoder, latents, OFFICIAL["decode_chunk"], latents.device)
+    return {"s": seconds, "peak_gib": peak, "finite": bool(video.isfinite().all())}
 
 
 class Timer:
