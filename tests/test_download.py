@@ -157,18 +157,33 @@ def unused_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_google_drives_quota_page_becomes_one_line(hub):
+QUOTA_PAGE = (
+    "Failed to retrieve file url:\n\n\tToo many users have viewed or downloaded this file recently. Please\n\t"
+    "try accessing the file again later. If the file you are trying to access is particularly large or is\n\t"
+    "shared with many people, it may take up to 24 hours to be able to view or download the file."
+)
+BROKEN_OFF = (
+    "Download ended early: received 1000 of 2000 bytes the server announced 2000 bytes.\n"
+    "The received bytes are kept in /m/xnemo_motion_encoder.pthab12cd34.part, which resume "
+    "(--continue on the command line) picks up."
+)
+
+
+@pytest.mark.parametrize(
+    "kind, text, said, unsaid",
+    [
+        ("FileURLRetrievalError", QUOTA_PAGE, ["try again in a few hours", "drive.google.com/drive/folders"], ["\n"]),
+        ("DownloadError", BROKEN_OFF, ["running the download again resumes from them"], ["--continue"]),
+    ],
+    ids=["google drive's quota page becomes one line", "gdown's hint for its own command line is not passed on"],
+)
+def test_gdowns_errors_become_ours(kind, text, said, unsaid):
     import gdown
 
-    refusal = gdown.exceptions.FileURLRetrievalError(
-        "Failed to retrieve file url:\n\n\tToo many users have viewed or downloaded this file recently. Please\n\t"
-        "try accessing the file again later. If the file you are trying to access is particularly large or is\n\t"
-        "shared with many people, it may take up to 24 hours to be able to view or download the file."
-    )
     with pytest.raises(DownloadError) as raised, drive_errors():
-        raise refusal
+        raise getattr(gdown.exceptions, kind)(text)
     message = str(raised.value)
-    assert "\n" not in message and "try again in a few hours" in message and "drive.google.com/drive/folders" in message
+    assert all(part in message for part in said) and not any(part in message for part in unsaid)
 
 
 def test_a_damaged_file_is_refused_by_the_strict_check_and_named(hub, tmp_path, capsys):
@@ -496,20 +511,6 @@ def test_an_empty_folder_is_not_listed_as_a_model(models_root):
     (models_root / "held").mkdir()
     (models_root / "held" / "xnemo_vae.safetensors").write_bytes(b"")
     assert "empty" not in model_choices() and "held" in model_choices()
-
-
-def test_gdowns_hint_for_its_own_command_line_is_not_passed_on():
-    import gdown
-
-    broken = gdown.exceptions.DownloadError(
-        "Download ended early: received 1000 of 2000 bytes the server announced 2000 bytes.\n"
-        "The received bytes are kept in /m/xnemo_motion_encoder.pthab12cd34.part, which resume "
-        "(--continue on the command line) picks up."
-    )
-    with pytest.raises(DownloadError) as raised, drive_errors():
-        raise broken
-    message = str(raised.value)
-    assert "--continue" not in message and "running the download again resumes from them" in message
 
 
 def fetched_names(hub: FakeHub) -> list[str]:
