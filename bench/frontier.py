@@ -104,7 +104,7 @@ def speed(args) -> None:
     if args.official_json:
         result["official"] = json.loads(Path(args.official_json).read_text().strip().splitlines()[-1])
     start = time.perf_counter()
-    _warm_up(pipeline, base, portrait, face, driving, args.max_reuse)
+    _warm_up(pipeline, base, portrait, face, driving, args.reuse)
     result["warmup_s"] = round(time.perf_counter() - start, 1)
     timer = Timer(pipeline.device)
     motion, result["motion_s"], _ = timer(pipeline.encode_motion, driving)
@@ -118,12 +118,13 @@ def speed(args) -> None:
     wanted = {
         name: chosen
         for name, chosen in settings_points().items()
-        if args.only in ("all", _kind(name)) and chosen["deep_cache_interval"] <= args.max_reuse
+        if args.only in ("all", _kind(name)) and chosen["deep_cache_interval"] in args.reuse
     }
     for name, chosen in sorted(wanted.items(), key=lambda item: _timing_order(*item)):
         settings = AnimationSettings(**{**base.__dict__, **chosen})
         _, seconds, peak = timer(pipeline.denoise, condition, motion, settings)
         result["points"][name] = {"settings": chosen, "denoise_s": seconds, "denoise_peak_gib": peak}
+        price_points(result)
         print(name, result["points"][name], flush=True)
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")  # what is timed survives a cut-off run
 
@@ -298,24 +299,50 @@ def _kind(name: str) -> str:
     return "grid" if name.startswith(GRID_SAMPLER + " ") else "presets"
 
 
-def _warm_up(pipeline, base, portrait, face, driving, max_reuse: int) -> None:
-    """Every denoiser call shape a point runs (whole steps; with reuse, whole steps that keep the
-    deep features and steps on reused features; guided and not), compiled before any point is
-    timed: 24 frames are one window of the 48-frame runs' length."""
+def _warm_up(pipeline, base, portrait, face, driving, reuse: list[int]) -> None:
+    """Every denoiser call shape the points of these reuse intervals run (whole steps; with reuse,
+    whole steps that keep the deep features and steps on reused features; guided and not), compiled
+    before any point is timed: 24 frames are one window of the 48-frame runs' length."""
     from xnemo_core.pipeline import AnimationSettings
 
     motion = pipeline.encode_motion(driving[:24])
     condition = pipeline.encode_reference(portrait, face, base.height, base.width)
-    for interval in (1, 2)[:max_reuse]:
+    for interval in sorted({min(interval, 2) for interval in reuse}):
         settings = AnimationSettings(**{**base.__dict__, "steps": 4, "guidance_until": 0.5, "sampler": GRID_SAMPLER})
         settings.deep_cache_interval = interval
         pipeline.denoise(condition, motion, settings)
 
 
+def price_points(speed: dict) -> None:
+    """Each point's whole video time per frame, by decoder: its denoising plus the parts every point
+    of the run shares; and the official pipeline's of the same run, to take ratios across runs."""
+    shared = {label: speed["motion_s"] + speed["reference_s"] + timed["s"] for label, timed in speed["decode"].items()}
+    for point in speed["points"].values():
+        point["s_per_frame"] = {label: (point["denoise_s"] + s) / speed["frames"] for label, s in shared.items()}
+        point["official_s_per_frame"] = speed.get("official", {}).get("s_per_frame")
+
+
+def load_speed(paths: list[str]) -> dict:
+    """Speed files of several runs (one machine kind, e.g. two leases timing different points) as
+    one: the first file's header, every file's points, each priced within its own run."""
+    runs = [json.loads(Path(path).read_text()) for path in paths]
+    devices = {run["device"] for run in runs}
+    if len(devices) > 1:
+        raise SystemExit(f"speed files of different devices cannot be drawn together: {sorted(devices)}")
+    merged = {**runs[0], "points": {}, "runs": len(runs)}
+    for run in runs:
+        price_points(run)
+        merged["points"].update(run["points"])
+    return merged
+
+
 def seconds_per_frame(speed: dict, point: str, decoder: str = "vae") -> float:
-    """A point's whole video time per frame: its denoising plus the parts every point shares."""
-    shared = speed["motion_s"] + speed["reference_s"] + speed["decode"][decoder]["s"]
-    return (speed["points"][point]["denoise_s"] + shared) / speed["frames"]
+    return speed["points"][point]["s_per_frame"][decoder]
+
+
+def times_official(speed: dict, point: str, decoder: str = "vae") -> float | None:
+    official = speed["points"][point]["official_s_per_frame"]
+    return official / seconds_per_frame(speed, point, decoder) if official else None
 
 
 def frontier(xs: list[float], ys: list[float]) -> list[int]:
@@ -329,6 +356,7 @@ def frontier(xs: list[float], ys: list[float]) -> list[int]:
     return kept
 
 
+DECODERS = ("vae", "tiny")
 QUALITY_BOUND = 0.03
 """How far above ``exact``'s a point's motion error and identity leakage may go (issue 40's bound)."""
 
@@ -349,30 +377,31 @@ def report(args) -> None:
     """A Markdown table of every point measured in both files, fastest first, and the fastest
     point within :data:`QUALITY_BOUND` of ``exact``."""
     quality_table = _scores(args.quality)
-    speed_table = json.loads(Path(args.speed).read_text())
-    official = speed_table.get("official", {}).get("s_per_frame")
+    speed_table = load_speed(args.speed)
     exact = quality_table["exact"]
     rows = []
     for name in (n for n in quality_table if n in speed_table["points"]):
         scores = quality_table[name]
         motion, leakage = (scores[key] - exact[key] for key in ("motion_error", "identity_leakage"))
-        seconds = {decoder: seconds_per_frame(speed_table, name, decoder) for decoder in ("vae", "tiny")}
+        seconds = {decoder: seconds_per_frame(speed_table, name, decoder) for decoder in DECODERS}
+        ratios = {decoder: times_official(speed_table, name, decoder) for decoder in DECODERS}
         within = motion <= QUALITY_BOUND and leakage <= QUALITY_BOUND
-        rows.append((seconds["vae"], name, seconds, motion, leakage, scores.get("psnr_vs_exact"), within))
+        rows.append((seconds["vae"], name, seconds, ratios, motion, leakage, scores.get("psnr_vs_exact"), within))
     print(
         "| point | s / frame (VAE) | × official | s / frame (TAESD) | × official | motion error | leakage "
         "| PSNR vs exact | within bound |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
-    for _, name, seconds, motion, leakage, psnr_exact, within in sorted(rows):
-        ratios = [f"{official / seconds[d]:.2f}" if official else "–" for d in ("vae", "tiny")]
+    for _, name, seconds, ratios, motion, leakage, psnr_exact, within in sorted(rows):
+        shown = {d: f"{ratio:.2f}" if (ratio := ratios[d]) else "–" for d in DECODERS}
         print(
-            f"| {name} | {seconds['vae']:.4f} | {ratios[0]} | {seconds['tiny']:.4f} | {ratios[1]} | {motion:+.4f} "
-            f"| {leakage:+.4f} | {f'{psnr_exact:.2f}' if psnr_exact else '–'} | {'yes' if within else 'no'} |"
+            f"| {name} | {seconds['vae']:.4f} | {shown['vae']} | {seconds['tiny']:.4f} | {shown['tiny']} "
+            f"| {motion:+.4f} | {leakage:+.4f} | {f'{psnr_exact:.2f}' if psnr_exact else '–'} "
+            f"| {'yes' if within else 'no'} |"
         )
-    for decoder in ("vae", "tiny"):
+    for decoder in DECODERS:
         best = min((row for row in rows if row[-1]), key=lambda row: row[2][decoder])
-        ratio = f" ({official / best[2][decoder]:.2f}× official)" if official else ""
+        ratio = f" ({best[3][decoder]:.2f}× official)" if best[3][decoder] else ""
         print(
             f"fastest within +{QUALITY_BOUND} of exact, {decoder} decoder: {best[1]}, "
             f"{best[2][decoder]:.4f} s/frame{ratio}"
@@ -386,7 +415,7 @@ def chart(args) -> None:
     import matplotlib.pyplot as plt
 
     quality_table = _scores(args.quality)
-    speed_table = json.loads(Path(args.speed).read_text())
+    speed_table = load_speed(args.speed)
     official = speed_table.get("official", {}).get("s_per_frame")
     names = [name for name in quality_table if name in speed_table["points"]]
     figure, axes = plt.subplots(1, 2, figsize=(13, 5.2))
@@ -463,7 +492,7 @@ def main() -> None:
     timing.add_argument("--only", choices=("all", "presets", "grid"), default="all")
     timing.add_argument("--eager", dest="compile", action="store_false")
     timing.add_argument(
-        "--max-reuse", type=int, default=3, help="only points reusing deep features at most this often (1: none)"
+        "--reuse", type=int, nargs="+", default=[1, 2, 3], help="only points of these reuse intervals (1: none)"
     )
     timing.add_argument("--model-size", default="official", help="synthesized model size (tiny: a smoke test)")
     timing.add_argument("--official-json", help="bench_official.py's result of the same machine")
@@ -494,7 +523,7 @@ def _full_size(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def _measured(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
     command.add_argument("quality", help="frontier.py quality's JSON")
-    command.add_argument("speed", help="frontier.py speed's JSON (or work's estimate)")
+    command.add_argument("speed", nargs="+", help="frontier.py speed's JSON files of one device (or work's estimate)")
     return command
 
 
