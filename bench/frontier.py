@@ -289,12 +289,14 @@ class Timer:
 
 
 def _timing_order(name: str, chosen: dict) -> tuple:
-    """The quick presets first, then the grid by its steps, the official steps (``exact``) next to last,
+    """The points without reuse first (two call shapes to compile, not four), and among them the
+    quick presets first, then the grid by its steps, the official steps (``exact``) next to last,
     the grid's slowest points last: what a run cut short loses matters least."""
     from xnemo_core.official import OFFICIAL
 
     steps = chosen.get("steps", OFFICIAL["steps"])
-    return (steps >= 20 and _kind(name) == "grid", _kind(name) == "grid" or name == "exact", steps)
+    grid = _kind(name) == "grid"
+    return (chosen["deep_cache_interval"] > 1, steps >= 20 and grid, grid or name == "exact", steps)
 
 
 def _kind(name: str) -> str:
