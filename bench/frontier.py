@@ -6,6 +6,9 @@ in time at full size on a GPU, drawn as one chart.
     PYTHONPATH=. python bench/frontier.py quality --out bench/frontier-quality.json
     # speed: synthesized full-size weights, fp16, compiled with CUDA graphs, 48 frames (a GPU)
     PYTHONPATH=.:bench python bench/frontier.py speed --official-json official.json --out speed.json
+    # ... or split over two leases, each with its own official run; report and chart take both files
+    PYTHONPATH=.:bench python bench/frontier.py speed --reuse 1 --official-json official.json --out speed1.json
+    PYTHONPATH=.:bench python bench/frontier.py speed --reuse 2 3 --official-json official.json --out speed2.json
     # without a GPU: each point's full-size work counted, its seconds estimated from an earlier lease
     PYTHONPATH=. python bench/frontier.py work --out bench/frontier-estimated.json
     # the SVD VAE's decode against TAESD's, time and memory (a GPU)
