@@ -129,7 +129,6 @@ def speed(args) -> None:
         settings = AnimationSettings(**{**base.__dict__, **chosen})
         _, seconds, peak = timer(pipeline.denoise, condition, motion, settings)
         result["points"][name] = {"settings": chosen, "denoise_s": seconds, "denoise_peak_gib": peak}
-        price_points(result)
         print(name, result["points"][name], flush=True)
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")  # what is timed survives a cut-off run
 
@@ -335,7 +334,7 @@ def load_speed(paths: list[str]) -> dict:
     devices = {run["device"] for run in runs}
     if len(devices) > 1:
         raise SystemExit(f"speed files of different devices cannot be drawn together: {sorted(devices)}")
-    merged = {**runs[0], "points": {}, "runs": len(runs)}
+    merged = {**runs[0], "points": {}}
     for run in runs:
         price_points(run)
         merged["points"].update(run["points"])
