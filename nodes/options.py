@@ -2,8 +2,7 @@
 wanted (as the video wrappers' context and speed options do). Without them Animate Portrait runs
 the defaults these nodes show."""
 
-from xnemo_core.choices import COMPILE_MODES, SAMPLER_NAMES
-from xnemo_core.pipeline import SCHEDULES
+from xnemo_core.choices import COMPILE_MODES, SAMPLER_NAMES, SCHEDULES
 from xnemo_core.recipes import OFFICIAL, OFFICIAL_CONTEXT_FRAMES
 from xnemo_core.sampling import SPEED_PRESETS, describe_preset
 

@@ -16,6 +16,7 @@ import torch.multiprocessing as mp
 from xnemo_core import distributed
 from xnemo_core.pipeline import AnimationSettings, XNeMoPipeline
 from xnemo_core.testing.synthetic_weights import preset_models
+from xnemo_core.window_prediction import WindowPredictor
 from xnemo_core.video import read_frames, write_image, write_video
 
 FRAMES = 9
@@ -62,7 +63,7 @@ def _rank(rank: int, world_size: int, port: int, overrides: dict, out: str, fail
 
 def _fail_on_second_call():
     calls = []
-    real = XNeMoPipeline._predict
+    real = WindowPredictor._predict
 
     def failing(self, *args):
         calls.append(1)
@@ -70,7 +71,7 @@ def _fail_on_second_call():
             raise RuntimeError("out of memory (injected)")
         return real(self, *args)
 
-    XNeMoPipeline._predict = failing
+    WindowPredictor._predict = failing
 
 
 @pytest.mark.parametrize(

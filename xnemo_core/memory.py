@@ -35,7 +35,7 @@ def smallest_decode_bytes(chunk: int, height: int, width: int, itemsize: int) ->
 
 def working_bytes(settings, max_window: int, itemsize: int) -> int:
     """The GPU memory of a run's largest stage beside the model: a denoiser call or the decode
-    in its smallest slices, for :class:`~xnemo_core.pipeline.AnimationSettings` ``settings``."""
+    in its smallest slices, for :class:`~xnemo_core.settings.AnimationSettings` ``settings``."""
     window = settings.window_length(max_window) * settings.window_batch
     rows = 2 if settings.guidance_scale > 1 else 1
     return max(

@@ -32,7 +32,7 @@ def animation_settings(
     preset's, which wins over the model's ``recipe`` (:mod:`~xnemo_core.recipes`).
 
     Names are the recipes': ``size`` (height and width), ``cfg`` (guidance scale) and
-    :class:`~xnemo_core.pipeline.AnimationSettings`' own for the rest; ``crop`` is not a sampling
+    :class:`~xnemo_core.settings.AnimationSettings`' own for the rest; ``crop`` is not a sampling
     setting and is ignored here."""
     values = recipe | preset_settings(preset) | {name: value for name, value in chosen.items() if value is not None}
     values.pop("crop", None)

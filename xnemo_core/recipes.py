@@ -3,7 +3,7 @@ own files (``recipe`` metadata, as the bundled model does: it was trained at 128
 checked at 25 steps, denoise 0.8), so that a renamed copy keeps it.
 
 A recipe is named in the front ends' words: ``size`` (height and width), ``cfg`` (guidance scale),
-``crop`` (``detect`` or ``none``), and :class:`~xnemo_core.pipeline.AnimationSettings`' own names
+``crop`` (``detect`` or ``none``), and :class:`~xnemo_core.settings.AnimationSettings`' own names
 for the rest; the official numbers are :mod:`~xnemo_core.official`'s.
 """
 
@@ -45,7 +45,7 @@ def parse(text: str | None, source) -> dict:
 
 
 RECIPE_NAMES = {"height": "size", "width": "size", "guidance_scale": "cfg"}
-""":class:`~xnemo_core.pipeline.AnimationSettings` fields under another name in a recipe."""
+""":class:`~xnemo_core.settings.AnimationSettings` fields under another name in a recipe."""
 
 
 def _check_values(recipe: dict, source) -> None:

@@ -5,7 +5,7 @@ Every sampler is a diffusers scheduler built on the official noise schedule (sam
 averages the context windows' predictions and applies guidance *before* each scheduler step, so a
 multistep solver's history holds whole-video predictions, never one window's.
 
-Presets (``exact``, ``balanced``, ``fast``) name concrete :class:`~xnemo_core.pipeline.AnimationSettings`
+Presets (``exact``, ``balanced``, ``fast``, ``turbo``) name concrete :class:`~xnemo_core.settings.AnimationSettings`
 values; what they cost in quality is measured in ``bench/RESULTS.md`` (``evaluate --presets``).
 """
 

@@ -25,10 +25,10 @@ from ..evaluation import cross_pairs, load_pipeline, motion_measures
 from ..loading import load_models, load_vae
 from ..models import XNeMoModels
 from ..models.reference import capture_reference, project_reference
-from ..pipeline import SIZE_MULTIPLE
 from ..preprocess import clip_normalize
 from ..previews import fit_on_synthetic_faces
 from ..sampling import OFFICIAL_SCHEDULER
+from ..settings import SIZE_MULTIPLE
 from ..testing.synthetic_weights import preset_models
 from . import runs
 from .augment import augment_driving
