@@ -9,7 +9,7 @@ from einops import rearrange
 from xnemo_core import decoding
 from xnemo_core.builders import build_vae
 from xnemo_core.config import SMALL_VAE, TINY_VAE
-from xnemo_core.decoding import decode_in_slices, decode_video, slice_frames_for
+from xnemo_core.decoding import auto_slice_frames, decode_in_slices, decode_video, slice_frames_for
 from xnemo_core.models.group_norm import fuse_group_norm_silu
 from xnemo_core.testing.synthetic_weights import with_synthesized_weights
 
@@ -90,6 +90,16 @@ def test_slices_are_sized_to_the_memory_given():
     assert slice_frames_for(0, **official) == 1  # never none: the decode is tried, not refused
     assert slice_frames_for(80 * GiB, **official) == 25
     assert slice_frames_for(decoding.DECODE_MEMORY, chunk=25, height=128, width=128, itemsize=2) == 25
+
+
+def test_cards_with_room_decode_in_the_fastest_slices_and_full_ones_in_the_smallest():
+    official = dict(chunk=25, height=512, width=512, itemsize=2)
+    assert auto_slice_frames(6 * GiB, **official) == 1  # a 12 GiB card beside the resident model
+    assert auto_slice_frames(9 * GiB, **official) == 1  # half of it: still the smallest slices
+    assert auto_slice_frames(12 * GiB, **official) == 5
+    assert auto_slice_frames(17 * GiB, **official) == decoding.FASTEST_SLICE_FRAMES  # a 24 GiB card
+    assert auto_slice_frames(70 * GiB, **official) == decoding.FASTEST_SLICE_FRAMES  # never the whole chunk
+    assert auto_slice_frames(6 * GiB, chunk=25, height=128, width=128, itemsize=2) == decoding.FASTEST_SLICE_FRAMES
 
 
 def test_no_free_memory_figure_off_cuda():

@@ -32,8 +32,12 @@ frames at 512² in fp16, measured on an H100 (``bench/RESULTS.md``)."""
 SLICE_BYTES_PER_PIXEL = 768
 """The same for each frame of a slice: 0.375 GiB a frame at 512² in fp16."""
 DECODE_MEMORY = int(4.3 * 2**30)
-"""GPU memory a decode may take by default, beside the model: at 512² slices of one frame (4.23
-GiB measured), so that the official recipe peaks below 10 GiB; the whole chunk took 12.5 GiB."""
+"""GPU memory a decode may take at least, beside the model: at 512² slices of one frame (4.23 GiB
+measured), so that the official recipe peaks below 10 GiB; the whole chunk took 12.5 GiB."""
+FASTEST_SLICE_FRAMES = 8
+"""The fastest slice measured for a 25-frame chunk at 512² on an H100 (1, 2, 4, 8 frames and the whole
+chunk: 63, 48, 39, 35 and 40 ms a frame, ``bench/RESULTS.md``), at 7.6 GiB: one-frame slices take
+almost twice as long, which a short sampling schedule feels."""
 
 
 def slice_frames_for(memory: int, chunk: int, height: int, width: int, itemsize: int) -> int:
@@ -42,6 +46,14 @@ def slice_frames_for(memory: int, chunk: int, height: int, width: int, itemsize:
     pixels = height * width * itemsize
     spare = memory - chunk * STREAM_BYTES_PER_PIXEL * pixels
     return int(max(1, min(chunk, spare // (SLICE_BYTES_PER_PIXEL * pixels))))
+
+
+def auto_slice_frames(free: int, chunk: int, height: int, width: int, itemsize: int) -> int:
+    """Frames per slice where ``free`` bytes are free: slices of up to :data:`FASTEST_SLICE_FRAMES`
+    in half the free memory, never less than :data:`DECODE_MEMORY` allows (a card that the model
+    nearly fills decodes in the smallest slices; one with room, in the fastest)."""
+    memory = min(free, max(DECODE_MEMORY, free // 2))
+    return min(FASTEST_SLICE_FRAMES, slice_frames_for(memory, chunk, height, width, itemsize))
 
 
 def free_device_memory(device: torch.device) -> int | None:
@@ -58,8 +70,8 @@ def decode_video(
 ) -> torch.Tensor:
     """Scaled latents ``(1, 4, F, h, w)`` → frames ``(F, H, W, 3)`` float32 in ``[0, 1]`` on the
     CPU, ``chunk`` frames per decoder call (as the official recipe). ``slice_frames``: frames at a
-    time within a chunk (:func:`decode_in_slices`); ``None`` picks them on CUDA from
-    :data:`DECODE_MEMORY` and the free memory, and decodes whole chunks elsewhere."""
+    time within a chunk (:func:`decode_in_slices`); ``None`` picks them on CUDA from the free memory
+    (:func:`auto_slice_frames`), and decodes whole chunks elsewhere."""
     frames = rearrange(latents[0], "c f h w -> f c h w") / vae.config.scaling_factor
     decoded = []
     for start in range(0, len(frames), chunk):
@@ -91,7 +103,7 @@ def _slice_frames(vae: nn.Module, latents: torch.Tensor, device: torch.device, a
     if free is None:
         return None
     height, width = (8 * size for size in latents.shape[-2:])
-    return slice_frames_for(min(free, DECODE_MEMORY), len(latents), height, width, latents.element_size())
+    return auto_slice_frames(free, len(latents), height, width, latents.element_size())
 
 
 def decode_in_slices(decoder: TemporalDecoder, latents: torch.Tensor, slice_frames: int) -> torch.Tensor:
