@@ -19,9 +19,10 @@ in time at full size on a GPU, drawn as one chart.
     PYTHONPATH=. python bench/frontier.py chart bench/frontier-quality.json speed.json
 
 Each point's seconds per frame is its own denoising, timed, plus the parts that do not depend on the
-sampling settings (motion tokens, reference encoding, the VAE decode), timed once in the same run;
-with a tiny decoder (TAESD's architecture; its speed needs no trained weights) in place of the VAE
-where the JSON says ``tiny``.
+sampling settings (motion tokens, reference encoding, the VAE decode), timed warm once in the same run
+(or taken from ``--parts FILE``, a JSON of those figures of the same device); with a tiny decoder
+(TAESD's architecture; its speed needs no trained weights) in place of the VAE where the JSON says
+``tiny``.
 """
 
 import argparse
@@ -325,25 +326,29 @@ def _warm_up(pipeline, base, portrait, face, driving, interval: int) -> None:
     pipeline.denoise(condition, motion, settings)
 
 
-def price_points(speed: dict) -> None:
+def price_points(speed: dict, parts: dict | None = None) -> None:
     """Each point's whole video time per frame, by decoder: its denoising plus the parts every point
-    of the run shares; and the official pipeline's of the same run, to take ratios across runs."""
-    shared = {label: speed["motion_s"] + speed["reference_s"] + timed["s"] for label, timed in speed["decode"].items()}
+    shares (the run's own, or ``parts``: a JSON with the same ``motion_s``, ``reference_s`` and
+    ``decode`` keys); and the official pipeline's of the same run, to take ratios across runs."""
+    parts = parts or speed
+    shared = {label: parts["motion_s"] + parts["reference_s"] + timed["s"] for label, timed in parts["decode"].items()}
     for point in speed["points"].values():
         point["s_per_frame"] = {label: (point["denoise_s"] + s) / speed["frames"] for label, s in shared.items()}
         point["official_s_per_frame"] = speed.get("official", {}).get("s_per_frame")
 
 
-def load_speed(paths: list[str]) -> dict:
+def load_speed(paths: list[str], parts_path: str | None = None) -> dict:
     """Speed files of several runs (one machine kind, e.g. two leases timing different points) as
-    one: the first file's header, every file's points, each priced within its own run."""
+    one: the first file's header, every file's points (a later file's timing of a point replaces an
+    earlier one), each priced within its own run or with the shared parts of ``parts_path``."""
     runs = [json.loads(Path(path).read_text()) for path in paths]
-    devices = {run["device"] for run in runs}
+    parts = json.loads(Path(parts_path).read_text()) if parts_path else None
+    devices = {run["device"] for run in runs} | ({parts["device"]} if parts else set())
     if len(devices) > 1:
         raise SystemExit(f"speed files of different devices cannot be drawn together: {sorted(devices)}")
     merged = {**runs[0], "points": {}}
     for run in runs:
-        price_points(run)
+        price_points(run, parts)
         merged["points"].update(run["points"])
     return merged
 
@@ -392,7 +397,7 @@ def report(args) -> None:
     """A Markdown table of every point measured in both files, fastest first, and the fastest
     point within :data:`QUALITY_BOUND` of ``exact``."""
     quality_table = _scores(args.quality)
-    speed_table = load_speed(args.speed)
+    speed_table = load_speed(args.speed, args.parts)
     exact = quality_table["exact"]
     rows = []
     for name in (n for n in quality_table if n in speed_table["points"]):
@@ -430,7 +435,7 @@ def chart(args) -> None:
     import matplotlib.pyplot as plt
 
     quality_table = _scores(args.quality)
-    speed_table = load_speed(args.speed)
+    speed_table = load_speed(args.speed, args.parts)
     official = speed_table.get("official", {}).get("s_per_frame")
     names = [name for name in quality_table if name in speed_table["points"]]
     figure, axes = plt.subplots(1, 2, figsize=(13, 5.2))
@@ -485,6 +490,9 @@ def chart(args) -> None:
     title = "X-NeMo sampling settings: speed against quality (UniPC grid: steps × guidance × reuse)"
     if "estimated" in speed_table:
         title += f"\ntimes estimated from each point's counted work:\n{speed_table['estimated']}"
+    untimed = len(quality_table) - len(names)
+    if untimed:
+        title += f"\n{untimed} scored points not timed, not drawn"
     figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(args.out, dpi=110)
@@ -540,6 +548,9 @@ def _full_size(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def _measured(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
     command.add_argument("quality", help="frontier.py quality's JSON")
     command.add_argument("speed", nargs="+", help="frontier.py speed's JSON files of one device (or work's estimate)")
+    command.add_argument(
+        "--parts", help="price every point with this JSON's motion, reference and decode seconds (of the same device)"
+    )
     return command
 
 
