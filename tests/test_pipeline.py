@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import random_condition, random_motion
 
-from xnemo_core.pipeline import AnimationSettings, SettingError
+from xnemo_core.settings import AnimationSettings, SettingError
 from xnemo_core.testing import check_fixtures
 
 FRAMES = 6

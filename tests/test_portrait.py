@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from xnemo_core import bundled
-from xnemo_core.pipeline import AnimationSettings, SettingError
 from xnemo_core.portrait import Portrait, animation_settings
 from xnemo_core.recipes import OFFICIAL, recommended
 from xnemo_core.sampling import preset_settings
+from xnemo_core.settings import AnimationSettings, SettingError
 
 
 def test_the_official_recipe_gives_the_default_settings():

@@ -11,8 +11,8 @@ from conftest import random_condition, random_motion
 
 from xnemo_core import sampling
 from xnemo_core.models.reference import capture_reference, project_reference
-from xnemo_core.pipeline import AnimationSettings, SettingError
 from xnemo_core.sampling import SAMPLERS, SPEED_PRESETS, describe_preset, preset_settings
+from xnemo_core.settings import AnimationSettings, SettingError
 from xnemo_core.window_prediction import DeepFeatureCache
 
 FRAMES = 7

@@ -35,7 +35,7 @@ from .models.group_norm import fuse_group_norm_silu
 from .models.reference import ReferenceTokens, capture_reference, project_reference
 from .preprocess import clip_input, gaussian_blur, motion_input, vae_input
 from .sampling import make_scheduler, predicted_clean
-from .settings import AnimationSettings, SettingError  # noqa: F401 (SettingError re-exported)
+from .settings import AnimationSettings
 from .window_prediction import DeepFeatureCache, StepCall, WindowPredictor
 
 StepCallback = Callable[[int, int], None]

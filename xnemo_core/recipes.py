@@ -51,8 +51,8 @@ RECIPE_NAMES = {"height": "size", "width": "size", "guidance_scale": "cfg"}
 def _check_values(recipe: dict, source) -> None:
     """Refuse a recipe value no animation could use, naming the model file, not a flag the user never passed."""
     from .choices import CROP_MODES
-    from .pipeline import SettingError
     from .portrait import animation_settings
+    from .settings import SettingError
 
     try:
         crop = recipe.get("crop", OFFICIAL["crop"])
