@@ -207,24 +207,27 @@ class XNeMoPipeline:
         denoiser_timesteps = timesteps.to(self.device)
         total = len(timesteps)
         with self._on_device(self.models.denoising_unet):
-            reference = project_reference(self.models.denoising_unet, condition.tokens)
-            cache = DeepFeatureCache(num_frames) if settings.deep_cache_interval > 1 else None
-            ranks = distributed.current()
-            predict_noise = WindowPredictor(self.denoiser, self.device, self.dtype)
+            predict_noise = WindowPredictor(
+                self.denoiser,
+                self.device,
+                self.dtype,
+                project_reference(self.models.denoising_unet, condition.tokens),
+                condition.clip_embeds,
+                motion,
+                condition.unconditional_motion,
+                settings.window_batch,
+                settings.guidance_scale,
+                cache=DeepFeatureCache(num_frames) if settings.deep_cache_interval > 1 else None,
+                ranks=distributed.current(),
+            )
             for step, timestep in enumerate(timesteps):
                 call = StepCall(
-                    ranks,
-                    reference,
-                    condition.clip_embeds,
-                    motion,
-                    condition.unconditional_motion,
                     denoiser_timesteps[step],
                     guided=settings.guided(step, total),
-                    cache=cache,
                     refresh=step % settings.deep_cache_interval == 0,
                 )
                 windows = settings.windows(num_frames, config.max_window, offsets[step])
-                noise_pred = predict_noise(call, latents, windows, settings.window_batch, settings.guidance_scale)
+                noise_pred = predict_noise(call, latents, windows)
                 if on_preview is not None:
                     clean = predicted_clean(scheduler, latents, noise_pred, timestep)
                     on_preview(rearrange(clean[0], "c f h w -> f c h w"))

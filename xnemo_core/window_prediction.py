@@ -20,22 +20,12 @@ from .models.reference import ReferenceBank
 
 @dataclass(frozen=True)
 class StepCall:
-    """What every denoiser call of one sampling step shares."""
+    """What changes from one sampling step to the next."""
 
-    ranks: distributed.Ranks | None
-    """The process group the step's denoiser calls are spread over (``None``: this process alone)."""
-    reference: ReferenceBank
-    clip_embeds: torch.Tensor
-    """``(1, 1, D)`` CLIP image embeds of the portrait."""
-    motion: torch.Tensor
-    """``(F, 32, 16)`` motion tokens of the driving frames, on the device."""
-    unconditional_motion: torch.Tensor
-    """``(1, 32, 16)`` motion tokens of the portrait's own face: the unconditional rows' motion."""
     timestep: torch.Tensor
     guided: bool
-    cache: "DeepFeatureCache | None"
     refresh: bool
-    """Whether this step runs the whole denoiser (and refreshes ``cache``)."""
+    """Whether this step runs the whole denoiser (and refreshes the deep feature cache, if any)."""
 
     @property
     def rows(self) -> int:
@@ -43,31 +33,45 @@ class StepCall:
         return 2 if self.guided else 1
 
 
+@dataclass
 class WindowPredictor:
-    """Predicts one step's noise for every frame with ``denoiser`` on ``device``, in ``dtype``."""
+    """Predicts each sampling step's noise for every frame of one video with ``denoiser`` on
+    ``device``, in ``dtype``."""
 
-    def __init__(self, denoiser: Denoiser, device: torch.device, dtype: torch.dtype):
-        self.denoiser, self.device, self.dtype = denoiser, device, dtype
+    denoiser: Denoiser
+    device: torch.device
+    dtype: torch.dtype
+    reference: ReferenceBank
+    clip_embeds: torch.Tensor
+    """``(1, 1, D)`` CLIP image embeds of the portrait."""
+    motion: torch.Tensor
+    """``(F, 32, 16)`` motion tokens of the driving frames, on the device."""
+    unconditional_motion: torch.Tensor
+    """``(1, 32, 16)`` motion tokens of the portrait's own face: the unconditional rows' motion."""
+    window_batch: int
+    guidance_scale: float
+    cache: "DeepFeatureCache | None" = None
+    """Deep features kept for the steps that reuse them (``None``: every step runs whole)."""
+    ranks: distributed.Ranks | None = None
+    """The process group the denoiser calls are spread over (``None``: this process alone)."""
 
-    def __call__(
-        self, call: StepCall, latents: torch.Tensor, windows: list[list[int]], window_batch: int, guidance_scale: float
-    ) -> torch.Tensor:
-        """Latents ``(1, 4, F, h, w)`` → the window-averaged noise prediction, guided when ``call.guided``."""
+    def __call__(self, step: StepCall, latents: torch.Tensor, windows: list[list[int]]) -> torch.Tensor:
+        """Latents ``(1, 4, F, h, w)`` → the window-averaged noise prediction, guided when ``step.guided``."""
         average = FrameMean(latents.shape[2], axis=2)
-        batches = [self._indices(batch) for batch in _batches(windows, window_batch)]
-        predict = partial(self._predict, call, latents)
-        for batch, (prediction, *deep) in distributed.spread(batches, predict, call.ranks, self.device):
+        batches = [self._indices(batch) for batch in _batches(windows, self.window_batch)]
+        predict = partial(self._predict, step, latents)
+        for batch, (prediction, *deep) in distributed.spread(batches, predict, self.ranks, self.device):
             if deep:
-                call.cache.add(batch, deep[0], call.rows)
+                self.cache.add(batch, deep[0], step.rows)
             for row, frames in enumerate(batch):
                 average.add(frames, prediction[row :: len(batch)])
-        if call.cache is not None and call.refresh:
-            call.cache.finish_refresh()
+        if self.cache is not None and step.refresh:
+            self.cache.finish_refresh()
         mean = average.mean()
-        if not call.guided:
+        if not step.guided:
             return mean
         unconditional, conditional = mean.chunk(2)
-        return unconditional + guidance_scale * (conditional - unconditional)
+        return unconditional + self.guidance_scale * (conditional - unconditional)
 
     def _indices(self, windows: list[list[int]]) -> torch.Tensor:
         """Equal-length windows as a ``(W, f)`` frame index on the device, copied from pinned
@@ -77,27 +81,27 @@ class WindowPredictor:
             indices = indices.pin_memory()
         return indices.to(self.device, non_blocking=True)
 
-    def _predict(self, call: StepCall, latents, windows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _predict(self, step: StepCall, latents, windows: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """One denoiser call on windows ``(W, f)`` of frames: the prediction, rows ``[uncond…,
         cond…]``, and on steps that refresh the deep feature cache, the deep features."""
         window_latents = rearrange(latents[0][:, windows], "c w f h x -> w c f h x")
-        window_motion = call.motion[windows]
-        clip = call.clip_embeds.expand(len(windows), -1, -1)
-        if call.guided:
+        window_motion = self.motion[windows]
+        clip = self.clip_embeds.expand(len(windows), -1, -1)
+        if step.guided:
             window_latents = torch.cat([window_latents, window_latents])
-            unconditional = call.unconditional_motion.expand_as(window_motion)
+            unconditional = self.unconditional_motion.expand_as(window_motion)
             window_motion = torch.cat([unconditional, window_motion])
             clip = torch.cat([torch.zeros_like(clip), clip])
-        cached = call.cache is not None and not call.refresh
+        cached = self.cache is not None and not step.refresh
         prediction = self.denoiser(
             window_latents.to(self.dtype),
-            call.timestep,
+            step.timestep,
             clip.to(self.dtype),
             window_motion.to(self.dtype),
-            call.reference,
-            reference_rows=slice(len(windows), None) if call.guided else slice(None),
-            deep_features=call.cache.gather(windows, call.rows) if cached else None,
-            keep_deep=call.cache is not None and call.refresh,
+            self.reference,
+            reference_rows=slice(len(windows), None) if step.guided else slice(None),
+            deep_features=self.cache.gather(windows, step.rows) if cached else None,
+            keep_deep=self.cache is not None and step.refresh,
         )
         return prediction if isinstance(prediction, tuple) else (prediction,)
 
