@@ -17,9 +17,9 @@ in time at full size on a GPU, drawn as one chart.
     # motion error and against PSNR to exact
     PYTHONPATH=. python bench/frontier.py report bench/frontier-quality.json speed.json
     PYTHONPATH=. python bench/frontier.py chart bench/frontier-quality.json speed.json
-    # the H100 figures in the README: two leases' files, priced with one set of warm shared parts
+    # the H100 figures in the README: three leases' files, priced with one set of warm shared parts
     PYTHONPATH=. python bench/frontier.py chart bench/frontier-quality.json bench/frontier-speed-h100-1.json \
-        bench/frontier-speed-h100-2.json --parts bench/frontier-parts-h100.json
+        bench/frontier-speed-h100-2.json bench/frontier-speed-h100-3.json --parts bench/frontier-parts-h100.json
 
 Each point's seconds per frame is its own denoising, timed, plus the parts that do not depend on the
 sampling settings (motion tokens, reference encoding, the VAE decode), timed warm once in the same run
