@@ -195,29 +195,10 @@ def _call_tflop() -> dict[tuple[int, bool], float]:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from xnemo_core.config import XNeMoConfig
-    from xnemo_core.models.reference import ReferenceUNet, capture_reference, project_reference
-    from xnemo_core.models.unet3d import DenoisingUNet
-    from xnemo_core.official import OFFICIAL_CONTEXT_FRAMES
-
-    config = XNeMoConfig.official()
-    width, frames, latent = config.unet["cross_attention_dim"], OFFICIAL_CONTEXT_FRAMES, 64
     counted = {}
     with torch.device("meta"):
-        unet = DenoisingUNet(config.unet, config.frame_modules)
-        tokens = capture_reference(
-            ReferenceUNet(**config.unet), torch.zeros(1, 4, latent, latent), torch.zeros(1, 1, width)
-        )
-        bank = project_reference(unet, tokens)
         for rows in (1, 2):
-            inputs = (
-                torch.zeros(rows, 4, frames, latent, latent),
-                torch.tensor(500),
-                torch.zeros(rows, 1, width),
-                torch.zeros(rows, frames, 32, 16),
-                bank,
-                slice(rows - 1, None),
-            )
+            unet, inputs = meta_denoiser_call(rows)
             with FlopCounterMode(display=False) as whole:
                 _, deep = unet(*inputs, keep_deep=True)
             with FlopCounterMode(display=False) as partial:
@@ -225,6 +206,32 @@ def _call_tflop() -> dict[tuple[int, bool], float]:
             counted[rows, True] = whole.get_total_flops() / 1e12
             counted[rows, False] = partial.get_total_flops() / 1e12
     return counted
+
+
+def meta_denoiser_call(rows: int) -> tuple:
+    """The full-size denoiser and the inputs of its call on one 24-frame window of 512² with
+    ``rows`` rows (2: guided), built on the current default device (``meta``: shapes only)."""
+    import torch
+
+    from xnemo_core.config import XNeMoConfig
+    from xnemo_core.models.reference import ReferenceUNet, capture_reference, project_reference
+    from xnemo_core.models.unet3d import DenoisingUNet
+    from xnemo_core.official import OFFICIAL_CONTEXT_FRAMES
+
+    config = XNeMoConfig.official()
+    width, frames, latent = config.unet["cross_attention_dim"], OFFICIAL_CONTEXT_FRAMES, 64
+    unet = DenoisingUNet(config.unet, config.frame_modules)
+    reference_unet = ReferenceUNet(**config.unet)
+    tokens = capture_reference(reference_unet, torch.zeros(1, 4, latent, latent), torch.zeros(1, 1, width))
+    inputs = (
+        torch.zeros(rows, 4, frames, latent, latent),
+        torch.tensor(500),
+        torch.zeros(rows, 1, width),
+        torch.zeros(rows, frames, 32, 16),
+        project_reference(unet, tokens),
+        slice(rows - 1, None),
+    )
+    return unet, inputs
 
 
 def _denoise_tflop(settings, frames: int, calls: dict) -> float:
