@@ -60,7 +60,7 @@ def videos(args) -> list[dict]:
     models = preset_models("official", device="cpu").to(dtype=dtype)
     settings = AnimationSettings()
     model_bytes = memory.module_bytes(*models.modules().values())
-    working = memory.working_bytes(settings, models.config.max_window, dtype.itemsize)
+    working = memory.working_bytes(settings, models.config, args.frames, dtype.itemsize)
     fitted = memory.fit(model_bytes, memory.usable_gpu_memory(torch.device("cuda")), working, args.low_vram, args.compile)
     offload, compile = fitted.offload, fitted.compile
     print(f"model {model_bytes / GiB:.2f} GiB, working {working / GiB:.2f} GiB: offload {offload}, compile {compile}")

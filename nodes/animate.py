@@ -58,7 +58,7 @@ def animate(
         decode_chunk=decode_chunk,
         **chosen,
     )
-    offload, compile = fit_to_gpu(model, settings, low_vram, compile)
+    offload, compile = fit_to_gpu(model, settings, len(motion.tokens), low_vram, compile)
     device = model.managed.make_room() if offload else model.managed.load()
     try:
         pipeline = XNeMoPipeline(model.models, device, offload=offload, compile=compile)
@@ -74,14 +74,14 @@ def animate(
     return (to_images(animation.frames), torch.from_numpy(animation.pasted), mask)
 
 
-def fit_to_gpu(model, settings, low_vram: bool, compile: str) -> tuple[bool, str]:
-    """``(offload, compile mode)`` for this run on ComfyUI's device: the model stays on the GPU
-    where it fits beside the run's largest stage, else its modules visit one at a time (as
-    ``low_vram``); ``auto`` compiles in the background only where a second run has room."""
+def fit_to_gpu(model, settings, frames: int, low_vram: bool, compile: str) -> tuple[bool, str]:
+    """``(offload, compile mode)`` for this run of ``frames`` frames on ComfyUI's device: the model
+    stays on the GPU where it fits beside the run's largest stage, else its modules visit one at a
+    time (as ``low_vram``); ``auto`` compiles in the background only where a second run has room."""
     device = comfy_bridge.torch_device()
     if device.type != "cuda":
         return low_vram, compile
-    working = memory.working_bytes(settings, model.models.config.max_window, model.models.denoising_unet.dtype.itemsize)
+    working = memory.working_bytes(settings, model.models.config, frames, model.models.denoising_unet.dtype.itemsize)
     fitted = memory.fit(model.managed.size, comfy_bridge.total_memory(device), working, low_vram, compile)
     if fitted.offload and not low_vram:
         logging.warning(

@@ -12,6 +12,7 @@ import torch
 import nodes
 from nodes import comfy_bridge
 from nodes.animate import fit_to_gpu
+from xnemo_core.config import XNeMoConfig
 from xnemo_core.motion import MotionLatent, check_compatible, save_motion
 from xnemo_core.pipeline import AnimationSettings, XNeMoPipeline
 from xnemo_core.recipes import OFFICIAL, crop_mode
@@ -386,8 +387,10 @@ GiB = 2**30
 def official_sized(model_bytes: int):
     """An ``XNEMO_MODEL`` as far as fitting a run goes: the official model in fp16."""
     unet = SimpleNamespace(dtype=torch.float16)
-    models = SimpleNamespace(denoising_unet=unet, config=SimpleNamespace(max_window=24))
-    return SimpleNamespace(models=models, managed=SimpleNamespace(size=model_bytes))
+    config = SimpleNamespace(max_window=24, unet=XNeMoConfig.official().unet)
+    return SimpleNamespace(
+        models=SimpleNamespace(denoising_unet=unet, config=config), managed=SimpleNamespace(size=model_bytes)
+    )
 
 
 @pytest.mark.parametrize(
@@ -401,14 +404,27 @@ def official_sized(model_bytes: int):
     ],
 )
 def test_the_run_is_fitted_to_the_gpu_s_memory(monkeypatch, total, low_vram, compile, expected):
+    on_a_gpu_of(monkeypatch, total)
+    official = AnimationSettings(height=512, width=512)
+    assert fit_to_gpu(official_sized(int(5.7 * GiB)), official, 250, low_vram, compile) == expected
+
+
+@pytest.mark.parametrize("frames, offload", [(48, False), (250, True)])
+def test_the_deep_features_kept_for_reuse_count_in_the_fit(monkeypatch, frames, offload):
+    """``balanced`` keeps every frame's deep features (2.4 GiB at 250 frames of 512²): on a 12 GiB
+    card a 10-second clip no longer fits beside the resident model, a short one does."""
+    on_a_gpu_of(monkeypatch, 12 * GiB)
+    balanced = AnimationSettings(height=512, width=512).with_preset("balanced")
+    assert fit_to_gpu(official_sized(int(5.7 * GiB)), balanced, frames, False, "off") == (offload, "off")
+
+
+def on_a_gpu_of(monkeypatch, total: int) -> None:
     monkeypatch.setattr(comfy_bridge, "torch_device", lambda: torch.device("cuda"))
     monkeypatch.setattr(comfy_bridge, "total_memory", lambda device: total)
-    official = AnimationSettings(height=512, width=512)
-    assert fit_to_gpu(official_sized(int(5.7 * GiB)), official, low_vram, compile) == expected
 
 
 def test_off_a_gpu_the_settings_stay(model):
-    assert fit_to_gpu(model, AnimationSettings(), False, "auto") == (False, "auto")
+    assert fit_to_gpu(model, AnimationSettings(), 8, False, "auto") == (False, "auto")
 
 
 def test_releasing_the_model_forgets_its_compiled_denoiser(model):

@@ -176,6 +176,18 @@ def test_kept_features_are_the_average_of_the_windows_that_saw_each_frame():
     assert cache.gather(shifted, rows=2)[:, 0, 0, 0].tolist() == [5, 0, 1, 11, 6, 7]
 
 
+def test_a_refresh_replaces_the_kept_features_in_the_denoisers_dtype():
+    cache = DeepFeatureCache(num_frames=5)
+    windows = torch.tensor([[0, 1, 2], [2, 3, 4]])
+    first = torch.ones(2 * 2 * 3, 1, 2, 2, dtype=torch.float16)
+    second = torch.arange(2 * 2 * 3, dtype=torch.float16)[:, None, None, None].expand(-1, 1, 2, 2)
+    for deep in (first, second):
+        cache.add(windows, deep, rows=2)
+        cache.finish_refresh()
+    assert cache.features.dtype == torch.float16
+    assert cache.features[1, :, 0, 0, 0].tolist() == [6, 7, (8 + 9) / 2, 10, 11]  # nothing of the first
+
+
 @pytest.mark.parametrize(
     "overrides, setting",
     [

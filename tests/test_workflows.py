@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -156,15 +157,22 @@ def settings_of(tiny_model_folder):
         patch.setenv("XNEMO_MODELS", str(tiny_model_folder.parent))
         (model,) = run("LoadXNeMo", model=tiny_model_folder.name, precision="fp32")
 
-        def captured(model, settings, low_vram, compile):
+        def captured(model, settings, frames, low_vram, compile):
             raise Captured(settings, compile)
 
         patch.setattr(node, "fit_to_gpu", captured)
         patch.setattr(node, "check_compatible", lambda *args: None)
+        driving = SimpleNamespace(tokens=torch.zeros(8, 32, 16))
 
         def settings(inputs: dict):
             with pytest.raises(Captured) as raised:
-                run("AnimatePortrait", model=model, reference=torch.rand(1, 64, 64, 3), motion=None, **inputs | {"crop": "none"})
+                run(
+                    "AnimatePortrait",
+                    model=model,
+                    reference=torch.rand(1, 64, 64, 3),
+                    motion=driving,
+                    **inputs | {"crop": "none"},
+                )
             return raised.value.args
 
         yield settings

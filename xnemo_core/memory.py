@@ -33,13 +33,26 @@ def smallest_decode_bytes(chunk: int, height: int, width: int, itemsize: int) ->
     return (chunk * STREAM_BYTES_PER_PIXEL + SLICE_BYTES_PER_PIXEL) * height * width * itemsize
 
 
-def working_bytes(settings, max_window: int, itemsize: int) -> int:
-    """The GPU memory of a run's largest stage beside the model: a denoiser call or the decode
-    in its smallest slices, for :class:`~xnemo_core.settings.AnimationSettings` ``settings``."""
-    window = settings.window_length(max_window) * settings.window_batch
+def deep_cache_bytes(settings, frames: int, deep_channels: int, itemsize: int) -> int:
+    """The deep features a run that reuses them keeps through its denoising: every frame's, for
+    the guided rows (:class:`~xnemo_core.window_prediction.DeepFeatureCache`); 0 without reuse."""
+    if settings.deep_cache_interval == 1:
+        return 0
     rows = 2 if settings.guidance_scale > 1 else 1
+    return rows * frames * deep_channels * (settings.height // 8) * (settings.width // 8) * itemsize
+
+
+def working_bytes(settings, config, frames: int, itemsize: int) -> int:
+    """The GPU memory of a run's largest stage beside the model: a denoiser call with the deep
+    features kept for reuse, or the decode in its smallest slices, for
+    :class:`~xnemo_core.settings.AnimationSettings` ``settings`` of a model of
+    :class:`~xnemo_core.config.XNeMoConfig` ``config`` on a clip of ``frames`` frames."""
+    window = settings.window_length(config.max_window) * settings.window_batch
+    rows = 2 if settings.guidance_scale > 1 else 1
+    denoise = denoise_bytes(window, rows, settings.height, settings.width, itemsize)
+    deep_channels = config.unet["block_out_channels"][1]  # the last up block's input
     return max(
-        denoise_bytes(window, rows, settings.height, settings.width, itemsize),
+        denoise + deep_cache_bytes(settings, frames, deep_channels, itemsize),
         smallest_decode_bytes(settings.decode_chunk, settings.height, settings.width, itemsize),
     )
 

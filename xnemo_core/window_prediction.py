@@ -133,28 +133,32 @@ class DeepFeatureCache:
 
     Context windows move between steps (the official schedule shifts them), so features are kept
     per frame and row (unconditional, conditional), averaged over the windows that saw the frame,
-    and gathered for whatever windows a later step uses.
+    and gathered for whatever windows a later step uses. The cache grows with the clip (at 512²,
+    5 MiB a frame and row in fp16), so a refresh drops the old features first and sums the new ones
+    in place, in the denoiser's dtype: one buffer of the clip's features at any time.
     """
 
     def __init__(self, num_frames: int):
         self.num_frames = num_frames
         self.features: torch.Tensor | None = None
         """``(rows, F, C, h, w)`` in the denoiser's dtype; the last row is the conditional one."""
-        self._refreshing: FrameMean | None = None
-        self._dtype: torch.dtype | None = None
+        self._counts: torch.Tensor | None = None
+        """Windows that saw each frame, while a refresh sums them."""
 
     def add(self, windows: torch.Tensor, deep: torch.Tensor, rows: int) -> None:
         """Deep features ``(rows*W*f, C, h, w)`` of one denoiser call on windows ``(W, f)`` of frames."""
-        self._dtype = deep.dtype
-        if self._refreshing is None:
-            self._refreshing = FrameMean(self.num_frames, axis=1)
         deep = rearrange(deep, "(r w f) c h x -> r w f c h x", r=rows, w=len(windows))
+        if self._counts is None:
+            self.features = None  # freed before the new buffer is allocated, not after
+            self.features = deep.new_zeros((rows, self.num_frames, *deep.shape[3:]))
+            self._counts = torch.zeros(self.num_frames, device=deep.device, dtype=deep.dtype)
         for window, features in zip(windows, deep.unbind(1)):
-            self._refreshing.add(window, features)
+            self.features[:, window] += features
+            self._counts[window] += 1
 
     def finish_refresh(self) -> None:
-        self.features = self._refreshing.mean().to(self._dtype)
-        self._refreshing = None
+        self.features /= self._counts.view(1, -1, 1, 1, 1)
+        self._counts = None
 
     def gather(self, windows: torch.Tensor, rows: int) -> torch.Tensor:
         """The features of windows ``(W, f)`` as a denoiser call's ``(rows*W*f, C, h, w)`` input."""
