@@ -1,7 +1,7 @@
 """What FP8 matrix products could gain in the denoiser, before building them: every linear layer's
 product of one guided full-size window forward (shapes recorded on the ``meta`` device), timed on
-the GPU in fp16 and in FP8 (E4M3, a scale per activation row and per weight column, fp16 out,
-``torch._scaled_mm``; Hopper or newer).
+the GPU in fp16 and in FP8 (E4M3, a scale per activation row and per weight column,
+``torch._scaled_mm`` with bf16 out; Hopper or newer).
 
 For each shape: the fp16 product; the FP8 product alone (inputs already quantized: the floor);
 and the whole FP8 layer (activation quantized per row, product, bias, fp16 out; compiled, so the

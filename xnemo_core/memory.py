@@ -50,7 +50,7 @@ def working_bytes(settings, config, frames: int, itemsize: int) -> int:
     window = settings.window_length(config.max_window) * settings.window_batch
     rows = 2 if settings.guidance_scale > 1 else 1
     denoise = denoise_bytes(window, rows, settings.height, settings.width, itemsize)
-    deep_channels = config.unet["block_out_channels"][1]  # the last up block's input
+    deep_channels = config.unet["block_out_channels"][1]  # the last up block's input, at the second level's width
     return max(
         denoise + deep_cache_bytes(settings, frames, deep_channels, itemsize),
         smallest_decode_bytes(settings.decode_chunk, settings.height, settings.width, itemsize),
