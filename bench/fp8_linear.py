@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from attention_sites import milliseconds
 from frontier import meta_denoiser_call
 
 E4M3_MAX = torch.finfo(torch.float8_e4m3fn).max
@@ -69,18 +70,6 @@ def quantized_fp8_linear(x, w8_t, w_scale, bias):
     x8, x_scale = quantize_rows(x)
     out = fp8_product(x8, x_scale, w8_t, w_scale)
     return (out if bias is None else out + bias).to(torch.float16)
-
-
-def milliseconds(fn, *args, repeats: int = 20) -> float:
-    for _ in range(3):
-        fn(*args)
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(repeats):
-        fn(*args)
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / repeats
 
 
 def time_shape(tokens: int, k: int, n: int, has_bias: bool, device: str = "cuda") -> dict:
