@@ -38,8 +38,7 @@ def deep_cache_bytes(settings, frames: int, deep_channels: int, itemsize: int) -
     the guided rows (:class:`~xnemo_core.window_prediction.DeepFeatureCache`); 0 without reuse."""
     if settings.deep_cache_interval == 1:
         return 0
-    rows = 2 if settings.guidance_scale > 1 else 1
-    return rows * frames * deep_channels * (settings.height // 8) * (settings.width // 8) * itemsize
+    return _rows(settings) * frames * deep_channels * (settings.height // 8) * (settings.width // 8) * itemsize
 
 
 def working_bytes(settings, config, frames: int, itemsize: int) -> int:
@@ -48,13 +47,17 @@ def working_bytes(settings, config, frames: int, itemsize: int) -> int:
     :class:`~xnemo_core.settings.AnimationSettings` ``settings`` of a model of
     :class:`~xnemo_core.config.XNeMoConfig` ``config`` on a clip of ``frames`` frames."""
     window = settings.window_length(config.max_window) * settings.window_batch
-    rows = 2 if settings.guidance_scale > 1 else 1
-    denoise = denoise_bytes(window, rows, settings.height, settings.width, itemsize)
+    denoise = denoise_bytes(window, _rows(settings), settings.height, settings.width, itemsize)
     deep_channels = config.unet["block_out_channels"][1]  # the last up block's input, at the second level's width
     return max(
         denoise + deep_cache_bytes(settings, frames, deep_channels, itemsize),
         smallest_decode_bytes(settings.decode_chunk, settings.height, settings.width, itemsize),
     )
+
+
+def _rows(settings) -> int:
+    """Rows of a window in the largest denoiser call: unconditional and conditional under guidance."""
+    return 2 if settings.guidance_scale > 1 else 1
 
 
 @dataclass(frozen=True)
